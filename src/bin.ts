@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Cause, Console, Effect, Layer, Runtime } from "effect"
+import { CliError, Command } from "effect/cli"
+import { datasetsCommand } from "./cli/DatasetsCommand.ts"
+import { initCommand } from "./cli/InitCommand.ts"
+import { root } from "./cli/Root.ts"
+import { statusCommand } from "./cli/StatusCommand.ts"
+import { toolVersion } from "./common/Version.ts"
+import { ConfigLoader } from "./config/ConfigLoader.ts"
+import { RunStore } from "./runs/RunStore.ts"
+
+/** An error already shown to the user: only its exit code is left to set. */
+const reported = (code: number) =>
+  Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
+
+const cli = root.pipe(
+  Command.withSubcommands([initCommand, statusCommand, datasetsCommand]),
+  Command.run({ version: toolVersion })
+)
+
+const AppLayer = Layer.mergeAll(ConfigLoader.layer, RunStore.layer).pipe(Layer.provideMerge(NodeServices.layer))
+
+cli.pipe(
+  Effect.catchCause((cause) => {
+    const error = Cause.squash(cause)
+    // effect/cli has already printed parse errors together with the usage.
+    if (CliError.isCliError(error)) {
+      return Effect.fail(reported(2))
+    }
+    if (Cause.hasInterruptsOnly(cause)) return Effect.fail(reported(130))
+    const message = error instanceof Error ? error.message : String(error)
+    return Console.error(`dart: error: ${message}`).pipe(Effect.andThen(Effect.fail(reported(1))))
+  }),
+  Effect.provide(AppLayer),
+  NodeRuntime.runMain
+)

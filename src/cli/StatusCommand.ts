@@ -1,0 +1,35 @@
+import { Console, Effect, Schema } from "effect"
+import { Command, Flag } from "effect/cli"
+import { RunStore } from "../runs/RunStore.ts"
+import { loadConfig } from "./Root.ts"
+
+export class NoSuchRunError extends Schema.TaggedError<NoSuchRunError>()("NoSuchRunError", {
+  message: Schema.String
+}) {}
+
+export const statusCommand = Command.make("status", {
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the manifest as JSON"), Flag.withDefault(false))
+}, ({ json }) =>
+  Effect.gen(function*() {
+    const { config } = yield* loadConfig
+    const store = yield* RunStore
+    const run = store.handle(config.run.runs_dir, config.run.exp_id)
+    const manifest = yield* store.readManifest(run)
+    if (manifest === undefined) {
+      return yield* new NoSuchRunError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
+    }
+    if (json) return yield* Console.log(JSON.stringify(manifest, null, 2))
+    const lines = [
+      `run        ${manifest.exp_id}  (${run.dir})`,
+      `created    ${manifest.created_at} by dart ${manifest.tool_version}${manifest.git_commit ? ` @ ${manifest.git_commit.slice(0, 12)}` : ""}, node ${manifest.node_version}`,
+      `config     ${manifest.config_hash.slice(0, 16)}`,
+      "",
+      `${"stage".padEnd(16)}${"status".padEnd(10)}${"runs".padStart(5)}  ${"finished".padEnd(25)}outputs`
+    ]
+    const stages = Object.entries(manifest.stages)
+    if (stages.length === 0) lines.push("(no stage has run yet)")
+    for (const [name, s] of stages) {
+      lines.push(`${name.padEnd(16)}${s.status.padEnd(10)}${String(s.runs).padStart(5)}  ${(s.finished_at ?? "-").padEnd(25)}${s.outputs.length}${s.error ? `  error: ${s.error}` : ""}`)
+    }
+    yield* Console.log(lines.join("\n"))
+  })).pipe(Command.withDescription("Show a run's stage ledger: what ran, when, with which inputs, and what it wrote."))

@@ -1,0 +1,101 @@
+import { Config, Context, Effect, Layer, Option, Schema, FileSystem } from "effect"
+import { describeIssue, flattenIssue, formatPath, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { hashJson } from "../common/Hashing.ts"
+import { ExperimentConfig, type ExperimentConfigInput, defaults } from "./ExperimentConfig.ts"
+import { deepMerge, isPlainObject, parseOverride, setPath, } from "./Overrides.ts"
+
+export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
+  message: Schema.String
+}) {}
+
+export interface ConfigRequest {
+  readonly configPath: string
+  readonly overrides: ReadonlyArray<string>
+  readonly expId: Option.Option<string>
+}
+
+export interface ResolvedConfig {
+  readonly config: ExperimentConfig
+  /** The resolved config as plain JSON: what `configs/config.json` holds. */
+  readonly json: ExperimentConfigInput
+  readonly hash: string
+  readonly configPath: string
+}
+
+const decode = Schema.decodeUnknownResult(ExperimentConfig)
+const encode = Schema.encodeSync(ExperimentConfig)
+
+/**
+ * Pure resolution: defaults <- file <- EXP_ID <- --override (in order) <- --exp-id.
+ * Errors name the file or the override that put the bad value there.
+ */
+export const resolveConfig = (
+  configPath: string,
+  fileText: string,
+  overrides: ReadonlyArray<string>,
+  envExpId: string | undefined,
+  flagExpId: string | undefined
+): ResolvedConfig | ConfigError => {
+  let fromFile: unknown
+  try {
+    fromFile = JSON.parse(fileText)
+  } catch (e) {
+    return new ConfigError({ message: `${configPath}: malformed JSON at ${jsonErrorLocation(fileText, e)}` })
+  }
+  if (!isPlainObject(fromFile)) {
+    return new ConfigError({ message: `${configPath}: expected a JSON object at the top level` })
+  }
+  const parsed: Array<Exclude<ReturnType<typeof parseOverride>, string>> = []
+  for (const raw of overrides) {
+    const o = parseOverride(raw)
+    if (typeof o === "string") return new ConfigError({ message: o })
+    parsed.push(o)
+  }
+  const expIdPath = ["run", "exp_id"]
+  const layers: Array<{ readonly label: string; readonly path: ReadonlyArray<string>; readonly value: unknown }> = [
+    ...(envExpId !== undefined && envExpId !== "" ? [{ label: "EXP_ID in the environment", path: expIdPath, value: envExpId }] : []),
+    ...parsed.map((o) => ({ label: `--override ${o.raw}`, path: o.path, value: o.value })),
+    ...(flagExpId !== undefined ? [{ label: `--exp-id ${flagExpId}`, path: expIdPath, value: flagExpId }] : [])
+  ]
+  let tree = deepMerge(defaults, fromFile)
+  for (const o of layers) tree = setPath(tree, o.path, o.value)
+
+  const result = decode(tree, { errors: "all", onExcessProperty: "error" })
+  if (result._tag === "Failure") {
+    const lines = flattenIssue(result.failure.issue).map((issue) => {
+      const key = formatPath(issue.path)
+      const source = [...layers].reverse().find((o) => key === o.path.join(".") || key.startsWith(`${o.path.join(".")}.`))
+      return `  ${describeIssue(issue, tree)}  [from ${source?.label ?? configPath}]`
+    })
+    return new ConfigError({ message: `${configPath}: invalid config\n${lines.join("\n")}` })
+  }
+  const json = encode(result.success)
+  return { config: result.success, json, hash: hashJson(json), configPath }
+}
+
+export class ConfigLoader extends Context.Service<ConfigLoader, {
+  load(request: ConfigRequest): Effect.Effect<ResolvedConfig, ConfigError>
+}>()("dart/config/ConfigLoader") {
+  static readonly layer = Layer.effect(
+    ConfigLoader,
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const envExpId = yield* Config.option(Config.String("EXP_ID")).pipe(
+        Effect.map(Option.getOrUndefined),
+        Effect.orElseSucceed(() => undefined)
+      )
+      const load = Effect.fn("ConfigLoader.load")(function*(request: ConfigRequest) {
+        const text = yield* fs.readFileString(request.configPath).pipe(
+          Effect.mapError((e) =>
+            new ConfigError({
+              message: `${request.configPath}: cannot read config file (${e.reason._tag === "NotFound" ? "no such file" : e.message})`
+            })
+          )
+        )
+        const resolved = resolveConfig(request.configPath, text, request.overrides, envExpId, Option.getOrUndefined(request.expId))
+        return resolved instanceof ConfigError ? yield* resolved : resolved
+      })
+      return ConfigLoader.of({ load })
+    })
+  )
+}

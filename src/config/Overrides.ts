@@ -1,0 +1,48 @@
+/** `--override key.path=value`: the value is JSON when it parses as JSON, else a plain string. */
+export interface Override {
+  readonly raw: string
+  readonly path: ReadonlyArray<string>
+  readonly value: unknown
+}
+
+const keyPath = /^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$/
+
+/** Returns the override, or a message saying what is wrong with it. */
+export const parseOverride = (raw: string): Override | string => {
+  const eq = raw.indexOf("=")
+  if (eq <= 0) return `malformed --override "${raw}": expected key.path=value`
+  const key = raw.slice(0, eq).trim()
+  if (!keyPath.test(key)) return `malformed --override "${raw}": "${key}" is not a dotted key path`
+  const text = raw.slice(eq + 1)
+  let value: unknown = text
+  try {
+    value = JSON.parse(text)
+  } catch {
+    // Not JSON: keep the raw string, as documented.
+  }
+  return { raw, path: key.split("."), value }
+}
+
+/** Sets `path` in a plain JSON tree, creating objects on the way; returns a new tree. */
+export const setPath = (tree: unknown, path: ReadonlyArray<string>, value: unknown): unknown => {
+  if (path.length === 0) return value
+  const [head, ...rest] = path as [string, ...Array<string>]
+  if (Array.isArray(tree) && /^\d+$/.test(head)) {
+    const copy = [...tree]
+    copy[Number(head)] = setPath(copy[Number(head)], rest, value)
+    return copy
+  }
+  const base = isPlainObject(tree) ? tree : {}
+  return { ...base, [head]: setPath(base[head], rest, value) }
+}
+
+export const isPlainObject = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** Objects merge key by key; arrays and scalars from `over` replace what `base` had. */
+export const deepMerge = (base: unknown, over: unknown): unknown => {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over
+  const out: Record<string, unknown> = { ...base }
+  for (const [k, v] of Object.entries(over)) out[k] = Object.hasOwn(base, k) ? deepMerge(base[k], v) : v
+  return out
+}

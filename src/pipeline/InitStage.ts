@@ -1,0 +1,127 @@
+import { Clock, Console, Effect, Schema } from "effect"
+import { hashJson } from "../common/Hashing.ts"
+import { gitCommit, toolVersion } from "../common/Version.ts"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
+import { goldLabel, type NormalizedItem, type Split, splits, type SuiteRow } from "../datasets/BenchmarkItem.ts"
+import { loadSuite } from "../datasets/BenchmarkSuite.ts"
+import { countSplits, splitItems } from "../datasets/Splits.ts"
+import { RunStore } from "../runs/RunStore.ts"
+
+export class RunConflictError extends Schema.TaggedError<RunConflictError>()("RunConflictError", {
+  message: Schema.String
+}) {}
+
+export const CONFIG_SNAPSHOT = "configs/config.json"
+export const DATASET_MANIFEST = "datasets/manifest.json"
+export const splitFile = (split: Split) => `datasets/${split}.jsonl`
+
+export interface InitResult {
+  readonly dir: string
+  readonly upToDate: boolean
+  readonly totals: Readonly<Record<Split, number>>
+}
+
+const normalize = (r: SuiteRow, split: Split): NormalizedItem => ({
+  id: r.id,
+  benchmark: r.benchmark,
+  condition: r.condition,
+  index: r.index,
+  question: r.question,
+  answer: r.answer,
+  gold_label: goldLabel(r.condition),
+  scenario: r.scenario,
+  marginalized_choice: r.marginalized_choice,
+  split
+})
+
+/**
+ * Original step 1: the run folder, the resolved config snapshot, and the normalized
+ * items split into train/val/test. Idempotent for the same config; refuses a changed one.
+ */
+export const runInit = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
+  const store = yield* RunStore
+  const { config } = resolved
+  const run = store.handle(config.run.runs_dir, config.run.exp_id)
+  const configText = `${JSON.stringify(resolved.json, null, 2)}\n`
+
+  const existing = yield* store.readManifest(run)
+  if (existing !== undefined) {
+    const recordedText = yield* store.readText(run, CONFIG_SNAPSHOT)
+    let recorded: unknown = {}
+    try {
+      recorded = JSON.parse(recordedText ?? "{}")
+    } catch {
+      // A damaged snapshot is a conflict like any other: show everything as changed.
+    }
+    const changes = diffConfigs(recorded, resolved.json)
+    if (changes.length > 0) {
+      return yield* new RunConflictError({
+        message: `run ${config.run.exp_id} already exists at ${run.dir} with a different config:\n${describeChanges(changes)}\n` +
+          "Use a new --exp-id, or restore the recorded values."
+      })
+    }
+  }
+
+  const suite = yield* loadSuite(config.datasets.suite_dir, config.datasets.benchmarks)
+  const split = splitItems(suite.rows, config.datasets.split)
+  const { limits } = config.datasets
+  const limited = {
+    train: split.train.slice(0, limits.train ?? undefined),
+    val: split.val.slice(0, limits.val ?? undefined),
+    test: split.test.slice(0, limits.test ?? undefined)
+  }
+  const counts = countSplits(limited, suite.benchmarks)
+  const totals = { train: limited.train.length, val: limited.val.length, test: limited.test.length }
+
+  const files: Array<readonly [string, string]> = [[CONFIG_SNAPSHOT, configText]]
+  for (const s of splits) {
+    files.push([splitFile(s), limited[s].map((r) => `${JSON.stringify(normalize(r, s))}\n`).join("")])
+  }
+  files.push([DATASET_MANIFEST, `${JSON.stringify({
+    strategy: config.datasets.split.strategy,
+    seed: config.datasets.split.seed,
+    ratios: { train: config.datasets.split.train, val: config.datasets.split.val, test: config.datasets.split.test },
+    limits: config.datasets.limits,
+    benchmarks: suite.benchmarks,
+    sources: suite.sources.map((s) => ({ benchmark: s.benchmark, file: s.file, sha256: s.sha256, rows: s.rows })),
+    totals,
+    counts
+  }, null, 2)}\n`])
+
+  const inputsHash = hashJson({ config: resolved.hash, sources: suite.sources.map((s) => s.sha256) })
+  if (existing !== undefined && (yield* store.isUpToDate(run, "init", inputsHash))) {
+    return { dir: run.dir, upToDate: true, totals } satisfies InitResult
+  }
+
+  yield* store.create(run)
+  if (existing === undefined) {
+    const now = yield* Clock.currentTimeMillis
+    yield* store.writeManifest(run, {
+      schema_version: 1,
+      exp_id: config.run.exp_id,
+      config_hash: resolved.hash,
+      tool_version: toolVersion,
+      git_commit: gitCommit(),
+      node_version: process.version,
+      created_at: new Date(now).toISOString(),
+      stages: {}
+    })
+  }
+  yield* store.stageStarted(run, "init", inputsHash)
+  const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
+  yield* store.stageFinished(run, "init", { status: "done", outputs })
+  yield* Console.log(renderCounts(counts, totals))
+  return { dir: run.dir, upToDate: false, totals } satisfies InitResult
+})
+
+const renderCounts = (counts: ReturnType<typeof countSplits>, totals: Record<Split, number>): string => {
+  const rows = Object.entries(counts).flatMap(([b, byCond]) =>
+    Object.entries(byCond).map(([c, n]) => `  ${b.padEnd(4)}${c.padEnd(5)}${String(n.train).padStart(7)}${String(n.val).padStart(7)}${String(n.test).padStart(7)}`)
+  )
+  return [
+    `  ${"".padEnd(9)}${"train".padStart(7)}${"val".padStart(7)}${"test".padStart(7)}`,
+    ...rows,
+    `  ${"total".padEnd(9)}${String(totals.train).padStart(7)}${String(totals.val).padStart(7)}${String(totals.test).padStart(7)}`
+  ].join("\n")
+}

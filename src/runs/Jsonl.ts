@@ -1,0 +1,144 @@
+import { Effect, Schema, Scope, Semaphore, Stream } from "effect"
+import * as fs from "node:fs/promises"
+import { createReadStream } from "node:fs"
+import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { ioError, RunStoreError } from "./RunStoreError.ts"
+
+/** A torn last line: the bytes a killed writer left after its last complete row. */
+export interface TornTail {
+  readonly line: number
+  readonly bytes: number
+}
+
+export interface JsonlAppender {
+  readonly path: string
+  /** Resolves only once every row is on disk (written and fsynced): then, and only then, it counts as done. */
+  readonly append: (rows: ReadonlyArray<unknown>) => Effect.Effect<void, RunStoreError>
+  /** The torn tail that was cut off when the file was opened, if any. */
+  readonly repaired: TornTail | undefined
+}
+
+/**
+ * Opens `file` for appending rows. A torn last line left by a killed writer is cut
+ * off first (it was never reported written), so new rows start on a line of their own.
+ */
+export const openAppender = (file: string): Effect.Effect<JsonlAppender, RunStoreError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { handle, repaired } = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const handle = await fs.open(file, "a+")
+          const repaired = await cutTornTail(handle)
+          return { handle, repaired }
+        },
+        catch: ioError(file, "open for append")
+      }),
+      ({ handle }) => Effect.promise(() => handle.close())
+    )
+    const lock = yield* Semaphore.make(1)
+    const append = (rows: ReadonlyArray<unknown>) =>
+      rows.length === 0 ? Effect.void : lock.withPermits(1)(
+        Effect.tryPromise({
+          try: async () => {
+            await handle.appendFile(rows.map((r) => `${JSON.stringify(r)}\n`).join(""))
+            await handle.datasync()
+          },
+          catch: ioError(file, "append")
+        })
+      )
+    return { path: file, append, repaired }
+  })
+
+const cutTornTail = async (handle: fs.FileHandle): Promise<TornTail | undefined> => {
+  const { size } = await handle.stat()
+  if (size === 0) return undefined
+  // Scan backwards for the last newline; rows are small, so this reads little.
+  const chunk = 64 * 1024
+  let end = size
+  let lastNewline = -1
+  let lines = 0
+  while (end > 0 && lastNewline < 0) {
+    const start = Math.max(0, end - chunk)
+    const buf = Buffer.alloc(end - start)
+    await handle.read(buf, 0, buf.length, start)
+    const i = buf.lastIndexOf(0x0a)
+    if (i >= 0) lastNewline = start + i
+    end = start
+  }
+  if (lastNewline === size - 1) return undefined
+  const keep = lastNewline + 1
+  if (keep > 0) lines = await countLines(handle, keep)
+  await handle.truncate(keep)
+  await handle.sync()
+  return { line: lines + 1, bytes: size - keep }
+}
+
+const countLines = async (handle: fs.FileHandle, upTo: number): Promise<number> => {
+  const buf = Buffer.alloc(1024 * 1024)
+  let n = 0
+  for (let pos = 0; pos < upTo;) {
+    const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, upTo - pos), pos)
+    if (bytesRead === 0) break
+    for (let i = 0; i < bytesRead; i++) if (buf[i] === 0x0a) n++
+    pos += bytesRead
+  }
+  return n
+}
+
+export interface JsonlLine {
+  readonly line: number
+  readonly text: string
+}
+
+/** Complete lines of a JSONL file as a stream; a torn last line is reported through `onTornTail`, not emitted. */
+export const streamLines = (
+  file: string,
+  onTornTail: (tail: TornTail) => void = () => {}
+): Stream.Stream<JsonlLine, RunStoreError> =>
+  Stream.fromAsyncIterable(
+    (async function*() {
+      let rest = ""
+      let line = 0
+      for await (const chunk of createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
+        const parts = (rest + (chunk as string)).split("\n")
+        rest = parts.pop()!
+        for (const text of parts) yield { line: ++line, text }
+      }
+      if (rest !== "") onTornTail({ line: line + 1, bytes: Buffer.byteLength(rest) })
+    })(),
+    ioError(file, "read")
+  )
+
+/**
+ * Decodes each line with `schema`. A bad line in the middle is an error naming file:line
+ * and the field; a torn last line is skipped and reported (a killed writer leaves one).
+ */
+export const streamRows = <S extends Schema.Top>(
+  file: string,
+  schema: S,
+  onTornTail?: (tail: TornTail) => void
+): Stream.Stream<S["Type"], RunStoreError, S["DecodingServices"]> => {
+  const decode = Schema.decodeUnknownEffect(schema)
+  return streamLines(file, onTornTail).pipe(
+    Stream.filter((l) => l.text.trim() !== ""),
+    Stream.mapEffect(({ line, text }) => {
+      let json: unknown
+      try {
+        json = JSON.parse(text)
+      } catch (e) {
+        return Effect.fail(new RunStoreError({ path: file, message: `${file}:${line}: malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}` }))
+      }
+      return decode(json, { errors: "all", onExcessProperty: "ignore" }).pipe(
+        Effect.mapError((e) =>
+          new RunStoreError({
+            path: file,
+            message: `${file}:${line}: ${flattenIssue(e.issue).map((i) => describeIssue(i, json)).join("; ")}`
+          })
+        )
+      )
+    })
+  )
+}
+
+export const readRows = <S extends Schema.Top>(file: string, schema: S, onTornTail?: (tail: TornTail) => void) =>
+  Stream.runCollect(streamRows(file, schema, onTornTail))

@@ -1,0 +1,189 @@
+import { Clock, Context, Effect, Layer, Schema, Semaphore } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { sha256Hex } from "../common/Hashing.ts"
+import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { makeDirectories, readTextIfExists, writeFileAtomic } from "./AtomicFile.ts"
+import { Manifest, type OutputRecord, type StageRecord } from "./Manifest.ts"
+import { ioError, RunStoreError } from "./RunStoreError.ts"
+
+/** Sub-folders of `runs/{EXP_ID}/` (ARCHITECTURE.md). */
+export const runSubdirectories = [
+  "configs",
+  "datasets",
+  "teacher_outputs/distill",
+  "teacher_outputs/repair",
+  "adapters",
+  "predictions",
+  "audit",
+  "evaluation",
+  "logs"
+] as const
+
+export interface RunHandle {
+  readonly expId: string
+  readonly dir: string
+  /** Absolute path of a file inside the run. */
+  readonly file: (relative: string) => string
+}
+
+const encodeManifest = Schema.encodeSync(Manifest)
+const decodeManifest = Schema.decodeUnknownResult(Manifest)
+
+const nowIso = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms).toISOString()))
+
+/**
+ * The run directory and its ledger. Every write is atomic; the manifest is rewritten
+ * under one lock so concurrent stage updates in this process never lose each other.
+ */
+export class RunStore extends Context.Service<RunStore, {
+  handle(runsDir: string, expId: string): RunHandle
+  exists(run: RunHandle): Effect.Effect<boolean, RunStoreError>
+  create(run: RunHandle): Effect.Effect<void, RunStoreError>
+  readManifest(run: RunHandle): Effect.Effect<Manifest | undefined, RunStoreError>
+  writeManifest(run: RunHandle, manifest: Manifest): Effect.Effect<void, RunStoreError>
+  readText(run: RunHandle, relative: string): Effect.Effect<string | undefined, RunStoreError>
+  writeFile(run: RunHandle, relative: string, data: string | Uint8Array): Effect.Effect<OutputRecord, RunStoreError>
+  /** Hash of a file as it is on disk now, or undefined when it is missing. */
+  describeFile(run: RunHandle, relative: string): Effect.Effect<OutputRecord | undefined, RunStoreError>
+  stageStarted(run: RunHandle, stage: string, inputsHash: string): Effect.Effect<void, RunStoreError>
+  stageFinished(
+    run: RunHandle,
+    stage: string,
+    outcome: { readonly status: "done" | "failed" | "stopped"; readonly outputs: ReadonlyArray<OutputRecord>; readonly error?: string }
+  ): Effect.Effect<void, RunStoreError>
+  /** True when the stage is done with these inputs and every recorded output is still intact. */
+  isUpToDate(run: RunHandle, stage: string, inputsHash: string): Effect.Effect<boolean, RunStoreError>
+}>()("dart/runs/RunStore") {
+  static readonly layer = Layer.effect(
+    RunStore,
+    Effect.gen(function*() {
+      const lock = yield* Semaphore.make(1)
+
+      const handle = (runsDir: string, expId: string): RunHandle => {
+        const dir = path.resolve(runsDir, expId)
+        return { expId, dir, file: (relative) => path.join(dir, relative) }
+      }
+
+      const manifestPath = (run: RunHandle) => run.file("manifest.json")
+
+      const readManifest = (run: RunHandle) =>
+        Effect.gen(function*() {
+          const file = manifestPath(run)
+          const text = yield* readTextIfExists(file)
+          if (text === undefined) return undefined
+          let json: unknown
+          try {
+            json = JSON.parse(text)
+          } catch (e) {
+            return yield* new RunStoreError({ path: file, message: `${file}: malformed JSON at ${jsonErrorLocation(text, e)}` })
+          }
+          const decoded = decodeManifest(json, { errors: "all" })
+          if (decoded._tag === "Failure") {
+            const why = flattenIssue(decoded.failure.issue).map((i) => describeIssue(i, json)).join("; ")
+            return yield* new RunStoreError({ path: file, message: `${file}: not a DART manifest: ${why}` })
+          }
+          return decoded.success
+        })
+
+      const writeManifest = (run: RunHandle, manifest: Manifest) =>
+        writeFileAtomic(manifestPath(run), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`)
+
+      const updateManifest = (run: RunHandle, f: (m: Manifest) => Manifest) =>
+        lock.withPermits(1)(
+          Effect.gen(function*() {
+            const current = yield* readManifest(run)
+            if (current === undefined) {
+              return yield* new RunStoreError({ path: manifestPath(run), message: `${manifestPath(run)}: missing; run \`dart init\` first` })
+            }
+            yield* writeManifest(run, f(current))
+          })
+        )
+
+      const writeFile = (run: RunHandle, relative: string, data: string | Uint8Array) =>
+        writeFileAtomic(run.file(relative), data).pipe(
+          Effect.as<OutputRecord>({
+            path: relative,
+            sha256: sha256Hex(data),
+            bytes: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength
+          })
+        )
+
+      const describeFile = (run: RunHandle, relative: string) =>
+        Effect.tryPromise({
+          try: () =>
+            fs.readFile(run.file(relative)).then(
+              (buf): OutputRecord => ({ path: relative, sha256: sha256Hex(buf), bytes: buf.byteLength }),
+              (e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e))
+            ),
+          catch: ioError(run.file(relative), "read")
+        })
+
+      const stageStarted = (run: RunHandle, stage: string, inputsHash: string) =>
+        Effect.gen(function*() {
+          const at = yield* nowIso
+          yield* updateManifest(run, (m) => {
+            const previous = m.stages[stage]
+            const record: StageRecord = {
+              status: "running",
+              inputs_hash: inputsHash,
+              started_at: at,
+              finished_at: null,
+              outputs: previous?.outputs ?? [],
+              error: null,
+              runs: (previous?.runs ?? 0) + 1
+            }
+            return { ...m, stages: { ...m.stages, [stage]: record } }
+          })
+        })
+
+      const stageFinished: RunStore["Service"]["stageFinished"] = (run, stage, outcome) =>
+        Effect.gen(function*() {
+          const at = yield* nowIso
+          yield* updateManifest(run, (m) => {
+            const previous = m.stages[stage]
+            const record: StageRecord = {
+              status: outcome.status,
+              inputs_hash: previous?.inputs_hash ?? "",
+              started_at: previous?.started_at ?? at,
+              finished_at: at,
+              outputs: outcome.outputs,
+              error: outcome.error ?? null,
+              runs: previous?.runs ?? 1
+            }
+            return { ...m, stages: { ...m.stages, [stage]: record } }
+          })
+        })
+
+      const isUpToDate = (run: RunHandle, stage: string, inputsHash: string) =>
+        Effect.gen(function*() {
+          const m = yield* readManifest(run)
+          const record = m?.stages[stage]
+          if (record === undefined || record.status !== "done" || record.inputs_hash !== inputsHash) return false
+          for (const out of record.outputs) {
+            const now = yield* describeFile(run, out.path)
+            if (now === undefined || now.sha256 !== out.sha256) return false
+          }
+          return true
+        })
+
+      const exists = (run: RunHandle) => readTextIfExists(manifestPath(run)).pipe(Effect.map((t) => t !== undefined))
+
+      const create = (run: RunHandle) => makeDirectories([run.dir, ...runSubdirectories.map((d) => run.file(d))])
+
+      return RunStore.of({
+        handle,
+        exists,
+        create,
+        readManifest,
+        writeManifest,
+        readText: (run, relative) => readTextIfExists(run.file(relative)),
+        writeFile,
+        describeFile,
+        stageStarted,
+        stageFinished,
+        isUpToDate
+      })
+    })
+  )
+}
