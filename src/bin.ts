@@ -3,6 +3,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Console, Effect, Layer, Runtime } from "effect"
 import { CliError, Command } from "effect/cli"
 import { datasetsCommand } from "./cli/DatasetsCommand.ts"
+import { evaluateCommand } from "./cli/EvaluateCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
@@ -15,7 +16,7 @@ const reported = (code: number) =>
   Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
 
 const cli = root.pipe(
-  Command.withSubcommands([initCommand, statusCommand, datasetsCommand]),
+  Command.withSubcommands([initCommand, evaluateCommand, statusCommand, datasetsCommand]),
   Command.run({ version: toolVersion })
 )
 

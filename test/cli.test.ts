@@ -1,25 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-
-const repo = process.cwd()
-
-/** Runs the real `dart` entry point as a user would, in its own process. */
-const dart = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
-  const r = spawnSync(process.execPath, [path.join(repo, "bin/dart.js"), ...args], {
-    cwd: repo,
-    env: { ...process.env, EXP_ID: "", ...env },
-    encoding: "utf8"
-  })
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
-}
-
-const filesUnder = (dir: string): Array<string> =>
-  existsSync(dir)
-    ? readdirSync(dir, { recursive: true, encoding: "utf8" }).map((f) => path.join(dir, f)).filter((f) => statSync(f).isFile())
-    : []
+import { dart, filesUnder } from "./support/Cli.ts"
 
 const readJsonl = (file: string) => readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>)
 

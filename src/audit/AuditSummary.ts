@@ -1,0 +1,25 @@
+import { Schema } from "effect"
+
+const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+
+/**
+ * `audit/{RUN}/summary.json`, the part `dart evaluate --audit` reads: confirmed
+ * harm-drift regressions of B against A over `n_pairs` paired outputs.
+ */
+export const AuditSummary = Schema.Struct({
+  run_name: Schema.String,
+  a_name: Schema.String,
+  b_name: Schema.String,
+  n_pairs: Count,
+  regressions: Schema.Struct({
+    total: Count,
+    by_severity: Schema.Struct({ mild: Count, moderate: Count, severe: Count, extreme: Count }),
+    by_type: Schema.Record(Schema.String, Count),
+    by_benchmark: Schema.Record(Schema.String, Count)
+  })
+}).check(Schema.makeFilter((s) => {
+  const r = s.regressions
+  const bySeverity = r.by_severity.mild + r.by_severity.moderate + r.by_severity.severe + r.by_severity.extreme
+  return bySeverity === r.total || `regressions.by_severity adds up to ${bySeverity}, not total ${r.total}`
+}))
+export type AuditSummary = typeof AuditSummary.Type

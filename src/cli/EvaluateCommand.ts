@@ -1,0 +1,33 @@
+import { Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { runEvaluate } from "../pipeline/EvaluateStage.ts"
+import { loadConfig } from "./Root.ts"
+
+export const evaluateCommand = Command.make("evaluate", {
+  pred: Flag.String("pred").pipe(Flag.withDescription("prediction rows (JSONL; `task` dart or mc decides the view)")),
+  runName: Flag.String("run-name").pipe(Flag.withDescription("name of this evaluation: outputs go to runs/{EXP_ID}/evaluation/{RUN}/")),
+  aName: Flag.String("a-name").pipe(Flag.withDescription("model A (the baseline, e.g. M0)")),
+  bName: Flag.String("b-name").pipe(Flag.withDescription("model B, compared with A on the same items"), Flag.optional),
+  audit: Flag.String("audit").pipe(
+    Flag.withDescription("audit summary.json (repeatable; the first is the baseline for harm-drift change)"),
+    Flag.atLeast(0)
+  )
+}, (args) =>
+  Effect.gen(function*() {
+    const resolved = yield* loadConfig
+    yield* runEvaluate(resolved, {
+      predFile: args.pred,
+      runName: args.runName,
+      aName: args.aName,
+      bName: Option.getOrUndefined(args.bName),
+      audits: args.audit
+    })
+  })).pipe(
+    Command.withDescription(
+      "Step 9: decision metrics (or the suite's DiffAware/CtxtAware), paired tests, harm-drift change, tables (md, tex, csv) and an offline HTML report."
+    ),
+    Command.withExamples([{
+      command: "dart evaluate --pred runs/demo/predictions/primary_test_off_M0_vs_DART_H/outputs.jsonl --run-name eval_main --a-name M0 --b-name DART_H",
+      description: "the paper's main comparison"
+    }])
+  )
