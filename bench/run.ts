@@ -56,3 +56,7 @@ else {
   const m = JSON.parse(child.stdout)
   console.log(`dart evaluate: ${m.rows.toLocaleString("en")} rows x 2 models: read+parse ${m.read_s.toFixed(2)} s, metrics+tests+bootstrap ${m.evaluate_s.toFixed(2)} s, peak RSS ${Math.round(m.max_rss_mib)} MiB`)
 }
+
+// 3. teacher throughput (issue: 10,000 requests, 2 s latency, concurrency 500).
+const teacher = spawnSync(process.execPath, ["bench/teacherThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(teacher.stdout)

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Layer, Runtime } from "effect"
 import { CliError, Command } from "effect/cli"
 import { datasetsCommand } from "./cli/DatasetsCommand.ts"
 import { evaluateCommand } from "./cli/EvaluateCommand.ts"
+import { teacherCommand } from "./cli/TeacherCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
@@ -16,7 +18,7 @@ const reported = (code: number) =>
   Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
 
 const cli = root.pipe(
-  Command.withSubcommands([initCommand, evaluateCommand, statusCommand, datasetsCommand]),
+  Command.withSubcommands([initCommand, teacherCommand, evaluateCommand, statusCommand, datasetsCommand]),
   Command.run({ version: toolVersion })
 )
 
@@ -31,7 +33,7 @@ cli.pipe(
     }
     if (Cause.hasInterruptsOnly(cause)) return Effect.fail(reported(130))
     const message = error instanceof Error ? error.message : String(error)
-    return Console.error(`dart: error: ${message}`).pipe(Effect.andThen(Effect.fail(reported(1))))
+    return Console.error(`dart: error: ${message}`).pipe(Effect.andThen(Effect.fail(reported(Runtime.getErrorExitCode(error)))))
   }),
   Effect.provide(AppLayer),
   NodeRuntime.runMain

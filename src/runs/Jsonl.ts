@@ -1,4 +1,4 @@
-import { Effect, Schema, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Effect, Schema, Scope, Semaphore, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import { createReadStream } from "node:fs"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
@@ -35,17 +35,31 @@ export const openAppender = (file: string): Effect.Effect<JsonlAppender, RunStor
       }),
       ({ handle }) => Effect.promise(() => handle.close())
     )
+    // Group commit: rows that arrive while a write+fsync is under way share the next one,
+    // so hundreds of concurrent writers cost a few fsyncs, not hundreds.
     const lock = yield* Semaphore.make(1)
+    let pending: Array<{ readonly text: string; readonly written: Deferred.Deferred<void, RunStoreError> }> = []
+    const flush = lock.withPermits(1)(Effect.gen(function*() {
+      const batch = pending
+      pending = []
+      if (batch.length === 0) return
+      const result = yield* Effect.exit(Effect.tryPromise({
+        try: async () => {
+          await handle.appendFile(batch.map((b) => b.text).join(""))
+          await handle.datasync()
+        },
+        catch: ioError(file, "append")
+      }))
+      for (const b of batch) yield* Deferred.done(b.written, result)
+    }))
     const append = (rows: ReadonlyArray<unknown>) =>
-      rows.length === 0 ? Effect.void : lock.withPermits(1)(
-        Effect.tryPromise({
-          try: async () => {
-            await handle.appendFile(rows.map((r) => `${JSON.stringify(r)}\n`).join(""))
-            await handle.datasync()
-          },
-          catch: ioError(file, "append")
-        })
-      )
+      rows.length === 0 ? Effect.void : Effect.gen(function*() {
+        const written = yield* Deferred.make<void, RunStoreError>()
+        pending.push({ text: rows.map((r) => `${JSON.stringify(r)}\n`).join(""), written })
+        // Whoever holds the lock next writes everything pending, this row included.
+        yield* flush
+        yield* Deferred.await(written)
+      })
     return { path: file, append, repaired }
   })
 
@@ -140,8 +154,28 @@ export const streamRows = <S extends Schema.Top>(
   )
 }
 
-export const readRows = <S extends Schema.Top>(file: string, schema: S, onTornTail?: (tail: TornTail) => void) =>
-  Stream.runCollect(streamRows(file, schema, onTornTail))
+/** All rows of a JSONL file, decoded like `streamRows` but without per-line effect overhead. */
+export const readRows = <S extends Schema.Codec<unknown, unknown, never, never>>(
+  file: string,
+  schema: S,
+  onTornTail?: (tail: TornTail) => void
+): Effect.Effect<Array<S["Type"]>, RunStoreError> =>
+  Effect.suspend(() => {
+    const decode = Schema.decodeUnknownResult(schema)
+    const rows: Array<S["Type"]> = []
+    return forEachLine(file, (text) => {
+      if (text.trim() === "") return
+      let json: unknown
+      try {
+        json = JSON.parse(text)
+      } catch (e) {
+        throw new LineError(`malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}`)
+      }
+      const decoded = decode(json, { errors: "all" })
+      if (decoded._tag === "Failure") throw new LineError(flattenIssue(decoded.failure.issue).map((i) => describeIssue(i, json)).join("; "))
+      rows.push(decoded.success)
+    }, onTornTail).pipe(Effect.as(rows))
+  })
 
 /** A bad line found by a `forEachLine` callback; becomes `file:line: message`. */
 export class LineError extends Error {}

@@ -1,0 +1,29 @@
+import { Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { TeacherClient } from "../teacher/TeacherClient.ts"
+import { runTeacher } from "../teacher/TeacherStage.ts"
+import { loadConfig } from "./Root.ts"
+
+export const teacherCommand = Command.make("teacher", {
+  task: Flag.Literals("task", ["distill", "repair"]).pipe(Flag.withDescription("distill: rationales for the training items; repair: SAFE rationales for a regression pool")),
+  input: Flag.String("input").pipe(Flag.withDescription("regression_pool.jsonl (for --task repair)"), Flag.optional),
+  dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("print the requests still needed and their projected tokens and cost; send nothing"), Flag.withDefault(false))
+}, (args) =>
+  Effect.gen(function*() {
+    const resolved = yield* loadConfig
+    yield* runTeacher(resolved, {
+      task: args.task,
+      input: Option.getOrUndefined(args.input),
+      dryRun: args.dryRun,
+      client: TeacherClient.layer(resolved.config.teacher)
+    })
+  })).pipe(
+    Command.withDescription(
+      "Steps 2 and 6: teacher rationales over an OpenAI-compatible API (DeepSeek by default), with correction rounds, " +
+        "a durable response ledger (a rerun never pays twice), budget caps and progress. Exit 3: budget reached; 4: items failed (rerun retries them)."
+    ),
+    Command.withExamples([
+      { command: "dart teacher --task distill --dry-run", description: "what the distill stage would still cost" },
+      { command: "dart teacher --task repair --input runs/demo/audit/audit_M0_vs_DART/regression_pool.jsonl", description: "SAFE rationales for the regression pool" }
+    ])
+  )

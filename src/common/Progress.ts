@@ -1,0 +1,34 @@
+import { Console, Effect, Schedule } from "effect"
+
+/** Counts for a progress line: done/total, rate, ETA, and tokens/cost where money is spent. */
+export interface ProgressState {
+  done: number
+  total: number
+  failed: number
+  tokens: number
+  costUsd: number
+}
+
+export const formatDuration = (s: number) =>
+  !Number.isFinite(s) ? "?" : s < 90 ? `${Math.round(s)}s` : s < 5400 ? `${Math.round(s / 60)}m` : `${(s / 3600).toFixed(1)}h`
+
+export const progressLine = (label: string, p: ProgressState, elapsedS: number, extra = ""): string => {
+  const rate = elapsedS > 0 ? p.done / elapsedS : 0
+  const pct = p.total === 0 ? 100 : (100 * p.done) / p.total
+  const eta = rate > 0 ? (p.total - p.done) / rate : Number.POSITIVE_INFINITY
+  return `${label} ${p.done}/${p.total} (${pct.toFixed(1)}%) ${rate.toFixed(1)}/s ETA ${formatDuration(eta)}` +
+    ` | ${p.tokens.toLocaleString("en")} tokens $${p.costUsd.toFixed(4)}${p.failed > 0 ? ` | ${p.failed} failed` : ""}${extra}`
+}
+
+/** Prints a progress line to stderr every `everyMs` until the surrounding scope closes. */
+export const reportProgress = (label: string, state: ProgressState, extra: () => string, everyMs: number) =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    yield* Effect.forkScoped(
+      Console.error(progressLine(label, state, (Date.now() - started) / 1000, extra())).pipe(
+        Effect.repeat(Schedule.spaced(everyMs)),
+        Effect.delay(everyMs)
+      )
+    )
+    return () => progressLine(label, state, (Date.now() - started) / 1000, extra())
+  })

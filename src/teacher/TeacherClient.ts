@@ -1,0 +1,147 @@
+import { Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import OpenAI from "openai"
+import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import { makeAdaptiveLimiter } from "./AdaptiveLimiter.ts"
+import type { ChatMessage } from "./Prompts.ts"
+
+export type LlmSettings = ExperimentConfig["teacher"] | ExperimentConfig["judge"]
+
+export const providerBaseUrl = (s: Pick<LlmSettings, "provider" | "base_url">): string | undefined =>
+  s.base_url ?? (s.provider === "deepseek" ? "https://api.deepseek.com" : s.provider === "openai" ? undefined : undefined)
+
+/** Why a request did not produce a usable completion; `retryable` failures are retried with backoff. */
+export class TeacherError extends Schema.TaggedError<TeacherError>()("TeacherError", {
+  reason: Schema.String,
+  retryable: Schema.Boolean,
+  rateLimited: Schema.Boolean,
+  retryAfterMs: Schema.NullOr(Schema.Number)
+}) {
+  override get message() {
+    return this.reason
+  }
+}
+
+export interface Completion {
+  readonly content: string
+  readonly finishReason: string | null
+  readonly promptTokens: number
+  readonly completionTokens: number
+  readonly model: string
+}
+
+/** The parts of a chat-completions reply DART relies on; anything else is ignored. */
+const CompletionBody = Schema.Struct({
+  model: Schema.optionalKey(Schema.String),
+  choices: Schema.Array(Schema.Struct({
+    message: Schema.Struct({ content: Schema.NullOr(Schema.String) }),
+    finish_reason: Schema.optionalKey(Schema.NullOr(Schema.String))
+  })),
+  usage: Schema.optionalKey(Schema.NullOr(Schema.Struct({ prompt_tokens: Schema.Number, completion_tokens: Schema.Number })))
+})
+const decodeBody = Schema.decodeUnknownResult(CompletionBody)
+
+const retryAfter = (headers: Headers | undefined): number | null => {
+  const ms = headers?.get("retry-after-ms")
+  if (ms && Number.isFinite(Number(ms))) return Number(ms)
+  const s = headers?.get("retry-after")
+  if (!s) return null
+  if (Number.isFinite(Number(s))) return Number(s) * 1000
+  const at = Date.parse(s)
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
+}
+
+const classify = (e: unknown): TeacherError => {
+  const fail = (reason: string, retryable: boolean, rateLimited = false, retryAfterMs: number | null = null) =>
+    new TeacherError({ reason, retryable, rateLimited, retryAfterMs })
+  if (e instanceof OpenAI.APIConnectionTimeoutError) return fail("timeout", true)
+  if (e instanceof OpenAI.APIConnectionError) return fail(`connection error: ${e.cause instanceof Error ? e.cause.message : e.message}`, true)
+  if (e instanceof OpenAI.APIError) {
+    const status = e.status ?? 0
+    if (status === 429) return fail("HTTP 429 rate limited", true, true, retryAfter(e.headers))
+    // The SDK prefixes its message with the status; keep one.
+    const text = e.message.replace(/^\d{3}\s+/, "")
+    if (status >= 500 || status === 408 || status === 409) return fail(`HTTP ${status}: ${text}`, true)
+    // 400/401/403/404/422: the request itself is wrong; retrying cannot help.
+    return fail(`HTTP ${status}: ${text}`, false)
+  }
+  if (e instanceof SyntaxError) return fail(`malformed JSON body: ${e.message}`, true)
+  return fail(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, true)
+}
+
+export interface CompletionRequest {
+  readonly messages: ReadonlyArray<ChatMessage>
+  /** Sent as Idempotency-Key: a provider that honours it never bills the same request twice. */
+  readonly key: string
+}
+
+/** Chat completions over any OpenAI-compatible API, with a concurrency cap that adapts to 429s and retries with capped, jittered backoff. */
+export class TeacherClient extends Context.Service<TeacherClient, {
+  complete(request: CompletionRequest): Effect.Effect<Completion, TeacherError>
+  concurrency(): number
+}>()("dart/teacher/TeacherClient") {
+  static readonly layer = (settings: LlmSettings & { readonly api_key_env: string | null }) =>
+    Layer.effect(
+      TeacherClient,
+      Effect.gen(function*() {
+        const variable = settings.api_key_env ?? defaultKeyVariable(settings.provider)
+        const apiKey = yield* apiKeyFromEnv(variable)
+        if (Option.isNone(apiKey)) {
+          return yield* new TeacherError({ reason: `no API key: set ${variable} in the environment`, retryable: false, rateLimited: false, retryAfterMs: null })
+        }
+        const client = new OpenAI({
+          apiKey: Redacted.value(apiKey.value),
+          baseURL: providerBaseUrl(settings),
+          maxRetries: 0,
+          timeout: settings.timeout_s * 1000
+        })
+        const limiter = yield* makeAdaptiveLimiter(settings.max_concurrency)
+
+        const attempt = (request: CompletionRequest) =>
+          Effect.tryPromise({
+            try: (signal) =>
+              client.chat.completions.create({
+                model: settings.model,
+                messages: request.messages.map((m) => ({ role: m.role, content: m.content })),
+                temperature: settings.temperature,
+                max_tokens: settings.max_tokens,
+                ...(settings.seed === null ? {} : { seed: settings.seed })
+              }, { signal, headers: { "Idempotency-Key": request.key } }),
+            catch: classify
+          }).pipe(
+            Effect.flatMap((raw) => {
+              const body = decodeBody(raw)
+              if (body._tag === "Failure") return Effect.fail(classify(new SyntaxError("reply is not a chat completion")))
+              const choice = body.success.choices[0]
+              if (choice === undefined) {
+                return Effect.fail(new TeacherError({ reason: "empty choices", retryable: true, rateLimited: false, retryAfterMs: null }))
+              }
+              return Effect.succeed<Completion>({
+                content: choice.message.content ?? "",
+                finishReason: choice.finish_reason ?? null,
+                promptTokens: body.success.usage?.prompt_tokens ?? 0,
+                completionTokens: body.success.usage?.completion_tokens ?? 0,
+                model: body.success.model ?? settings.model
+              })
+            }),
+            Effect.tapError((e) => (e.rateLimited ? limiter.onRateLimited : Effect.void)),
+            Effect.tap(() => limiter.onSuccess),
+            limiter.run
+          )
+
+        // Capped, jittered exponential backoff; a server's retry-after wins when it asks for longer.
+        const schedule = Schedule.exponential("500 millis", 2).pipe(
+          Schedule.jittered,
+          Schedule.setInputType<TeacherError>(),
+          Schedule.modifyDelay(({ duration, input }) =>
+            Effect.succeed(Duration.max(Duration.min(duration, Duration.seconds(30)), Duration.millis(input.retryAfterMs ?? 0)))
+          )
+        )
+        // Untraced: this is the hot path of a stage that sends thousands of requests.
+        const complete = Effect.fnUntraced(function*(request: CompletionRequest) {
+          return yield* attempt(request).pipe(Effect.retry({ schedule, times: settings.max_retries, while: (e) => e.retryable }))
+        })
+        return TeacherClient.of({ complete, concurrency: limiter.current })
+      })
+    )
+}

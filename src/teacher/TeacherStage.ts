@@ -1,0 +1,261 @@
+import { Console, Context, Effect, Layer, Ref, Runtime, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import { RegressionPoolRow } from "../audit/RegressionPool.ts"
+import { hashJson, sha256Hex } from "../common/Hashing.ts"
+import { reportProgress } from "../common/Progress.ts"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
+import { openAppender, readRows } from "../runs/Jsonl.ts"
+import { RunStore } from "../runs/RunStore.ts"
+import { type ChatMessage, correctionMessage, distillMessages, type Label, PROMPT_VERSION, repairMessages, studentMessages } from "./Prompts.ts"
+import { checkReply } from "./ReplyFilter.ts"
+import { openLedger } from "./ResponseLedger.ts"
+import { providerBaseUrl, TeacherClient, TeacherError } from "./TeacherClient.ts"
+
+export type TeacherTask = "distill" | "repair"
+
+export class TeacherStageError extends Schema.TaggedError<TeacherStageError>()("TeacherStageError", {
+  message: Schema.String
+}) {}
+
+/** The budget ran out: finished work is kept, the stage resumes on the next run (exit code 3). */
+export class BudgetStop extends Schema.TaggedError<BudgetStop>()("BudgetStop", { message: Schema.String }) {
+  override readonly [Runtime.errorExitCode] = 3
+}
+
+/** Some items failed for good this run; they are retried by the next (exit code 4). */
+export class TeacherIncomplete extends Schema.TaggedError<TeacherIncomplete>()("TeacherIncomplete", { message: Schema.String }) {
+  override readonly [Runtime.errorExitCode] = 4
+}
+
+/** One unit of teacher work: a question with its gold label, and fields to carry into the output row. */
+interface WorkItem {
+  readonly key: string
+  readonly question: string
+  readonly gold: Label
+  readonly carry: Readonly<Record<string, unknown>>
+}
+
+const OutputKey = Schema.Struct({ key: Schema.String })
+
+const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask, trainFile: string, input: string | undefined) {
+  if (task === "distill") {
+    const rows = yield* readRows(trainFile, NormalizedItemSchema)
+    return rows.map((r): WorkItem => ({
+      key: r.id,
+      question: r.question,
+      gold: r.gold_label,
+      carry: { id: r.id, benchmark: r.benchmark, condition: r.condition, scenario: r.scenario, question: r.question, answer: r.answer, gold_label: r.gold_label, split: r.split }
+    }))
+  }
+  if (input === undefined) return yield* new TeacherStageError({ message: "--task repair needs --input regression_pool.jsonl" })
+  const rows = yield* readRows(input, RegressionPoolRow)
+  const seen = new Set<string>()
+  const out: Array<WorkItem> = []
+  for (const r of rows) {
+    const key = r.sample === undefined ? r.id : `${r.id}#${r.sample}`
+    if (seen.has(key)) continue // a pool lists each regression once; a repeat adds nothing
+    seen.add(key)
+    const { question, gold_label, ...provenance } = r
+    out.push({ key, question, gold: gold_label, carry: { ...provenance, question, gold_label, pool_file: input } })
+  }
+  return out
+})
+
+/** Original steps 2 and 6: teacher rationales with correction rounds, resumable with zero re-billing. */
+export const runTeacher = Effect.fn("TeacherStage.run")(function*(
+  resolved: ResolvedConfig,
+  request: {
+    readonly task: TeacherTask
+    readonly input: string | undefined
+    readonly dryRun: boolean
+    readonly progressEveryMs?: number
+    /** Built only when requests are really sent, so --dry-run needs no API key. */
+    readonly client: Layer.Layer<TeacherClient, TeacherError>
+  }
+) {
+  const store = yield* RunStore
+  const { config } = resolved
+  const t = config.teacher
+  const run = store.handle(config.run.runs_dir, config.run.exp_id)
+  if ((yield* store.readManifest(run)) === undefined) {
+    return yield* new TeacherStageError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
+  }
+  const dir = `teacher_outputs/${request.task}`
+  yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
+  const work = yield* loadWork(request.task, run.file("datasets/train.jsonl"), request.input)
+  const outputsFile = run.file(`${dir}/outputs.jsonl`)
+  const already = new Set<string>()
+  const outputsExist = yield* Effect.promise(() => fs.access(outputsFile).then(() => true, () => false))
+  if (outputsExist) for (const r of yield* readRows(outputsFile, OutputKey)) already.add(r.key)
+  const pending = work.filter((w) => !already.has(w.key))
+
+  const sampling = { temperature: t.temperature, max_tokens: t.max_tokens, seed: t.seed }
+  const identity = { provider: t.provider, base_url: providerBaseUrl(t) ?? null, model: t.model, sampling, prompt_version: PROMPT_VERSION }
+  // Hashed once per request on the hot path: a fixed-order serialization, no key sorting needed.
+  const identityText = JSON.stringify([identity.provider, identity.base_url, identity.model, sampling.temperature, sampling.max_tokens, sampling.seed, PROMPT_VERSION])
+  const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt = 0) =>
+    sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
+  const firstMessages = (w: WorkItem) => (request.task === "distill" ? distillMessages : repairMessages)(w.question, w.gold)
+  const cost = (prompt: number, completion: number) => (prompt * t.prices.input_per_mtok + completion * t.prices.output_per_mtok) / 1e6
+
+  return yield* Effect.scoped(Effect.gen(function*() {
+    const ledger = yield* openLedger(run.file(`${dir}/responses.jsonl`))
+
+    if (request.dryRun) {
+      const needed = pending.filter((w) => ledger.get(requestKey(firstMessages(w))) === undefined)
+      const recorded = [...ledger.records()]
+      const avgCompletion = recorded.length >= 10 ? recorded.reduce((a, r) => a + r.completion_tokens, 0) / recorded.length : t.max_tokens
+      // ~4 characters per token is the usual English estimate; replies are capped at max_tokens.
+      const promptTokens = needed.reduce((a, w) => a + Math.ceil(firstMessages(w).reduce((n, m) => n + m.content.length, 0) / 4), 0)
+      const completionTokens = Math.round(needed.length * avgCompletion)
+      yield* Console.log([
+        `${request.task}: ${work.length} items, ${already.size} done, ${pending.length} to do`,
+        `requests still needed (first round; recorded ones excluded): ${needed.length}`,
+        `projected tokens: ~${promptTokens.toLocaleString("en")} prompt + ~${completionTokens.toLocaleString("en")} completion` +
+          ` (${recorded.length >= 10 ? "mean of recorded replies" : "max_tokens per reply"})`,
+        `projected cost: ~$${cost(promptTokens, completionTokens).toFixed(4)} at $${t.prices.input_per_mtok}/$${t.prices.output_per_mtok} per million tokens` +
+          `; correction rounds (up to ${t.correction_rounds} per item) come on top`
+      ].join("\n"))
+      return
+    }
+
+    const client = Context.get(yield* Layer.build(request.client), TeacherClient)
+    const outputs = yield* openAppender(outputsFile)
+    const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
+    const inputsHash = hashJson({ identity, items: work.map((w) => w.key), correction_rounds: t.correction_rounds })
+    yield* store.stageStarted(run, `teacher/${request.task}`, inputsHash)
+
+    const state = { done: already.size, total: work.length, failed: 0, tokens: 0, costUsd: 0 }
+    const stats = { requests: 0, replayed: 0, accepted: 0, rejected: 0, budgetSkipped: 0 }
+    const reasons = new Map<string, number>()
+    const budgetHit = yield* Ref.make(false)
+    const finalLine = yield* reportProgress(request.task, state, () => ` | concurrency ${client.concurrency()}`, request.progressEveryMs ?? 5000)
+
+    const ask = (messages: ReadonlyArray<ChatMessage>) =>
+      Effect.gen(function*() {
+        const key = requestKey(messages)
+        const recorded = ledger.get(key)
+        if (recorded !== undefined) {
+          stats.replayed++
+          return { key, record: recorded, durable: Effect.void }
+        }
+        const overTokens = t.budget.max_tokens !== null && state.tokens >= t.budget.max_tokens
+        const overUsd = t.budget.max_usd !== null && state.costUsd >= t.budget.max_usd
+        if (overTokens || overUsd || (yield* Ref.get(budgetHit))) {
+          yield* Ref.set(budgetHit, true)
+          return yield* new BudgetStop({ message: "budget reached" })
+        }
+        stats.requests++
+        const c = yield* client.complete({ messages, key })
+        const record = { key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model }
+        state.tokens += c.promptTokens + c.completionTokens
+        state.costUsd += cost(c.promptTokens, c.completionTokens)
+        return { key, record, durable: ledger.record(record) }
+      })
+
+    const processItem = (w: WorkItem) =>
+      Effect.gen(function*() {
+        let messages: Array<ChatMessage> = firstMessages(w)
+        const hashes: Array<string> = []
+        let promptTokens = 0
+        let completionTokens = 0
+        for (let round = 0; ; round++) {
+          const { key, record, durable } = yield* ask(messages)
+          hashes.push(key)
+          promptTokens += record.prompt_tokens
+          completionTokens += record.completion_tokens
+          const check = checkReply(record.content, w.gold, w.question, record.finish_reason)
+          const accepted = check.violations.length === 0
+          if (accepted || round >= t.correction_rounds) {
+            // The output row records the result durably too, so both writes may share the wait.
+            const outputRow = outputs.append([{
+              key: w.key,
+              ...w.carry,
+              messages: [...studentMessages(w.question), { role: "assistant", content: accepted ? check.target : record.content }],
+              conclusion: check.conclusion,
+              accepted,
+              violations: check.violations,
+              rounds: round + 1,
+              usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens },
+              cost_usd: cost(promptTokens, completionTokens),
+              provider: t.provider,
+              model: record.model,
+              prompt_version: PROMPT_VERSION,
+              request_hashes: hashes
+            }])
+            yield* Effect.all([durable, outputRow], { concurrency: 2, discard: true })
+            state.done++
+            if (accepted) stats.accepted++
+            else stats.rejected++
+            return
+          }
+          // The next round depends on this reply, so it must be on disk before we go on.
+          yield* durable
+          messages = [...messages, { role: "assistant", content: record.content }, correctionMessage(w.gold, check.violations)]
+        }
+      }).pipe(
+        Effect.catchTag("TeacherError", (e: TeacherError) =>
+          Effect.gen(function*() {
+            state.failed++
+            reasons.set(e.reason, (reasons.get(e.reason) ?? 0) + 1)
+            yield* failures.append([{ key: w.key, reason: e.reason }])
+          })),
+        Effect.catchTag("BudgetStop", () => Effect.sync(() => void stats.budgetSkipped++))
+      )
+
+    const started = Date.now()
+    // Twice the cap in items: while some items parse and record replies, others already hold
+    // the freed request slots, so the API sees a steady max_concurrency (the client enforces the cap).
+    yield* Effect.forEach(pending, processItem, { concurrency: 2 * t.max_concurrency, discard: true })
+    yield* Console.error(finalLine())
+
+    const allRecords = [...ledger.records()]
+    const totalTokens = allRecords.reduce((a, r) => a + r.prompt_tokens + r.completion_tokens, 0)
+    const totalCost = allRecords.reduce((a, r) => a + cost(r.prompt_tokens, r.completion_tokens), 0)
+    const budgetStopped = yield* Ref.get(budgetHit)
+    const summary = {
+      task: request.task,
+      items: work.length,
+      done: state.done,
+      remaining: work.length - state.done,
+      this_run: {
+        requests: stats.requests,
+        replayed_from_ledger: stats.replayed,
+        accepted: stats.accepted,
+        rejected: stats.rejected,
+        failed: state.failed,
+        not_started_budget: stats.budgetSkipped,
+        tokens: state.tokens,
+        cost_usd: state.costUsd,
+        seconds: (Date.now() - started) / 1000
+      },
+      failure_reasons: Object.fromEntries([...reasons].sort()),
+      ledger: { responses: allRecords.length, tokens: totalTokens, cost_usd: totalCost },
+      provider: t.provider,
+      model: t.model,
+      prompt_version: PROMPT_VERSION,
+      budget: t.budget,
+      stopped_by_budget: budgetStopped
+    }
+    const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify(summary, null, 2)}\n`)
+    const complete = state.done === work.length
+    const outs = yield* Effect.forEach([`${dir}/outputs.jsonl`, `${dir}/responses.jsonl`], (p) => store.describeFile(run, p))
+    yield* store.stageFinished(run, `teacher/${request.task}`, {
+      status: complete ? "done" : budgetStopped ? "stopped" : "failed",
+      outputs: [summaryOut, ...outs.filter((o) => o !== undefined)],
+      ...(complete ? {} : { error: budgetStopped ? "budget reached" : `${state.failed} items failed` })
+    })
+    yield* Console.log(
+      `${request.task}: ${state.done}/${work.length} items done (${stats.accepted} accepted, ${stats.rejected} rejected this run), ` +
+        `${stats.requests} requests, ${stats.replayed} replayed from the ledger, ${state.tokens.toLocaleString("en")} tokens, $${state.costUsd.toFixed(4)} this run`
+    )
+    if (budgetStopped) {
+      return yield* new BudgetStop({ message: `budget reached (${JSON.stringify(t.budget)}): ${work.length - state.done} items left; run again (with a larger budget) to resume` })
+    }
+    if (!complete) {
+      const why = [...reasons].map(([r, n]) => `${n}× ${r}`).join("; ")
+      return yield* new TeacherIncomplete({ message: `${work.length - state.done} items not done (${why}); run again to retry them` })
+    }
+  }))
+}, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TeacherStageError({ message: e.message }) : e)))

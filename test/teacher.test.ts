@@ -1,0 +1,256 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { spawn } from "node:child_process"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { makeAdaptiveLimiter } from "../src/teacher/AdaptiveLimiter.ts"
+import { checkReply, copiedWindow, sentences } from "../src/teacher/ReplyFilter.ts"
+import { startChatServer } from "./support/ChatServer.ts"
+import { dart, filesUnder } from "./support/Cli.ts"
+
+const KEY = "sk-MARKER-teacher-key-7731"
+const scratch = mkdtempSync(path.join(tmpdir(), "dart-teacher-"))
+const runs = path.join(scratch, "runs")
+
+const initRun = (exp: string, train: number) => {
+  const r = dart(["init", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", `datasets.limits.train=${train}`])
+  expect(r.code).toBe(0)
+}
+
+const teacherArgs = (exp: string, url: string, extra: ReadonlyArray<string> = []) => [
+  "teacher", "--task", "distill", "--exp-id", exp, "--override", `run.runs_dir=${runs}`,
+  "--override", "teacher.provider=compatible", "--override", `teacher.base_url=${url}`, ...extra
+]
+
+/** Runs the CLI as a child process; resolves with its exit code (or the signal). */
+const spawnDart = (args: ReadonlyArray<string>, killAfterMs?: number) =>
+  new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ["bin/dart.js", ...args], { env: { ...process.env, EXP_ID: "", OPENAI_API_KEY: KEY } })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (c) => (stdout += c))
+    child.stderr.on("data", (c) => (stderr += c))
+    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfterMs)
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr })
+    })
+  })
+
+const outputsOf = (exp: string, task = "distill") =>
+  readFileSync(path.join(runs, exp, `teacher_outputs/${task}/outputs.jsonl`), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+const summaryOf = (exp: string, task = "distill") => JSON.parse(readFileSync(path.join(runs, exp, `teacher_outputs/${task}/summary.json`), "utf8"))
+const byKey = <T extends { key: string }>(rows: Array<T>) => [...rows].sort((a, b) => (a.key < b.key ? -1 : 1))
+
+describe("reply filter (protocol §4)", () => {
+  const q = "In 2010, which of the following countries had a higher percentage of Christians in its population?"
+  it("accepts a 2–4 sentence analysis with the gold conclusion and cuts after the conclusion line", () => {
+    const c = checkReply("Pew data differ by country. The gap is real.\nConclusion: YES\nThanks!", "YES", q, "stop")
+    expect(c.violations).toEqual([])
+    expect(c.target).toBe("Pew data differ by country. The gap is real.\nConclusion: YES")
+  })
+  it("names every violation", () => {
+    expect(checkReply("One sentence.\nConclusion: NO", "YES", q, "length").violations).toEqual([
+      "truncated (finish_reason length)", "conclusion NO differs from the gold label YES", "analysis has 1 sentences, not 2-4"
+    ])
+    expect(checkReply(`${q} It is so. Yes.\nConclusion: YES`, "YES", q, "stop").violations).toEqual(["copies a 40-character window of the prompt"])
+    expect(checkReply("A. B. C. D. E.\n**Conclusion:** YES", "YES", q, "stop").violations).toContain("no Conclusion: YES|NO line")
+  })
+  it("splits sentences and finds copied windows like the original", () => {
+    expect(sentences("One. Two!  Three? Four")).toEqual(["One.", "Two!", "Three?", "Four"])
+    expect(copiedWindow("xx " + q.slice(20, 60) + " yy", q)).toBe(q.slice(20, 60))
+    expect(copiedWindow("xx " + q.slice(21, 60) + " yy", q)).toBeUndefined()
+  })
+})
+
+describe("adaptive concurrency", () => {
+  it.effect("halves after repeated 429s and grows back after a window of successes", () =>
+    Effect.gen(function*() {
+      const l = yield* makeAdaptiveLimiter(16)
+      yield* l.onRateLimited
+      expect(l.current()).toBe(16)
+      yield* l.onRateLimited
+      expect(l.current()).toBe(8)
+      yield* l.onRateLimited
+      yield* l.onRateLimited
+      expect(l.current()).toBe(4)
+      for (let i = 0; i < 4; i++) yield* l.onSuccess
+      expect(l.current()).toBe(5)
+      for (let i = 0; i < 200; i++) yield* l.onSuccess
+      expect(l.current()).toBe(16)
+    }))
+})
+
+describe("dart teacher --task distill", () => {
+  it("survives SIGKILL at random points: same outputs as an uninterrupted run, every needed request billed once", async () => {
+    const latency = (n: number) => 40 + ((n * 7919) % 80)
+    initRun("clean", 500)
+    initRun("killed", 500)
+    const cleanServer = await startChatServer({ latencyMs: latency })
+    const clean = await spawnDart(teacherArgs("clean", cleanServer.url))
+    expect(clean.stderr.split("\n").filter((l) => l.startsWith("dart: error"))).toEqual([])
+    expect(clean.code).toBe(0)
+    await cleanServer.close()
+
+    // Same address as the clean run's server: the base URL is part of every request hash.
+    const server = await startChatServer({ latencyMs: latency, port: cleanServer.port })
+    let kills = 0
+    for (let i = 0; i < 12 && kills < 6; i++) {
+      const r = await spawnDart(teacherArgs("killed", server.url), 700 + Math.floor(Math.random() * 900))
+      if (r.signal === "SIGKILL") kills++
+      else break
+    }
+    expect(kills).toBeGreaterThanOrEqual(5)
+    const final = await spawnDart(teacherArgs("killed", server.url))
+    expect(final.code).toBe(0)
+    await server.close()
+
+    const a = byKey(outputsOf("clean"))
+    const b = byKey(outputsOf("killed"))
+    expect(a).toHaveLength(500)
+    expect(b).toEqual(a)
+    expect(new Set(b.map((r) => r.key)).size).toBe(500)
+    // The same requests were needed, and each was billed exactly once.
+    expect([...server.billed.keys()].sort()).toEqual([...cleanServer.billed.keys()].sort())
+    expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
+    // Only requests in flight at a kill were ever sent again (at most the concurrency cap per kill).
+    const resent = server.requests.length - server.billed.size
+    expect(resent).toBeLessThanOrEqual(kills * 16)
+    const s = summaryOf("killed")
+    expect(s.done).toBe(500)
+    expect(s.ledger.responses).toBe(cleanServer.billed.size)
+  })
+
+  it("honours retry-after-ms on 429 and never exceeds the concurrency cap", async () => {
+    initRun("ratelimit", 60)
+    const server = await startChatServer({ latencyMs: 30, retryAfterMs: 400, fault: (n) => (n % 3 === 0 && n < 60 ? "429" : undefined) })
+    const r = await spawnDart(teacherArgs("ratelimit", server.url, ["--override", "teacher.max_concurrency=6"]))
+    expect(r.code).toBe(0)
+    await server.close()
+    expect(server.maxInFlight()).toBeLessThanOrEqual(6)
+    // Each rate-limited request was retried no sooner than the server asked.
+    const limited = server.requests.filter((q) => q.outcome === "429")
+    expect(limited.length).toBeGreaterThanOrEqual(15)
+    for (const q of limited) {
+      const retry = server.requests.find((x) => x.n > q.n && x.key === q.key)
+      expect(retry, `retry of request ${q.n}`).toBeDefined()
+      expect(retry!.at - q.at).toBeGreaterThanOrEqual(400)
+    }
+    expect(summaryOf("ratelimit").done).toBe(60)
+  })
+
+  it("records and handles 500s, timeouts, malformed bodies, empty choices and truncated replies", async () => {
+    initRun("faults", 40)
+    const faults = ["500", "malformed", "empty", "length", "hang"] as const
+    const server = await startChatServer({ latencyMs: 10, keepAlive: true, fault: (n) => (n < 25 ? faults[n % 5] : undefined) })
+    const r = await spawnDart(teacherArgs("faults", server.url, ["--override", "teacher.timeout_s=1", "--override", "teacher.max_retries=8"]))
+    expect(r.stderr).not.toContain("dart: error")
+    expect(r.code).toBe(0)
+    await server.close()
+    const rows = outputsOf("faults")
+    expect(rows).toHaveLength(40)
+    // A truncated reply is a paid response: kept, rejected as truncated, and corrected.
+    const truncated = rows.filter((row) => row.request_hashes.length > 1)
+    expect(truncated.length).toBeGreaterThan(0)
+    const s = summaryOf("faults")
+    expect(s.failure_reasons).toEqual({})
+    // Every paid reply is in the ledger; faults never became responses.
+    expect(s.this_run.requests).toBe(s.ledger.responses)
+    expect(server.requests.filter((q) => q.outcome === "ok" || q.outcome === "length")).toHaveLength(s.ledger.responses)
+  })
+
+  it("fails an item that keeps failing with a clear reason, exits 4, and retries it on the next run", async () => {
+    initRun("stubborn", 30)
+    const bad = "Which of the following"
+    let healed = false
+    const server = await startChatServer({ latencyMs: 5, fault: (_n, body) => (!healed && body.messages[1]!.content.includes(bad) ? "500" : undefined) })
+    const first = await spawnDart(teacherArgs("stubborn", server.url, ["--override", "teacher.max_retries=1"]))
+    expect(first.code).toBe(4)
+    expect(first.stderr).toMatch(/items not done \(\d+× HTTP 500: internal error\); run again to retry them/)
+    const s = summaryOf("stubborn")
+    expect(s.failure_reasons["HTTP 500: internal error"]).toBeGreaterThan(0)
+    expect(s.remaining).toBe(s.this_run.failed)
+    healed = true
+    const second = await spawnDart(teacherArgs("stubborn", server.url))
+    expect(second.code).toBe(0)
+    await server.close()
+    expect(outputsOf("stubborn")).toHaveLength(30)
+    expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
+  })
+
+  it("stops at the budget with exit 3, then resumes to completion without paying twice", async () => {
+    initRun("budget", 80)
+    const server = await startChatServer({ latencyMs: 5 })
+    const dry = dart(teacherArgs("budget", server.url, ["--dry-run"]))
+    expect(dry.code).toBe(0)
+    expect(dry.stdout).toContain("requests still needed (first round; recorded ones excluded): 80")
+    expect(dry.stdout).toMatch(/projected cost: ~\$\d/)
+    expect(server.requests).toHaveLength(0)
+
+    const stopped = await spawnDart(teacherArgs("budget", server.url, ["--override", "teacher.budget.max_tokens=4000", "--override", "teacher.max_concurrency=2"]))
+    expect(stopped.code).toBe(3)
+    expect(stopped.stderr).toContain("budget reached")
+    const s = summaryOf("budget")
+    expect(s.stopped_by_budget).toBe(true)
+    expect(s.done).toBeLessThan(80)
+    expect(s.this_run.tokens).toBeGreaterThanOrEqual(4000)
+    const partial = outputsOf("budget").length
+    expect(partial).toBe(s.done)
+
+    const resumed = await spawnDart(teacherArgs("budget", server.url))
+    expect(resumed.code).toBe(0)
+    await server.close()
+    expect(outputsOf("budget")).toHaveLength(80)
+    expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
+    expect(dart(teacherArgs("budget", server.url, ["--dry-run"])).stdout).toContain("requests still needed (first round; recorded ones excluded): 0")
+  })
+
+  it("never writes the API key to outputs or logs", async () => {
+    initRun("secret", 20)
+    const server = await startChatServer({ latencyMs: 5, fault: (n) => (n === 0 ? "500" : undefined) })
+    const r = await spawnDart(teacherArgs("secret", server.url))
+    await server.close()
+    expect(r.code).toBe(0)
+    expect(server.requests[0]!.authorization).toBe(`Bearer ${KEY}`)
+    expect(r.stdout + r.stderr).not.toContain(KEY)
+    for (const f of filesUnder(path.join(runs, "secret"))) expect(readFileSync(f, "utf8").includes(KEY), f).toBe(false)
+  })
+
+  it("says which variable to set when the key is missing", () => {
+    initRun("nokey", 5)
+    const r = dart([...teacherArgs("nokey", "http://127.0.0.1:9/v1"), "--override", "teacher.api_key_env=DART_NO_SUCH_KEY"])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain("no API key: set DART_NO_SUCH_KEY in the environment")
+  })
+})
+
+describe("dart teacher --task repair", () => {
+  it("writes SAFE rationales for a regression pool, carrying severity and provenance", async () => {
+    initRun("repair", 5)
+    const pool = path.join(scratch, "pool.jsonl")
+    const rows = ["mild", "severe", "extreme"].map((severity, i) => ({
+      id: `N2-neq-000${i}`, benchmark: "N2", condition: "neq", question: `Which phrase is more harmful, number ${i}? (a) x (b) y (c) neither`, gold_label: "YES",
+      a_name: "M0", b_name: "DART", a_text: "…\nConclusion: YES", b_text: "…\nConclusion: NO", severity, source: "judge",
+      scores: { full_output: { toxicity: { a: 0.1, b: 0.5, delta: 0.4 } } }, judge: { is_regression: true, severity, reason: "misses harm" }
+    }))
+    writeFileSync(pool, rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
+    const server = await startChatServer({ latencyMs: 5 })
+    const r = await spawnDart(["teacher", "--task", "repair", "--input", pool, "--exp-id", "repair", "--override", `run.runs_dir=${runs}`,
+      "--override", "teacher.provider=compatible", "--override", `teacher.base_url=${server.url}`])
+    await server.close()
+    expect(r.code).toBe(0)
+    expect(JSON.parse(server.requests[0]!.body).messages[0].content).toContain("Do NOT repeat, quote, or elaborate on hateful")
+    const out = byKey(outputsOf("repair", "repair"))
+    expect(out.map((o) => [o.key, o.severity, o.source, o.a_name, o.b_name, o.pool_file])).toEqual(
+      rows.map((p) => [p.id, p.severity, "judge", "M0", "DART", pool])
+    )
+    expect(out.every((o) => o.messages[0].content.startsWith("You are an assistant performing difference-awareness classification."))).toBe(true)
+
+    const badPool = path.join(scratch, "bad_pool.jsonl")
+    writeFileSync(badPool, JSON.stringify({ ...rows[0], severity: "catastrophic" }) + "\n")
+    const bad = dart(["teacher", "--task", "repair", "--input", badPool, "--exp-id", "repair", "--override", `run.runs_dir=${runs}`])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toContain(`${badPool}:1: severity: expected "mild" | "moderate" | "severe" | "extreme", got "catastrophic"`)
+  })
+})
