@@ -6,6 +6,7 @@ import { CliError, Command } from "effect/cli"
 import { datasetsCommand } from "./cli/DatasetsCommand.ts"
 import { evaluateCommand } from "./cli/EvaluateCommand.ts"
 import { teacherCommand } from "./cli/TeacherCommand.ts"
+import { trainCommand } from "./cli/TrainCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
@@ -18,7 +19,7 @@ const reported = (code: number) =>
   Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
 
 const cli = root.pipe(
-  Command.withSubcommands([initCommand, teacherCommand, evaluateCommand, statusCommand, datasetsCommand]),
+  Command.withSubcommands([initCommand, teacherCommand, trainCommand, evaluateCommand, statusCommand, datasetsCommand]),
   Command.run({ version: toolVersion })
 )
 

@@ -8,11 +8,11 @@
  */
 export const PROMPT_VERSION = "dart-v1"
 
-export type Role = "system" | "user" | "assistant"
-export interface ChatMessage {
-  readonly role: Role
-  readonly content: string
-}
+import { Schema } from "effect"
+
+export const ChatMessageSchema = Schema.Struct({ role: Schema.Literals(["system", "user", "assistant"]), content: Schema.String })
+export type ChatMessage = typeof ChatMessageSchema.Type
+export type Role = ChatMessage["role"]
 
 export type Label = "YES" | "NO"
 

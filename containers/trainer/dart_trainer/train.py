@@ -1,0 +1,176 @@
+"""One training job on TRL's SFTTrainer + PEFT. Runs in its own process; talks only through `emit`."""
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+COMPLETE = "COMPLETE"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def newest_complete_checkpoint(checkpoints: Path):
+    """A checkpoint counts only once its COMPLETE marker exists: a half-written one is never resumed from."""
+    best = None
+    for d in checkpoints.glob("checkpoint-*"):
+        if (d / COMPLETE).is_file():
+            step = int(d.name.split("-")[1])
+            if best is None or step > best[0]:
+                best = (step, d)
+    return best
+
+
+def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str | None, emit, cancelled) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from .data import parse_jsonl, split_long
+    from .validate import validate_adapter
+
+    job = Path(job_dir)
+    checkpoints = job / "checkpoints"
+    cuda = torch.cuda.is_available()
+    device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if cuda else "cpu"
+    torch.manual_seed(spec["seed"])
+    random.seed(spec["seed"])
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["base_model"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, _dropped = split_long(parse_jsonl(Path(dataset_file).read_bytes()), tokenizer, spec["max_length"])
+    order = list(range(len(rows.ids)))
+    random.Random(spec["seed"]).shuffle(order)
+    n_eval = int(len(order) * spec["eval_fraction"]) if spec["eval_fraction"] > 0 else 0
+    eval_idx, train_idx = sorted(order[:n_eval]), sorted(order[n_eval:])
+
+    def subset(idx):
+        return Dataset.from_dict({"prompt": [rows.prompts[i] for i in idx], "completion": [rows.completions[i] for i in idx]})
+
+    train_ds = subset(train_idx)
+    eval_ds = subset(eval_idx) if eval_idx else None
+
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}
+    dtype = dtypes[spec["dtype"]]
+    if not cuda and dtype in (torch.bfloat16, torch.float16):
+        dtype = torch.float32  # half precision training is a GPU thing; CPU runs (tests) stay exact
+    quant = None
+    if spec["qlora"]["enabled"]:
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec["qlora"]["quant_type"],
+                                   bnb_4bit_use_double_quant=spec["qlora"]["double_quant"],
+                                   bnb_4bit_compute_dtype=dtypes[spec["qlora"]["compute_dtype"]])
+    model = AutoModelForCausalLM.from_pretrained(spec["base_model"], dtype=dtype, quantization_config=quant)
+    peft_config = None
+    if init_adapter:
+        model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    else:
+        lora = spec["lora"]
+        peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], bias=lora["bias"],
+                                 target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
+
+    use_eval = eval_ds is not None and len(eval_ds) > 0
+    config = SFTConfig(
+        output_dir=str(checkpoints),
+        num_train_epochs=spec["epochs"],
+        max_steps=spec["max_steps"] if spec["max_steps"] > 0 else -1,
+        learning_rate=spec["learning_rate"],
+        per_device_train_batch_size=spec["per_device_batch_size"],
+        per_device_eval_batch_size=spec["per_device_batch_size"],
+        gradient_accumulation_steps=spec["gradient_accumulation_steps"],
+        lr_scheduler_type=spec["lr_scheduler"],
+        # transformers 5 folds warmup_ratio into warmup_steps: a float in [0, 1) is a ratio of total steps.
+        warmup_steps=spec["warmup_ratio"],
+        weight_decay=spec["weight_decay"],
+        optim=spec["optimizer"],
+        max_length=spec["max_length"],
+        seed=spec["seed"],
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=spec["save_steps"],
+        eval_strategy="steps" if use_eval else "no",
+        eval_steps=spec["eval_steps"] if use_eval else None,
+        load_best_model_at_end=use_eval,
+        metric_for_best_model="eval_loss" if use_eval else None,
+        greater_is_better=False if use_eval else None,
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=False,
+        use_cpu=not cuda,
+        gradient_checkpointing=spec["gradient_checkpointing"],
+        completion_only_loss=True,
+        packing=False,
+        report_to=[],
+        dataloader_num_workers=0,
+    )
+
+    class Events(TrainerCallback):
+        def __init__(self):
+            self.t0 = time.time()
+            self.start_step = 0
+            self.last = (time.time(), 0.0)
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start_step = state.global_step
+            self.t0 = time.time()
+            emit({"kind": "started", "total_steps": state.max_steps, "start_step": state.global_step, "device": device})
+
+        def on_step_end(self, args, state, control, **kw):
+            if cancelled():
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            now = time.time()
+            tokens = float(logs.get("num_tokens", 0.0))
+            t_last, tok_last = self.last
+            tps = (tokens - tok_last) / (now - t_last) if now > t_last and tokens > tok_last else 0.0
+            self.last = (now, tokens)
+            done = max(1, state.global_step - self.start_step)
+            eta = (now - self.t0) / done * max(0, state.max_steps - state.global_step)
+            emit({"kind": "step", "step": state.global_step, "total_steps": state.max_steps, "loss": float(logs["loss"]),
+                  "learning_rate": float(logs.get("learning_rate", 0.0)), "tokens_per_second": tps, "eta_seconds": eta,
+                  "epoch": float(state.epoch or 0.0)})
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            if metrics and "eval_loss" in metrics:
+                emit({"kind": "evaluated", "step": state.global_step, "eval_loss": float(metrics["eval_loss"])})
+
+        def on_save(self, args, state, control, **kw):
+            # on_save fires after the checkpoint (model, optimizer, scheduler, RNG, trainer state) is written.
+            d = checkpoints / f"checkpoint-{state.global_step}"
+            if d.is_dir():
+                with open(d / COMPLETE, "w") as f:
+                    f.write(json.dumps({"step": state.global_step}))
+                    f.flush()
+                    os.fsync(f.fileno())
+                emit({"kind": "checkpoint", "step": state.global_step, "path": str(d)})
+
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds if use_eval else None,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[Events()])
+    resume = newest_complete_checkpoint(checkpoints)
+    result = trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+    if cancelled():
+        emit({"kind": "failed", "code": "cancelled", "message": "cancelled by the client"})
+        return
+
+    final = job / "final"
+    trainer.model.save_pretrained(str(final), safe_serialization=True)
+    checked = validate_adapter(final, spec["max_lora_rank"])
+    files = [{"path": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(final.iterdir()) if p.name in ("adapter_config.json", "adapter_model.safetensors")]
+    best = trainer.state.best_metric
+    emit({"kind": "done", "global_step": trainer.state.global_step, "train_loss": float(result.training_loss),
+          "best_eval_loss": float(best) if best is not None and not math.isnan(best) else float("nan"),
+          "files": files, "validation": checked})

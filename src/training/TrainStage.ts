@@ -1,0 +1,175 @@
+import { Console, Effect, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { hashJson, sha256Hex } from "../common/Hashing.ts"
+import { formatDuration } from "../common/Progress.ts"
+import { toolVersion } from "../common/Version.ts"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { makeDirectories } from "../runs/AtomicFile.ts"
+import { readRows } from "../runs/Jsonl.ts"
+import { RunStore } from "../runs/RunStore.ts"
+import { ChatMessageSchema } from "../teacher/Prompts.ts"
+import { type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "./TrainerClient.ts"
+import { assembleTrainingSet, type Recipe, type Severity, type SourceRow } from "./TrainingSet.ts"
+
+export class TrainStageError extends Schema.TaggedError<TrainStageError>()("TrainStageError", { message: Schema.String }) {}
+
+/** The README's `mdac` / `mdac_h` and the code's `dart` / `dart_h` are the same stages (protocol §9 B4). */
+export const normalizeStage = (s: string): "dart" | "dart_h" | undefined =>
+  s === "mdac" || s === "dart" ? "dart" : s === "mdac_h" || s === "dart_h" ? "dart_h" : undefined
+
+const TeacherRow = Schema.Struct({
+  key: Schema.String,
+  accepted: Schema.Boolean,
+  messages: Schema.Array(ChatMessageSchema),
+  severity: Schema.optionalKey(Schema.Literals(["mild", "moderate", "severe", "extreme"]))
+})
+
+export interface TrainRequest {
+  readonly stage: "dart" | "dart_h"
+  readonly adapterName: string
+  readonly recipe: Recipe
+  readonly initAdapter: string | undefined
+  readonly weights: Readonly<Record<Severity, number>>
+  readonly epochs: number | undefined
+}
+
+const readTeacherRows = (file: string, what: string) =>
+  Effect.gen(function*() {
+    const exists = yield* Effect.promise(() => fs.access(file).then(() => true, () => false))
+    if (!exists) return yield* new TrainStageError({ message: `${file} does not exist: run \`dart teacher --task ${what}\` first` })
+    const rows = yield* readRows(file, TeacherRow)
+    return rows.filter((r) => r.accepted).map((r): SourceRow => ({ id: r.key, messages: r.messages, ...(r.severity ? { severity: r.severity } : {}) }))
+  })
+
+/** Original steps 3 and 7: assemble the training set, train on the sidecar, bring the adapter home. */
+export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, request: TrainRequest) {
+  const store = yield* RunStore
+  const { config } = resolved
+  const t = config.training
+  const run = store.handle(config.run.runs_dir, config.run.exp_id)
+  if ((yield* store.readManifest(run)) === undefined) {
+    return yield* new TrainStageError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
+  }
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(request.adapterName)) {
+    return yield* new TrainStageError({ message: `--adapter-name "${request.adapterName}": use letters, digits, '.', '_' or '-'` })
+  }
+  if (request.stage === "dart_h" && request.recipe !== "repair_only" && request.initAdapter === undefined) {
+    yield* Console.error("warning: stage dart_h without --init-adapter trains a fresh LoRA instead of continuing DART")
+  }
+  const distill = request.recipe === "repair_only" ? [] : yield* readTeacherRows(run.file("teacher_outputs/distill/outputs.jsonl"), "distill")
+  const repair = request.recipe === "distill" ? [] : yield* readTeacherRows(run.file("teacher_outputs/repair/outputs.jsonl"), "repair")
+  const { rows, manifest } = assembleTrainingSet({ distill, repair, recipe: request.recipe, weights: request.weights, seed: t.seed })
+  if (rows.length === 0) return yield* new TrainStageError({ message: `the ${request.recipe} training set is empty (no accepted teacher rows)` })
+  const dataset = rows.map((r) => `${JSON.stringify({ id: `${r.id}#${r.source}${r.copy > 0 ? `.${r.copy}` : ""}`, messages: r.messages })}\n`).join("")
+  const datasetHash = sha256Hex(dataset)
+
+  const initFiles = request.initAdapter === undefined ? [] : yield* Effect.forEach(["adapter_config.json", "adapter_model.safetensors"], (name) =>
+    Effect.tryPromise({
+      try: async () => ({ path: name, data: new Uint8Array(await fs.readFile(path.join(request.initAdapter!, name))) }),
+      catch: () => new TrainStageError({ message: `--init-adapter ${request.initAdapter}: ${name} is missing (expected a PEFT adapter folder, e.g. runs/${config.run.exp_id}/adapters/DART/final)` })
+    }))
+
+  const endpoint = config.compute.trainer.endpoint
+  if (endpoint === null) {
+    return yield* new TrainStageError({ message: "compute.trainer.endpoint is not set: give the address (host:port) of a running trainer sidecar (python -m dart_trainer.server)" })
+  }
+
+  const spec: Omit<StartJob, "job_id" | "dataset_id" | "init_adapter_id"> = {
+    base_model: config.model.base,
+    dtype: config.model.dtype,
+    lora: { r: t.lora.r, alpha: t.lora.alpha, dropout: t.lora.dropout, target_modules: t.lora.target_modules, bias: t.lora.bias },
+    qlora: { enabled: t.qlora.enabled, quant_type: t.qlora.quant_type, double_quant: t.qlora.double_quant, compute_dtype: t.qlora.compute_dtype },
+    epochs: request.epochs ?? t.epochs,
+    learning_rate: t.learning_rate,
+    per_device_batch_size: t.per_device_batch_size,
+    gradient_accumulation_steps: t.gradient_accumulation_steps,
+    max_length: t.max_length,
+    seed: t.seed,
+    lr_scheduler: t.lr_scheduler,
+    warmup_ratio: t.warmup_ratio,
+    weight_decay: t.weight_decay,
+    eval_fraction: t.eval_fraction,
+    eval_steps: t.eval_steps,
+    save_steps: t.save_steps,
+    gradient_checkpointing: t.gradient_checkpointing,
+    max_steps: 0,
+    optimizer: t.optimizer
+  }
+  const inputsHash = hashJson({ datasetHash, spec, init: initFiles.map((f) => sha256Hex(f.data)) })
+  const stageName = `train/${request.adapterName}`
+  if (yield* store.isUpToDate(run, stageName, inputsHash)) {
+    yield* Console.log(`adapter ${request.adapterName} is up to date (${run.file(`adapters/${request.adapterName}/final`)})`)
+    return
+  }
+  const jobId = `${config.run.exp_id}-${request.adapterName}-${inputsHash.slice(0, 12)}`
+
+  yield* Effect.gen(function*() {
+    const client = yield* TrainerClient
+    const version = yield* client.version()
+    if (version.protocol !== PROTOCOL) {
+      return yield* new TrainStageError({ message: `trainer at ${endpoint} speaks ${version.protocol}, DART needs ${PROTOCOL}` })
+    }
+    yield* store.stageStarted(run, stageName, inputsHash)
+    const uploaded = yield* client.upload("dataset", `${request.adapterName}-${request.recipe}`, [{ path: "train.jsonl", data: new TextEncoder().encode(dataset) }])
+    const init = initFiles.length === 0 ? undefined : yield* client.upload("adapter", `${request.adapterName}-init`, initFiles)
+    const started = yield* client.startJob({ ...spec, job_id: jobId, dataset_id: uploaded.id, init_adapter_id: init?.id ?? "" })
+    yield* Console.error(
+      `train ${request.adapterName}: ${started.train_rows} train / ${started.eval_rows} eval rows on ${version.device}` +
+        (started.resumed ? `, resuming from step ${started.resumed_from_step}` : "") +
+        (started.dropped_too_long > 0 ? `; ${started.dropped_too_long} rows longer than max_length ${t.max_length} left out: ${started.dropped_ids.slice(0, 5).join(", ")}${started.dropped_ids.length > 5 ? ", …" : ""}` : "")
+    )
+    const losses: Array<{ step: number; loss: number }> = []
+    const evals: Array<{ step: number; eval_loss: number }> = []
+    let lastPrint = 0
+    const onEvent = (e: JobEvent) => Effect.sync(() => {
+      if (e.kind === "step" && e.step) {
+        losses.push({ step: Number(e.step.step), loss: e.step.loss })
+        const now = Date.now()
+        if (now - lastPrint > 2000 || Number(e.step.step) === Number(e.step.total_steps)) {
+          lastPrint = now
+          process.stderr.write(`train ${request.adapterName} step ${e.step.step}/${e.step.total_steps} loss ${e.step.loss.toFixed(4)} lr ${e.step.learning_rate.toExponential(2)} ` +
+            `${Math.round(e.step.tokens_per_second).toLocaleString("en")} tok/s ETA ${formatDuration(e.step.eta_seconds)}\n`)
+        }
+      } else if (e.kind === "evaluated" && e.evaluated) evals.push({ step: Number(e.evaluated.step), eval_loss: e.evaluated.eval_loss })
+    })
+    // Ctrl-C (or any interruption) cancels the job on the sidecar instead of leaving it training.
+    const end = yield* client.watch(jobId, 0, onEvent).pipe(Effect.onInterrupt(() => client.cancel(jobId).pipe(Effect.ignore)))
+    if (end.kind === "failed" || end.done == null) {
+      const why = end.failed ? `${end.failed.code}: ${end.failed.message}` : "no result"
+      yield* store.stageFinished(run, stageName, { status: "failed", outputs: [], error: why })
+      return yield* new TrainStageError({ message: `training job ${jobId} failed: ${why}` })
+    }
+    const done = end.done
+    const files = yield* client.download(jobId)
+    for (const f of done.files) {
+      const got = files.find((x) => x.path === f.path)
+      if (got === undefined || got.sha256 !== f.sha256) {
+        return yield* new TrainStageError({ message: `adapter file ${f.path} did not arrive intact (sha256 ${got?.sha256 ?? "missing"}, trainer reported ${f.sha256})` })
+      }
+    }
+    const rel = `adapters/${request.adapterName}`
+    yield* makeDirectories([run.file(`${rel}/final`)])
+    const record = {
+      adapter: request.adapterName,
+      stage: request.stage,
+      recipe: request.recipe,
+      base_model: config.model.base,
+      job_id: jobId,
+      dataset: { sha256: datasetHash, rows: rows.length, train_rows: started.train_rows, eval_rows: started.eval_rows, dropped_too_long: started.dropped_too_long, dropped_ids: started.dropped_ids },
+      init_adapter: request.initAdapter === undefined ? null : { path: request.initAdapter, files: initFiles.map((f) => ({ path: f.path, sha256: sha256Hex(f.data) })) },
+      hyperparameters: spec,
+      metrics: { global_step: Number(done.global_step), train_loss: done.train_loss, best_eval_loss: done.best_eval_loss, losses, evals },
+      validation: done.validation,
+      files: done.files,
+      versions: { dart: toolVersion, trainer: version.server_version, protocol: version.protocol, ...version.libraries, device: version.device },
+      mix: manifest
+    }
+    const outputs = yield* Effect.forEach(files, (f) => store.writeFile(run, `${rel}/final/${f.path}`, f.data))
+    outputs.push(yield* store.writeFile(run, `${rel}/final/training_record.json`, `${JSON.stringify(record, null, 2)}\n`))
+    outputs.push(yield* store.writeFile(run, `${rel}/mix_manifest.json`, `${JSON.stringify(manifest, null, 2)}\n`))
+    outputs.push(yield* store.writeFile(run, `${rel}/train.jsonl`, dataset))
+    yield* store.stageFinished(run, stageName, { status: "done", outputs })
+    yield* Console.log(`adapter ${request.adapterName}: ${done.global_step} steps, train loss ${done.train_loss.toFixed(4)} -> ${run.file(`${rel}/final`)} (${files.map((f) => `${f.path} ${f.sha256.slice(0, 12)}`).join(", ")})`)
+  }).pipe(Effect.provide(TrainerClient.layer(endpoint)), Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}` }) : e)))
+}, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TrainStageError({ message: e.message }) : e)))
