@@ -84,7 +84,8 @@ describe("adaptive concurrency", () => {
 
 describe("dart teacher --task distill", () => {
   it("survives SIGKILL at random points: same outputs as an uninterrupted run, every needed request billed once", async () => {
-    const latency = (n: number) => 40 + ((n * 7919) % 80)
+    // A full run takes several seconds; each killed attempt gets well under a second of work.
+    const latency = (n: number) => 60 + ((n * 7919) % 90)
     initRun("clean", 500)
     initRun("killed", 500)
     const cleanServer = await startChatServer({ latencyMs: latency })
@@ -96,8 +97,8 @@ describe("dart teacher --task distill", () => {
     // Same address as the clean run's server: the base URL is part of every request hash.
     const server = await startChatServer({ latencyMs: latency, port: cleanServer.port })
     let kills = 0
-    for (let i = 0; i < 12 && kills < 6; i++) {
-      const r = await spawnDart(teacherArgs("killed", server.url), 700 + Math.floor(Math.random() * 900))
+    for (let i = 0; i < 20 && kills < 6; i++) {
+      const r = await spawnDart(teacherArgs("killed", server.url), 500 + Math.floor(Math.random() * 400))
       if (r.signal === "SIGKILL") kills++
       else break
     }
@@ -114,9 +115,10 @@ describe("dart teacher --task distill", () => {
     // The same requests were needed, and each was billed exactly once.
     expect([...server.billed.keys()].sort()).toEqual([...cleanServer.billed.keys()].sort())
     expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
-    // Only requests in flight at a kill were ever sent again (at most the concurrency cap per kill).
+    // Only requests of items in progress at a kill were ever sent again: answered but not yet on disk,
+    // or still in flight (at most the 2 × max_concurrency items the stage works on at once, per kill).
     const resent = server.requests.length - server.billed.size
-    expect(resent).toBeLessThanOrEqual(kills * 16)
+    expect(resent).toBeLessThanOrEqual(kills * 2 * 16)
     const s = summaryOf("killed")
     expect(s.done).toBe(500)
     expect(s.ledger.responses).toBe(cleanServer.billed.size)

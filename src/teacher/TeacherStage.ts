@@ -167,9 +167,10 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
           completionTokens += record.completion_tokens
           const check = checkReply(record.content, w.gold, w.question, record.finish_reason)
           const accepted = check.violations.length === 0
+          // A reply counts only once it is in the ledger on disk.
+          yield* durable
           if (accepted || round >= t.correction_rounds) {
-            // The output row records the result durably too, so both writes may share the wait.
-            const outputRow = outputs.append([{
+            yield* outputs.append([{
               key: w.key,
               ...w.carry,
               messages: [...studentMessages(w.question), { role: "assistant", content: accepted ? check.target : record.content }],
@@ -184,14 +185,11 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
               prompt_version: PROMPT_VERSION,
               request_hashes: hashes
             }])
-            yield* Effect.all([durable, outputRow], { concurrency: 2, discard: true })
             state.done++
             if (accepted) stats.accepted++
             else stats.rejected++
             return
           }
-          // The next round depends on this reply, so it must be on disk before we go on.
-          yield* durable
           messages = [...messages, { role: "assistant", content: record.content }, correctionMessage(w.gold, check.violations)]
         }
       }).pipe(
