@@ -1,11 +1,7 @@
-import { Console, Effect, Schema } from "effect"
+import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { RunStore } from "../runs/RunStore.ts"
+import { NoSuchRunError, RunStore } from "../runs/RunStore.ts"
 import { loadConfig } from "./Root.ts"
-
-export class NoSuchRunError extends Schema.TaggedError<NoSuchRunError>()("NoSuchRunError", {
-  message: Schema.String
-}) {}
 
 export const statusCommand = Command.make("status", {
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the manifest as JSON"), Flag.withDefault(false))
@@ -13,11 +9,9 @@ export const statusCommand = Command.make("status", {
   Effect.gen(function*() {
     const { config } = yield* loadConfig
     const store = yield* RunStore
-    const run = store.handle(config.run.runs_dir, config.run.exp_id)
+    const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
     const manifest = yield* store.readManifest(run)
-    if (manifest === undefined) {
-      return yield* new NoSuchRunError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
-    }
+    if (manifest === undefined) return yield* new NoSuchRunError({ message: `${run.dir}: manifest.json vanished` })
     if (json) return yield* Console.log(JSON.stringify(manifest, null, 2))
     const lines = [
       `run        ${manifest.exp_id}  (${run.dir})`,

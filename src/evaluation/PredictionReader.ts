@@ -1,7 +1,6 @@
 import { Effect, Schema } from "effect"
-import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
 import { Condition } from "../datasets/BenchmarkItem.ts"
-import { forEachLine, LineError, type TornTail } from "../runs/Jsonl.ts"
+import { decodeJsonLine, forEachLine, LineError, type TornTail } from "../runs/Jsonl.ts"
 import type { RunStoreError } from "../runs/RunStoreError.ts"
 import { parseConclusion } from "./ConclusionParser.ts"
 import { parseMcAnswer } from "./McAnswerParser.ts"
@@ -70,17 +69,7 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
 
   yield* forEachLine(file, (text, _line) => {
     if (text.trim() === "") return
-    let json: unknown
-    try {
-      json = JSON.parse(text)
-    } catch (e) {
-      throw new LineError(`malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}`)
-    }
-    const decoded = decodeRow(json, { errors: "all" })
-    if (decoded._tag === "Failure") {
-      throw new LineError(flattenIssue(decoded.failure.issue).map((i) => describeIssue(i, json)).join("; "))
-    }
-    const row = decoded.success
+    const row = decodeJsonLine(text, decodeRow)
     task ??= row.task
     if (row.task !== task) throw new LineError(`task "${row.task}" differs from the file's first row ("${task}")`)
     const key = `${row.id}\u0000${row.sample}`

@@ -54,10 +54,7 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
     return yield* new EvaluateError({ message: `--run-name "${request.runName}": use letters, digits, '.', '_' or '-'` })
   }
   if (request.bName === request.aName) return yield* new EvaluateError({ message: "--a-name and --b-name must differ" })
-  const run = store.handle(config.run.runs_dir, config.run.exp_id)
-  if ((yield* store.readManifest(run)) === undefined) {
-    return yield* new EvaluateError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
-  }
+  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
   const models = request.bName === undefined ? [request.aName] : [request.aName, request.bName]
   const options: EvaluationOptions = {
     seed: config.evaluation.seed,

@@ -1,4 +1,4 @@
-import { Deferred, Effect, Schema, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Effect, type Result, Schema, Scope, Semaphore, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import { createReadStream } from "node:fs"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
@@ -154,6 +154,22 @@ export const streamRows = <S extends Schema.Top>(
   )
 }
 
+/** Parses and decodes one JSONL line; throws `LineError` naming the JSON position or the fields that failed. */
+export const decodeJsonLine = <A>(
+  text: string,
+  decode: (u: unknown, options: { readonly errors: "all" }) => Result.Result<A, Schema.SchemaError>
+): A => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    throw new LineError(`malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}`)
+  }
+  const decoded = decode(json, { errors: "all" })
+  if (decoded._tag === "Failure") throw new LineError(flattenIssue(decoded.failure.issue).map((i) => describeIssue(i, json)).join("; "))
+  return decoded.success
+}
+
 /** All rows of a JSONL file, decoded like `streamRows` but without per-line effect overhead. */
 export const readRows = <S extends Schema.Codec<unknown, unknown, never, never>>(
   file: string,
@@ -164,16 +180,7 @@ export const readRows = <S extends Schema.Codec<unknown, unknown, never, never>>
     const decode = Schema.decodeUnknownResult(schema)
     const rows: Array<S["Type"]> = []
     return forEachLine(file, (text) => {
-      if (text.trim() === "") return
-      let json: unknown
-      try {
-        json = JSON.parse(text)
-      } catch (e) {
-        throw new LineError(`malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}`)
-      }
-      const decoded = decode(json, { errors: "all" })
-      if (decoded._tag === "Failure") throw new LineError(flattenIssue(decoded.failure.issue).map((i) => describeIssue(i, json)).join("; "))
-      rows.push(decoded.success)
+      if (text.trim() !== "") rows.push(decodeJsonLine(text, decode))
     }, onTornTail).pipe(Effect.as(rows))
   })
 

@@ -20,6 +20,9 @@ export const runSubdirectories = [
   "logs"
 ] as const
 
+/** A stage was asked to work in a run that `dart init` has not created. */
+export class NoSuchRunError extends Schema.TaggedError<NoSuchRunError>()("NoSuchRunError", { message: Schema.String }) {}
+
 export interface RunHandle {
   readonly expId: string
   readonly dir: string
@@ -39,6 +42,8 @@ const nowIso = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms).toIS
 export class RunStore extends Context.Service<RunStore, {
   handle(runsDir: string, expId: string): RunHandle
   exists(run: RunHandle): Effect.Effect<boolean, RunStoreError>
+  /** The run of this exp id, failing with a hint when `dart init` has not created it. */
+  requireRun(runsDir: string, expId: string): Effect.Effect<RunHandle, NoSuchRunError | RunStoreError>
   create(run: RunHandle): Effect.Effect<void, RunStoreError>
   readManifest(run: RunHandle): Effect.Effect<Manifest | undefined, RunStoreError>
   writeManifest(run: RunHandle, manifest: Manifest): Effect.Effect<void, RunStoreError>
@@ -171,9 +176,19 @@ export class RunStore extends Context.Service<RunStore, {
 
       const create = (run: RunHandle) => makeDirectories([run.dir, ...runSubdirectories.map((d) => run.file(d))])
 
+      const requireRun = (runsDir: string, expId: string) =>
+        Effect.gen(function*() {
+          const run = handle(runsDir, expId)
+          if (!(yield* exists(run))) {
+            return yield* new NoSuchRunError({ message: `no run "${expId}" under ${runsDir}/ (create it with \`dart init --exp-id ${expId}\`)` })
+          }
+          return run
+        })
+
       return RunStore.of({
         handle,
         exists,
+        requireRun,
         create,
         readManifest,
         writeManifest,

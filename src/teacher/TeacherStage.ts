@@ -77,10 +77,7 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
   const store = yield* RunStore
   const { config } = resolved
   const t = config.teacher
-  const run = store.handle(config.run.runs_dir, config.run.exp_id)
-  if ((yield* store.readManifest(run)) === undefined) {
-    return yield* new TeacherStageError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
-  }
+  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
   const dir = `teacher_outputs/${request.task}`
   yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
   const work = yield* loadWork(request.task, run.file("datasets/train.jsonl"), request.input)

@@ -47,10 +47,7 @@ export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: Resolved
   const store = yield* RunStore
   const { config } = resolved
   const t = config.training
-  const run = store.handle(config.run.runs_dir, config.run.exp_id)
-  if ((yield* store.readManifest(run)) === undefined) {
-    return yield* new TrainStageError({ message: `no run "${config.run.exp_id}" under ${config.run.runs_dir}/ (create it with \`dart init --exp-id ${config.run.exp_id}\`)` })
-  }
+  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(request.adapterName)) {
     return yield* new TrainStageError({ message: `--adapter-name "${request.adapterName}": use letters, digits, '.', '_' or '-'` })
   }
