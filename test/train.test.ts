@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { createHash } from "node:crypto"
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { spawn } from "node:child_process"
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { studentMessages } from "../src/teacher/Prompts.ts"
@@ -84,6 +85,31 @@ describe("dart train against the real sidecar", () => {
     const again = dart(["train", "--stage", "dart_h", "--recipe", "mix", "--adapter-name", "DART_H", "--init-adapter", init,
       "--repair-oversample", "mild=1,moderate=2,severe=3,extreme=4", ...common(), "--epochs", "1"])
     expect(again.stdout).toContain("is up to date")
+  })
+
+  it("cancels the job on the sidecar when the user presses Ctrl-C", async () => {
+    const child = spawn(process.execPath, ["bin/dart.js", "train", "--stage", "dart", "--adapter-name", "CTRLC", ...common(), "--epochs", "500"],
+      { env: { ...process.env, EXP_ID: "" }, stdio: ["ignore", "ignore", "pipe"] })
+    let stderr = ""
+    const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+    await new Promise<void>((resolve) => child.stderr!.on("data", (c) => {
+      stderr += c
+      if (/train CTRLC step \d+/.test(stderr)) resolve()
+    }))
+    child.kill("SIGINT")
+    expect(await exit).toBe(130)
+    const jobs = path.join(scratch, "sidecar/jobs")
+    const job = readdirSync(jobs).find((d) => d.includes("-CTRLC-"))!
+    const lastEvent = async () => {
+      for (let i = 0; i < 200; i++) {
+        const events = readFileSync(path.join(jobs, job, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+        const last = events[events.length - 1]
+        if (last.kind === "failed" || last.kind === "done") return last
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      return undefined
+    }
+    expect(await lastEvent()).toMatchObject({ kind: "failed", code: "cancelled" })
   })
 
   it("reports bad input with the trainer's status, and the sidecar keeps serving", () => {
