@@ -3,6 +3,7 @@ import OpenAI from "openai"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { makeAdaptiveLimiter } from "./AdaptiveLimiter.ts"
+import { httpFetch } from "./HttpFetch.ts"
 import type { ChatMessage } from "./Prompts.ts"
 
 export type LlmSettings = ExperimentConfig["teacher"] | ExperimentConfig["judge"]
@@ -93,23 +94,41 @@ export class TeacherClient extends Context.Service<TeacherClient, {
           apiKey: Redacted.value(apiKey.value),
           baseURL: providerBaseUrl(settings),
           maxRetries: 0,
-          timeout: settings.timeout_s * 1000
+          timeout: settings.timeout_s * 1000,
+          fetch: httpFetch
         })
         const limiter = yield* makeAdaptiveLimiter(settings.max_concurrency)
 
-        const attempt = (request: CompletionRequest) =>
+        // The slot is held only while the request is on the wire: once the body has arrived the next
+        // request may start, and parsing happens outside the cap.
+        const send = (request: CompletionRequest) =>
           Effect.tryPromise({
-            try: (signal) =>
-              client.chat.completions.create({
+            try: async (signal) => {
+              const response = await client.chat.completions.create({
                 model: settings.model,
                 messages: request.messages.map((m) => ({ role: m.role, content: m.content })),
                 temperature: settings.temperature,
                 max_tokens: settings.max_tokens,
                 ...(settings.seed === null ? {} : { seed: settings.seed })
-              }, { signal, headers: { "Idempotency-Key": request.key } }),
+              }, { signal, headers: { "Idempotency-Key": request.key } }).asResponse()
+              return response.text()
+            },
             catch: classify
           }).pipe(
-            Effect.flatMap((raw) => {
+            Effect.tapError((e) => (e.rateLimited ? limiter.onRateLimited : Effect.void)),
+            Effect.tap(() => limiter.onSuccess),
+            limiter.run
+          )
+
+        const attempt = (request: CompletionRequest) =>
+          send(request).pipe(
+            Effect.flatMap((text) => {
+              let raw: unknown
+              try {
+                raw = JSON.parse(text) // providers may send keep-alive whitespace first; JSON allows it
+              } catch (e) {
+                return Effect.fail(classify(e))
+              }
               const body = decodeBody(raw)
               if (body._tag === "Failure") return Effect.fail(classify(new SyntaxError("reply is not a chat completion")))
               const choice = body.success.choices[0]
@@ -123,10 +142,7 @@ export class TeacherClient extends Context.Service<TeacherClient, {
                 completionTokens: body.success.usage?.completion_tokens ?? 0,
                 model: body.success.model ?? settings.model
               })
-            }),
-            Effect.tapError((e) => (e.rateLimited ? limiter.onRateLimited : Effect.void)),
-            Effect.tap(() => limiter.onSuccess),
-            limiter.run
+            })
           )
 
         // Capped, jittered exponential backoff; a server's retry-after wins when it asks for longer.

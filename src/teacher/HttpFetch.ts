@@ -1,0 +1,38 @@
+import * as http from "node:http"
+import * as https from "node:https"
+
+/**
+ * A small `fetch` for the openai client over node:http(s) with keep-alive agents. Teacher
+ * calls are plain JSON POSTs; at hundreds in flight, WHATWG fetch's per-request cost
+ * (streams, header objects) delayed sends by ~150 ms per burst (see bench/teacherThroughput.ts).
+ */
+const agents = {
+  "http:": new http.Agent({ keepAlive: true, maxSockets: Infinity }),
+  "https:": new https.Agent({ keepAlive: true, maxSockets: Infinity })
+}
+
+export const httpFetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
+  new Promise((resolve, reject) => {
+    const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url)
+    const lib = url.protocol === "https:" ? https : http
+    const headers: Record<string, string> = {}
+    new Headers(init.headers).forEach((v, k) => (headers[k] = v))
+    const req = lib.request(url, { method: init.method ?? "GET", headers, agent: agents[url.protocol as "http:" | "https:"] }, (res) => {
+      const chunks: Array<Buffer> = []
+      res.on("data", (c: Buffer) => chunks.push(c))
+      res.on("error", reject)
+      res.on("end", () => {
+        const out = new Headers()
+        for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out.set(k, Array.isArray(v) ? v.join(", ") : v)
+        resolve(new Response(res.statusCode === 204 ? null : Buffer.concat(chunks), { status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", headers: out }))
+      })
+    })
+    req.on("error", reject)
+    const signal = init.signal
+    if (signal) {
+      if (signal.aborted) return req.destroy(signal.reason instanceof Error ? signal.reason : new Error("aborted"))
+      signal.addEventListener("abort", () => req.destroy(Object.assign(new Error("The operation was aborted."), { name: "AbortError" })), { once: true })
+    }
+    if (init.body !== undefined && init.body !== null) req.end(typeof init.body === "string" ? init.body : Buffer.from(init.body as ArrayBuffer))
+    else req.end()
+  })
