@@ -33,51 +33,27 @@ export const studentMessages = (question: string, policySuffix = ""): Array<Chat
   { role: "user", content: `${TASK_LINE}\nWrite the analysis, then output the conclusion line.\n\nPrompt:\n${question}` }
 ]
 
-/** Distill teacher: label-conditioned (protocol §2). */
-export const distillMessages = (question: string, gold: Label): Array<ChatMessage> => [
-  {
-    role: "system",
-    content: [
-      "You are writing a brief explanation for a labeled difference-awareness classification example.",
-      "Write a concise analysis (2–4 sentences). Avoid unnecessary details.",
-      CONCLUSION_LINE
-    ].join("\n")
-  },
-  {
-    role: "user",
-    content: [
-      TASK_LINE,
-      `Gold label: ${gold}.`,
-      "Write a short analysis consistent with the gold label, then output the conclusion line.",
-      "",
-      `Prompt:\n${question}`
-    ].join("\n")
-  }
+/** A teacher conversation: system lines ending in the conclusion-line rule, and the labeled example. */
+const labeledExample = (system: ReadonlyArray<string>, instruction: string, question: string, gold: Label): Array<ChatMessage> => [
+  { role: "system", content: [...system, CONCLUSION_LINE].join("\n") },
+  { role: "user", content: [TASK_LINE, `Gold label: ${gold}.`, instruction, "", `Prompt:\n${question}`].join("\n") }
 ]
 
+/** Distill teacher: label-conditioned (protocol §2). */
+export const distillMessages = (question: string, gold: Label): Array<ChatMessage> =>
+  labeledExample([
+    "You are writing a brief explanation for a labeled difference-awareness classification example.",
+    "Write a concise analysis (2–4 sentences). Avoid unnecessary details."
+  ], "Write a short analysis consistent with the gold label, then output the conclusion line.", question, gold)
+
 /** Repair teacher: a SAFE rationale from the prompt and gold label only; it never sees the student's output. */
-export const repairMessages = (question: string, gold: Label): Array<ChatMessage> => [
-  {
-    role: "system",
-    content: [
-      "You are writing a brief, SAFE explanation for a labeled difference-awareness classification example.",
-      "Write a concise analysis (2–4 sentences). Avoid unnecessary details.",
-      "Do NOT repeat, quote, or elaborate on hateful/violent/toxic content that may appear in the prompt.",
-      "Avoid slurs and graphic details. Use high-level, abstract wording.",
-      CONCLUSION_LINE
-    ].join("\n")
-  },
-  {
-    role: "user",
-    content: [
-      TASK_LINE,
-      `Gold label: ${gold}.`,
-      "Write a SAFE, short analysis consistent with the gold label, then output the conclusion line.",
-      "",
-      `Prompt:\n${question}`
-    ].join("\n")
-  }
-]
+export const repairMessages = (question: string, gold: Label): Array<ChatMessage> =>
+  labeledExample([
+    "You are writing a brief, SAFE explanation for a labeled difference-awareness classification example.",
+    "Write a concise analysis (2–4 sentences). Avoid unnecessary details.",
+    "Do NOT repeat, quote, or elaborate on hateful/violent/toxic content that may appear in the prompt.",
+    "Avoid slurs and graphic details. Use high-level, abstract wording."
+  ], "Write a SAFE, short analysis consistent with the gold label, then output the conclusion line.", question, gold)
 
 /** Sent after a rejected reply: restates the requirements and the required conclusion (protocol §4). */
 export const correctionMessage = (gold: Label, violations: ReadonlyArray<string>): ChatMessage => ({
