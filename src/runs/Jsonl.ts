@@ -1,4 +1,4 @@
-import { Deferred, Effect, type Result, Schema, Scope, Semaphore, Stream } from "effect"
+import { Deferred, Effect, type Result, Schema, Scope, Semaphore } from "effect"
 import * as fs from "node:fs/promises"
 import { createReadStream } from "node:fs"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
@@ -99,61 +99,6 @@ const countLines = async (handle: fs.FileHandle, upTo: number): Promise<number> 
   return n
 }
 
-export interface JsonlLine {
-  readonly line: number
-  readonly text: string
-}
-
-/** Complete lines of a JSONL file as a stream; a torn last line is reported through `onTornTail`, not emitted. */
-export const streamLines = (
-  file: string,
-  onTornTail: (tail: TornTail) => void = () => {}
-): Stream.Stream<JsonlLine, RunStoreError> =>
-  Stream.fromAsyncIterable(
-    (async function*() {
-      let rest = ""
-      let line = 0
-      for await (const chunk of createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
-        const parts = (rest + (chunk as string)).split("\n")
-        rest = parts.pop()!
-        for (const text of parts) yield { line: ++line, text }
-      }
-      if (rest !== "") onTornTail({ line: line + 1, bytes: Buffer.byteLength(rest) })
-    })(),
-    ioError(file, "read")
-  )
-
-/**
- * Decodes each line with `schema`. A bad line in the middle is an error naming file:line
- * and the field; a torn last line is skipped and reported (a killed writer leaves one).
- */
-export const streamRows = <S extends Schema.Top>(
-  file: string,
-  schema: S,
-  onTornTail?: (tail: TornTail) => void
-): Stream.Stream<S["Type"], RunStoreError, S["DecodingServices"]> => {
-  const decode = Schema.decodeUnknownEffect(schema)
-  return streamLines(file, onTornTail).pipe(
-    Stream.filter((l) => l.text.trim() !== ""),
-    Stream.mapEffect(({ line, text }) => {
-      let json: unknown
-      try {
-        json = JSON.parse(text)
-      } catch (e) {
-        return Effect.fail(new RunStoreError({ path: file, message: `${file}:${line}: malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}` }))
-      }
-      return decode(json, { errors: "all", onExcessProperty: "ignore" }).pipe(
-        Effect.mapError((e) =>
-          new RunStoreError({
-            path: file,
-            message: `${file}:${line}: ${flattenIssue(e.issue).map((i) => describeIssue(i, json)).join("; ")}`
-          })
-        )
-      )
-    })
-  )
-}
-
 /** Parses and decodes one JSONL line; throws `LineError` naming the JSON position or the fields that failed. */
 export const decodeJsonLine = <A>(
   text: string,
@@ -170,7 +115,7 @@ export const decodeJsonLine = <A>(
   return decoded.success
 }
 
-/** All rows of a JSONL file, decoded like `streamRows` but without per-line effect overhead. */
+/** All rows of a JSONL file, each decoded with `schema`; a torn last line is skipped and reported through `onTornTail`. */
 export const readRows = <S extends Schema.Codec<unknown, unknown, never, never>>(
   file: string,
   schema: S,
