@@ -116,6 +116,9 @@ describe("dart train against the real sidecar", () => {
     const rank = dart(["train", "--stage", "dart", "--adapter-name", "BIG", ...common(), "--override", "training.lora.r=32", "--override", "training.max_lora_rank=64"])
     expect(rank.code).toBe(1)
     expect(rank.stderr).toContain("INVALID_ARGUMENT: LoRA rank 32 is outside 1..16 (the configured max_lora_rank)")
+    const ledger = JSON.parse(readFileSync(path.join(exp, "manifest.json"), "utf8")).stages["train/BIG"]
+    expect(ledger.status).toBe("failed")
+    expect(ledger.error).toContain("LoRA rank 32")
     const base = dart(["train", "--stage", "dart", "--adapter-name", "NOBASE", ...common(), "--override", "model.base=/no/such/model"])
     expect(base.code).toBe(1)
     expect(base.stderr).toContain("INVALID_ARGUMENT: unknown base model path /no/such/model")

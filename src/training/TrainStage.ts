@@ -134,7 +134,6 @@ export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: Resolved
     const end = yield* client.watch(jobId, 0, onEvent).pipe(Effect.onInterrupt(() => client.cancel(jobId).pipe(Effect.ignore)))
     if (end.kind === "failed" || end.done == null) {
       const why = end.failed ? `${end.failed.code}: ${end.failed.message}` : "no result"
-      yield* store.stageFinished(run, stageName, { status: "failed", outputs: [], error: why })
       return yield* new TrainStageError({ message: `training job ${jobId} failed: ${why}` })
     }
     const done = end.done
@@ -168,5 +167,10 @@ export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: Resolved
     outputs.push(yield* store.writeFile(run, `${rel}/train.jsonl`, dataset))
     yield* store.stageFinished(run, stageName, { status: "done", outputs })
     yield* Console.log(`adapter ${request.adapterName}: ${done.global_step} steps, train loss ${done.train_loss.toFixed(4)} -> ${run.file(`${rel}/final`)} (${files.map((f) => `${f.path} ${f.sha256.slice(0, 12)}`).join(", ")})`)
-  }).pipe(Effect.provide(TrainerClient.layer(endpoint)), Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}` }) : e)))
+  }).pipe(
+    Effect.provide(TrainerClient.layer(endpoint)),
+    Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}` }) : e)),
+    // The ledger must not show a stage as running after it failed.
+    Effect.tapError((e) => store.stageFinished(run, stageName, { status: "failed", outputs: [], error: e.message }).pipe(Effect.ignore))
+  )
 }, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TrainStageError({ message: e.message }) : e)))
