@@ -32,16 +32,16 @@ const importCommand = Command.make("import", {
         message: `unknown benchmark "${name}" (from ${Option.isSome(args.benchmark) ? "--benchmark" : args.file}); expected one of ${BenchmarkName.literals.join(", ")}`
       })
     }
-    const data = yield* Effect.tryPromise({
-      try: () => fs.readFile(args.file),
-      catch: (e) => new DatasetError({ message: `${args.file}: cannot read (${(e as Error).message})` })
-    })
     let rows: ReadonlyArray<SuiteRow>
     if (/\.jsonl$/i.test(args.file)) {
       rows = yield* readRows(args.file, SuiteRow).pipe(Effect.mapError((e) => new DatasetError({ message: e.message })))
       const wrong = rows.find((r) => r.benchmark !== benchmark)
       if (wrong) return yield* new DatasetError({ message: `${args.file}: row ${wrong.id} is not from benchmark ${benchmark}` })
     } else {
+      const data = yield* Effect.tryPromise({
+        try: () => fs.readFile(args.file),
+        catch: (e) => new DatasetError({ message: `${args.file}: cannot read (${(e as Error).message})` })
+      })
       try {
         rows = importUpstreamPickle(data, benchmark)
       } catch (e) {

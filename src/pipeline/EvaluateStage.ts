@@ -1,7 +1,7 @@
 import { Console, Effect, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import { AuditSummary } from "../audit/AuditSummary.ts"
-import { hashJson, sha256Hex } from "../common/Hashing.ts"
+import { hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { type EvaluationOptions, evaluateDart, evaluateMc } from "../evaluation/Evaluator.ts"
@@ -63,14 +63,14 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
     clusterBootstrap: config.evaluation.cluster_bootstrap,
     mcResamples: config.evaluation.mc_bootstrap_resamples
   }
-  const predBytes = yield* Effect.tryPromise({
-    try: () => fs.readFile(request.predFile),
+  const predHash = yield* Effect.tryPromise({
+    try: () => sha256File(request.predFile).then((h) => h.sha256),
     catch: (e) => new EvaluateError({ message: `${request.predFile}: cannot read predictions (${(e as Error).message})` })
   })
   const audits = yield* Effect.forEach(request.audits, readAudit)
   const stage = `evaluate/${request.runName}`
   const inputsHash = hashJson({
-    predictions: sha256Hex(predBytes),
+    predictions: predHash,
     audits: audits.map((a) => a.sha256),
     models,
     options,
@@ -100,7 +100,7 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
     ...(harm ? { harm } : {}),
     meta: {
       run_name: request.runName,
-      predictions: { file: request.predFile, sha256: sha256Hex(predBytes), rows: data.rows, scored_samples_only: data.task === "mc" ? 0 : null },
+      predictions: { file: request.predFile, sha256: predHash, rows: data.rows, scored_samples_only: data.task === "mc" ? 0 : null },
       options,
       refusals: config.evaluation.refusals,
       parser: data.task === "dart" ? "dart-protocol §3 (first Conclusion: YES|NO before the first triple newline)" : "diffaware-spec §4 port",

@@ -1,7 +1,6 @@
 import { Clock, Context, Effect, Layer, Schema, Semaphore } from "effect"
-import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { sha256Hex } from "../common/Hashing.ts"
+import { sha256File, sha256Hex } from "../common/Hashing.ts"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
 import { makeDirectories, readTextIfExists, writeFileAtomic } from "./AtomicFile.ts"
 import { Manifest, type OutputRecord, type StageRecord } from "./Manifest.ts"
@@ -117,8 +116,8 @@ export class RunStore extends Context.Service<RunStore, {
       const describeFile = (run: RunHandle, relative: string) =>
         Effect.tryPromise({
           try: () =>
-            fs.readFile(run.file(relative)).then(
-              (buf): OutputRecord => ({ path: relative, sha256: sha256Hex(buf), bytes: buf.byteLength }),
+            sha256File(run.file(relative)).then(
+              ({ sha256, bytes }): OutputRecord => ({ path: relative, sha256, bytes }),
               (e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e))
             ),
           catch: ioError(run.file(relative), "read")
