@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets up everything `dart` and its tests need on a Debian machine, idempotently: system packages (Chromium for
+# the report test, Docker engine, debootstrap, sshd, openssl), a running Docker engine, Node 24 + npm packages,
+# the trainer's and vLLM's Python environments, and the local images. Each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+python3.11 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3.11-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing system packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+else
+  step "system packages present"
+fi
+
+# No systemd here: start the engine ourselves. The default bridge is a private-range subnet, so it stays off and
+# every container uses host networking (listening on 127.0.0.1 only).
+if ! docker info >/dev/null 2>&1; then
+  step "starting dockerd (--bridge=none, host networking only)"
+  mkdir -p /var/log
+  nohup dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+    -H unix:///var/run/docker.sock >/var/log/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
+fi
+step "docker engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+step "npm packages (Node 24 comes as the pinned node devDependency)"
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json .npm-installed.lock 2>/dev/null; then
+  npm ci --no-audit --no-fund
+  cp package-lock.json .npm-installed.lock
+fi
+
+step "trainer Python environment"
+containers/trainer/setup-venv.sh
+step "vLLM (CPU) Python environment"
+containers/vllm-cpu/setup-venv.sh
+
+step "set-up done"
