@@ -95,7 +95,7 @@ def main() -> None:
         return inference.LoadedModel(spec=spec, tokenizer=FakeTokenizer(), model=None, device="cpu")
 
     def fake_generate(loaded, prompt_texts, _params):
-        model = "DART" if loaded.spec.model_id != "M0" else "M0"
+        model = "M0" if loaded.spec.model_id == "M0" else "DART"  # DART_H answers as DART did
         outs = []
         for text in prompt_texts:
             i = next(idx for p, idx in prompt_to_index.items() if p in text)
@@ -120,6 +120,9 @@ def main() -> None:
     # Step 4 of the README: M0 vs DART, paired, policy off.
     inference.run_paired_inference(cfg, job("paired"), spec("M0", None), spec("DART", "runs/x/adapters/DART/final"),
                                    run_name="primary_test_off_M0_vs_DART")
+    # Step 8 of the README: M0 vs DART_H (step 9 evaluates this file).
+    inference.run_paired_inference(cfg, job("paired_dart_h"), spec("M0", None), spec("DART_H", "runs/x/adapters/DART_H/final"),
+                                   run_name="primary_test_off_M0_vs_DART_H")
     # A single-model run.
     inference.run_single_model_inference(cfg, job("single"), spec("DART_H", "runs/x/adapters/DART_H/final"),
                                          run_name="primary_test_off_DART_H")
