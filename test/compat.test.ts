@@ -92,6 +92,19 @@ describe("the original's config", () => {
     expect(c.audit.abs_floors).toEqual({ enabled: true, mild: 0.2, moderate: 0.3, severe: 0.4, extreme: 0.5 })
   })
 
+  it("translates --override with the original's key names too", () => {
+    const text = readFileSync(readmeConfig, "utf8")
+    const ok = resolveConfig("c.json", text, ["training.num_train_epochs=5", "generation.top_k=0", "audit.score_full_output=false", "run.exp_id=x"], undefined, undefined)
+    if (ok instanceof ConfigError) throw ok
+    expect(ok.config.training.epochs).toBe(5)
+    expect(ok.config.inference.top_k).toBeNull()
+    expect(ok.config.audit.views).toEqual(["analysis_only"])
+    expect(ok.config.run.exp_id).toBe("x")
+    expect(ok.notices).toContain("--override training.num_train_epochs=5: the original's key -> training.epochs = 5")
+    const bad = resolveConfig("c.json", text, ["generation.num_beams=3"], undefined, undefined)
+    expect(bad instanceof ConfigError ? bad.message : "accepted").toBe("--override generation.num_beams=3: beam search; vLLM sampling here has no beams")
+  })
+
   it("refuses what it cannot honour, saying what each key meant, and writes nothing", () => {
     const dir = project()
     const bad = {

@@ -2,7 +2,7 @@ import { Config, Console, Context, Effect, Layer, Option, Schema, FileSystem } f
 import { describeIssue, flattenIssue, formatPath, jsonErrorLocation } from "../common/IssuePaths.ts"
 import { hashJson } from "../common/Hashing.ts"
 import { ExperimentConfig, type ExperimentConfigInput, defaults } from "./ExperimentConfig.ts"
-import { isLegacyConfig, translateLegacyConfig } from "./LegacyConfig.ts"
+import { isLegacyConfig, translateLegacyConfig, translateLegacyOverrides } from "./LegacyConfig.ts"
 import { deepMerge, isPlainObject, parseOverride, setPath, } from "./Overrides.ts"
 
 export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
@@ -54,12 +54,15 @@ export const resolveConfig = (
     return new ConfigError({ message: `${configPath}: a config in the original's shape with keys dart cannot honour:\n${legacy.refusals.map((r) => `  ${r}`).join("\n")}` })
   }
   if (legacy) fromFile = legacy.config
-  const parsed: Array<Exclude<ReturnType<typeof parseOverride>, string>> = []
+  const given: Array<Exclude<ReturnType<typeof parseOverride>, string>> = []
   for (const raw of overrides) {
     const o = parseOverride(raw)
     if (typeof o === "string") return new ConfigError({ message: o })
-    parsed.push(o)
+    given.push(o)
   }
+  const fromOriginal = translateLegacyOverrides(given)
+  if (fromOriginal.refusals.length > 0) return new ConfigError({ message: fromOriginal.refusals.join("\n") })
+  const parsed = fromOriginal.overrides
   const expIdPath = ["run", "exp_id"]
   const layers: Array<{ readonly label: string; readonly path: ReadonlyArray<string>; readonly value: unknown }> = [
     ...(envExpId !== undefined && envExpId !== "" ? [{ label: "EXP_ID in the environment", path: expIdPath, value: envExpId }] : []),
@@ -79,9 +82,12 @@ export const resolveConfig = (
     return new ConfigError({ message: `${configPath}: invalid config\n${lines.join("\n")}` })
   }
   const json = encode(result.success)
-  const notices = legacy === undefined ? [] : [
-    ...legacy.notices.map((n) => `${configPath}: ${n}`),
-    `${configPath}: is in the original's shape; \`dart config migrate ${configPath} --out FILE\` writes it in dart's`
+  const notices = [
+    ...(legacy === undefined ? [] : [
+      ...legacy.notices.map((n) => `${configPath}: ${n}`),
+      `${configPath}: is in the original's shape; \`dart config migrate ${configPath} --out FILE\` writes it in dart's`
+    ]),
+    ...fromOriginal.notices
   ]
   return { config: result.success, json, hash: hashJson(json), configPath, notices }
 }

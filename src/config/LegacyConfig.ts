@@ -330,3 +330,41 @@ export const translateLegacyConfig = (json: Record<string, unknown>): LegacyTran
   }
   return { config: config as Record<string, unknown>, notices, refusals }
 }
+
+export interface KeyOverride {
+  readonly raw: string
+  readonly path: ReadonlyArray<string>
+  readonly value: unknown
+}
+
+/**
+ * `--override` with one of the original's key names (e.g. `training.num_train_epochs=5`), translated by the
+ * same rules as a file; dart's own keys pass through untouched. A view switch turns the other view on.
+ */
+export const translateLegacyOverrides = (overrides: ReadonlyArray<KeyOverride>) => {
+  const out: Array<KeyOverride> = []
+  const notices: Array<string> = []
+  const refusals: Array<string> = []
+  for (const o of overrides) {
+    const key = o.path.join(".")
+    const rule = rules[key]
+    if (rule === undefined || !rule.distinctive || dartLeaves.has(key)) {
+      out.push(o)
+      continue
+    }
+    const result = rule.apply(o.value)
+    if ("refuse" in result) {
+      refusals.push(`--override ${o.raw}: ${result.refuse}`)
+      continue
+    }
+    if (result.length === 0) notices.push(`--override ${o.raw}: dropped (${rule.dropped ?? "no counterpart in dart"})`)
+    for (const [p, v] of result) {
+      const view = p.startsWith("audit.views.") ? p.slice("audit.views.".length) : undefined
+      const write = view === undefined ? { path: p.split("."), value: v }
+        : { path: ["audit", "views"], value: (["full_output", "analysis_only"] as const).filter((x) => x !== view || v === true) }
+      out.push({ raw: o.raw, ...write })
+      notices.push(`--override ${o.raw}: the original's key -> ${write.path.join(".")} = ${show(write.value)}`)
+    }
+  }
+  return { overrides: out, notices, refusals }
+}
