@@ -10,7 +10,7 @@ import { isPlainObject, setPath } from "./Overrides.ts"
 export interface LegacyTranslation {
   /** The file's content in dart's shape: only what the file stated, under dart's key names. */
   readonly config: Record<string, unknown>
-  /** One line per key of the file that was translated or dropped. */
+  /** One line per key of the file that was translated, kept or dropped. */
   readonly notices: ReadonlyArray<string>
   /** One line per key that dart cannot honour, saying what it meant in the original. */
   readonly refusals: ReadonlyArray<string>
@@ -286,7 +286,6 @@ const leaves = (node: unknown, prefix = ""): Array<readonly [string, unknown]> =
 /** True when the file uses a key that only the original's config has (a top-level `lora`, `torch_dtype`, …). */
 export const isLegacyConfig = (json: unknown): boolean =>
   isPlainObject(json) && leaves(json).some(([p]) => rules[p]?.distinctive === true && !dartLeaves.has(p))
-
 
 /** Translates a config in the original's shape; keys already in dart's shape are kept as they are. */
 export const translateLegacyConfig = (json: Record<string, unknown>): LegacyTranslation => {
