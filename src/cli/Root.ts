@@ -16,6 +16,11 @@ export const root = Command.make("dart").pipe(
     expId: Flag.String("exp-id").pipe(
       Flag.withDescription("experiment id (same as --override run.exp_id=ID; EXP_ID in the environment also works)"),
       Flag.optional
+    ),
+    // The original's commands took it to create runs/{EXP_ID}/ first; dart always does, so it changes nothing.
+    materialize: Flag.Boolean("materialize").pipe(
+      Flag.withDescription("accepted for the original's command lines: dart always materializes runs/{EXP_ID}/"),
+      Flag.withDefault(false)
     )
   }),
   Command.withDescription(

@@ -1,5 +1,7 @@
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as path from "node:path"
+import { explainOriginalRun, formatOriginalRun } from "../compat/OriginalRun.ts"
 import { NoSuchRunError, RunStore } from "../runs/RunStore.ts"
 import { loadConfig } from "./Root.ts"
 
@@ -9,6 +11,9 @@ export const statusCommand = Command.make("status", {
   Effect.gen(function*() {
     const { config } = yield* loadConfig
     const store = yield* RunStore
+    // A runs/{EXP_ID}/ made by the original Python code has no manifest: say what its stages left.
+    const original = yield* explainOriginalRun(path.resolve(config.run.runs_dir, config.run.exp_id))
+    if (original !== undefined) return yield* Console.log(json ? JSON.stringify(original, null, 2) : formatOriginalRun(original))
     const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
     const manifest = yield* store.readManifest(run)
     if (manifest === undefined) return yield* new NoSuchRunError({ message: `${run.dir}: manifest.json vanished` })

@@ -1,7 +1,8 @@
-import { Config, Context, Effect, Layer, Option, Schema, FileSystem } from "effect"
+import { Config, Console, Context, Effect, Layer, Option, Schema, FileSystem } from "effect"
 import { describeIssue, flattenIssue, formatPath, jsonErrorLocation } from "../common/IssuePaths.ts"
 import { hashJson } from "../common/Hashing.ts"
 import { ExperimentConfig, type ExperimentConfigInput, defaults } from "./ExperimentConfig.ts"
+import { isLegacyConfig, translateLegacyConfig, translateLegacyOverrides } from "./LegacyConfig.ts"
 import { deepMerge, isPlainObject, parseOverride, setPath, } from "./Overrides.ts"
 
 export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
@@ -20,6 +21,8 @@ export interface ResolvedConfig {
   readonly json: ExperimentConfigInput
   readonly hash: string
   readonly configPath: string
+  /** Lines to show the user: how a config in the original's shape was translated. */
+  readonly notices?: ReadonlyArray<string>
 }
 
 const decode = Schema.decodeUnknownResult(ExperimentConfig)
@@ -45,12 +48,21 @@ export const resolveConfig = (
   if (!isPlainObject(fromFile)) {
     return new ConfigError({ message: `${configPath}: expected a JSON object at the top level` })
   }
-  const parsed: Array<Exclude<ReturnType<typeof parseOverride>, string>> = []
+  // The original Python code's shape is translated key by key (src/config/LegacyConfig.ts).
+  const legacy = isLegacyConfig(fromFile) ? translateLegacyConfig(fromFile) : undefined
+  if (legacy && legacy.refusals.length > 0) {
+    return new ConfigError({ message: `${configPath}: a config in the original's shape with keys dart cannot honour:\n${legacy.refusals.map((r) => `  ${r}`).join("\n")}` })
+  }
+  if (legacy) fromFile = legacy.config
+  const given: Array<Exclude<ReturnType<typeof parseOverride>, string>> = []
   for (const raw of overrides) {
     const o = parseOverride(raw)
     if (typeof o === "string") return new ConfigError({ message: o })
-    parsed.push(o)
+    given.push(o)
   }
+  const fromOriginal = translateLegacyOverrides(given)
+  if (fromOriginal.refusals.length > 0) return new ConfigError({ message: fromOriginal.refusals.join("\n") })
+  const parsed = fromOriginal.overrides
   const expIdPath = ["run", "exp_id"]
   const layers: Array<{ readonly label: string; readonly path: ReadonlyArray<string>; readonly value: unknown }> = [
     ...(envExpId !== undefined && envExpId !== "" ? [{ label: "EXP_ID in the environment", path: expIdPath, value: envExpId }] : []),
@@ -70,7 +82,14 @@ export const resolveConfig = (
     return new ConfigError({ message: `${configPath}: invalid config\n${lines.join("\n")}` })
   }
   const json = encode(result.success)
-  return { config: result.success, json, hash: hashJson(json), configPath }
+  const notices = [
+    ...(legacy === undefined ? [] : [
+      ...legacy.notices.map((n) => `${configPath}: ${n}`),
+      `${configPath}: is in the original's shape; \`dart config migrate ${configPath} --out FILE\` writes it in dart's`
+    ]),
+    ...fromOriginal.notices
+  ]
+  return { config: result.success, json, hash: hashJson(json), configPath, notices }
 }
 
 export class ConfigLoader extends Context.Service<ConfigLoader, {
@@ -93,7 +112,9 @@ export class ConfigLoader extends Context.Service<ConfigLoader, {
           )
         )
         const resolved = resolveConfig(request.configPath, text, request.overrides, envExpId, Option.getOrUndefined(request.expId))
-        return resolved instanceof ConfigError ? yield* resolved : resolved
+        if (resolved instanceof ConfigError) return yield* resolved
+        if (resolved.notices && resolved.notices.length > 0) yield* Console.error(resolved.notices.join("\n"))
+        return resolved
       })
       return ConfigLoader.of({ load })
     })

@@ -1,4 +1,5 @@
-import { Effect, Schema } from "effect"
+import { Console, Effect, Schema } from "effect"
+import { looksLikeOriginalPrediction, originalPredictionDecoder } from "../compat/OriginalPredictions.ts"
 import { Condition } from "../datasets/BenchmarkItem.ts"
 import { decodeJsonLine, forEachLine, LineError, type TornTail } from "../runs/Jsonl.ts"
 import type { RunStoreError } from "../runs/RunStoreError.ts"
@@ -67,9 +68,12 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
   let extraSamples = 0
   let tornTail: TornTail | undefined
 
+  const original = originalPredictionDecoder(file)
   yield* forEachLine(file, (text, _line) => {
     if (text.trim() === "") return
-    const row = decodeJsonLine(text, decodeRow)
+    // Rows the original Python code wrote are read through src/compat (a repeated item counts once).
+    const row = looksLikeOriginalPrediction(text) ? original.decode(text) : decodeJsonLine(text, decodeRow)
+    if (row === undefined) return
     task ??= row.task
     if (row.task !== task) throw new LineError(`task "${row.task}" differs from the file's first row ("${task}")`)
     const key = `${row.id}\u0000${row.sample}`
@@ -119,6 +123,7 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
       bench.preds[m]!.push(pred)
     })
   }, (t) => (tornTail = t))
+  for (const notice of original.notices()) yield* Console.error(notice)
 
   return {
     task: task ?? "dart",

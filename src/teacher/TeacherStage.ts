@@ -1,7 +1,7 @@
 import { Console, Context, Effect, Layer, Ref, Runtime, Schema } from "effect"
 import * as fs from "node:fs/promises"
-import { RegressionPoolRow } from "../audit/RegressionPool.ts"
 import { hashJson, sha256Hex } from "../common/Hashing.ts"
+import { readPoolRows } from "../compat/OriginalPool.ts"
 import { reportProgress } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
@@ -49,7 +49,7 @@ const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask,
     }))
   }
   if (input === undefined) return yield* new TeacherStageError({ message: "--task repair needs --input regression_pool.jsonl" })
-  const rows = yield* readRows(input, RegressionPoolRow)
+  const rows = yield* readPoolRows(input) // dart's pool rows or the original's (src/compat)
   const seen = new Set<string>()
   const out: Array<WorkItem> = []
   for (const r of rows) {
