@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import type { ComputeProbes } from "../src/pipeline/Preflight.ts"
@@ -117,6 +117,20 @@ describe("runPipeline", () => {
       const again: Array<string> = []
       yield* run("full", recordingDrivers(again))
       expect(again).toEqual([])
+      // An output edited on disk reruns its stage, and the stages after it re-check their inputs.
+      writeFileSync(path.join(scratch, "full/adapters/DART/final/adapter_config.json"), "{\"edited\": true}")
+      const edited: Array<string> = []
+      yield* run("full", recordingDrivers(edited))
+      expect(edited).toEqual(fullOrder.slice(2))
+    }))
+
+  it.effect("stops when a driver returns without its stage done in the ledger", () =>
+    Effect.gen(function*() {
+      const calls: Array<string> = []
+      const drivers = { ...recordingDrivers(calls), train: () => Effect.sync(() => void calls.push("train (wrote nothing)")) }
+      const error = yield* run("silent", drivers).pipe(Effect.flip)
+      expect(error.message).toBe("stage train_dart returned but the ledger does not show train/DART as done; stopping here")
+      expect(calls).toEqual(["init", "teacher distill", "train (wrote nothing)"])
     }))
 
   it.effect("stops at a failed stage and resumes there on the next run, redoing nothing finished before it", () =>
