@@ -72,6 +72,14 @@ describe("the run plan", () => {
     expect(text).toContain("endpoint 127.0.0.1:50051 (already running; nothing started)")
   })
 
+  it("starts one vLLM for the teacher and judge too when they are the run's own server (provider vllm)", () => {
+    const own = { ...config, teacher: { ...config.teacher, provider: "vllm" as never }, judge: { ...config.judge, provider: "vllm" as never } }
+    const plan = buildRunPlan(own, graph, planGraph(graph, {}), facts())
+    expect(plan.services.find((s) => s.service === "vllm")!.stages).toEqual([
+      "distill", "infer_audit", "audit", "repair", "infer_test", "audit_test_dart", "audit_test_dart_h"
+    ])
+  })
+
   it("prints every stage with its action and reason, the items, the costs and the warning of the original's order", () => {
     const original = configFor("configs/exp_acl.json", ["audit.split=test"])
     const g = buildRunGraph(original)

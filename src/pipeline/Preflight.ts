@@ -42,7 +42,11 @@ export interface PreflightResult {
 }
 
 const keyCheck = Effect.fnUntraced(function*(role: "teacher" | "judge", settings: ExperimentConfig["teacher"] | ExperimentConfig["judge"], why: string) {
-  const variable = settings.api_key_env ?? defaultKeyVariable(settings.provider)
+  // Null for the run's own vLLM server (provider "vllm"), which needs no key from the environment.
+  const variable: string | null = settings.api_key_env ?? defaultKeyVariable(settings.provider)
+  if (variable === null) {
+    return { name: `${role} API key`, ok: true, detail: `none needed: the ${role} is the run's own vLLM server (${settings.model}; ${why})` } satisfies Check
+  }
   const key = yield* apiKeyFromEnv(variable)
   const set = Option.isSome(key) && key.value !== undefined
   return {

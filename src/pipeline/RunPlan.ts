@@ -1,6 +1,6 @@
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
-import type { PlannedStage, RunGraph, StageId } from "./RunGraph.ts"
+import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunGraph.ts"
 
 /**
  * The plan `dart run` prints before anything starts (pure): which stages run or are skipped and why,
@@ -81,12 +81,20 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
   return { requests, promptTokens, completionTokens, costUsd: price(settings.prices, promptTokens, completionTokens) }
 }
 
+/** Provider "vllm" (teacher.constrain design): the teacher or judge is the run's own vLLM server. */
+const isRunVllm = (provider: string) => provider === "vllm"
+
 /** Where each service would run: the first host that lists GPUs, else the first host (the compute layer may refine this). */
 export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): ReadonlyArray<ServicePlacement> => {
   const host = config.compute.hosts.find((h) => h.gpus === "all" || h.gpus.length > 0) ?? config.compute.hosts[0] ?? null
   const using = (kind: string) => graph.stages.filter((s) => active.has(s.id) && s.work.kind === kind).map((s) => s.id)
   const out: Array<ServicePlacement> = []
-  const infer = using("infer")
+  // One vLLM server for every inference stage, and for the teacher and judge when they are the run's own model.
+  const infer = [
+    ...(isRunVllm(config.teacher.provider) ? using("teacher") : []),
+    ...using("infer"),
+    ...(isRunVllm(config.judge.provider) && config.audit.llm_judge.enabled ? using("audit") : [])
+  ].sort((a, b) => stageIds.indexOf(a) - stageIds.indexOf(b))
   if (infer.length > 0) {
     const endpoint = config.compute.vllm.endpoint
     out.push({
