@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer } from "effect"
+import { ConfigProvider, Console, Effect, Layer } from "effect"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -85,9 +85,14 @@ const recordingDrivers = (calls: Array<string>, opts: { failRepairOnce?: { faile
   }
 }
 
+/** Runs the pipeline; `printed` collects what it wrote to stdout. */
+const printed: Array<string> = []
+const quiet: Console.Console = { ...globalThis.console, log: (...a: Array<unknown>) => void printed.push(a.join(" ")), error: () => {} }
 const run = (exp: string, drivers: StageDrivers<Error, RunStore>, selection: Selection = {}) =>
-  runPipeline(resolvedFor("configs/smoke.json", [`run.runs_dir=${scratch}`, `run.exp_id=${exp}`, "datasets.limits.test=30"]), { dryRun: false, selection }, drivers, probes).pipe(
-    Effect.provide(env)
+  Effect.sync(() => void printed.splice(0)).pipe(
+    Effect.andThen(runPipeline(resolvedFor("configs/smoke.json", [`run.runs_dir=${scratch}`, `run.exp_id=${exp}`, "datasets.limits.test=30"]), { dryRun: false, selection }, drivers, probes)),
+    Effect.provide(env),
+    Effect.provideService(Console.Console, quiet)
   )
 
 const fullOrder = [
@@ -114,9 +119,15 @@ describe("runPipeline", () => {
       const main = JSON.parse(readFileSync(path.join(scratch, "full/evaluation/eval_main/summary.json"), "utf8"))
       expect(main.models).toEqual(["M0", "DART_H"])
       expect(main.harm.reductions[0]).toMatchObject({ from: "audit_test_M0_vs_DART", to: "audit_test_M0_vs_DART_H", relative_change: -0.7 })
+      // The headline: all three models, DART_H's harm drift against DART, and where the report is.
+      const text = printed.join("\n")
+      expect(text).toContain("| model | n | accuracy | Δ vs M0 |")
+      expect(text).toMatch(/\n\| M0 \| 30 \| [^\n]*\| – \| – \|\n\| DART \| 30 \| [^\n]*\| 10 of 30 \| – \|\n\| DART_H \| 30 \| [^\n]*\| 3 of 30 \| -70\.0% vs DART/)
+      expect(text).toContain(`report: ${path.join(scratch, "full/evaluation/eval_main/report.html")}`)
       const again: Array<string> = []
       yield* run("full", recordingDrivers(again))
       expect(again).toEqual([])
+      expect(printed.join("\n")).toMatch(/ {2}evaluate +skip +done, outputs unchanged\n/)
       // An output edited on disk reruns its stage, and the stages after it re-check their inputs.
       writeFileSync(path.join(scratch, "full/adapters/DART/final/adapter_config.json"), "{\"edited\": true}")
       const edited: Array<string> = []
