@@ -10,6 +10,7 @@ import { teacherCommand } from "./cli/TeacherCommand.ts"
 import { trainCommand } from "./cli/TrainCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
+import { runCommand } from "./cli/RunCommand.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
 import { toolVersion } from "./common/Version.ts"
 import { ConfigLoader } from "./config/ConfigLoader.ts"
@@ -20,7 +21,16 @@ const reported = (code: number) =>
   Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
 
 const cli = root.pipe(
-  Command.withSubcommands([initCommand, teacherCommand, trainCommand, evaluateCommand, statusCommand, datasetsCommand, configCommand]),
+  Command.withSubcommands([
+    initCommand,
+    teacherCommand,
+    trainCommand,
+    evaluateCommand,
+    runCommand,
+    statusCommand,
+    datasetsCommand,
+    configCommand
+  ]),
   Command.run({ version: toolVersion })
 )
 

@@ -1,0 +1,204 @@
+import { Effect, Option, Schema } from "effect"
+import * as http from "node:http"
+import * as net from "node:net"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
+import type { RunPlan, ServicePlacement } from "./RunPlan.ts"
+
+/**
+ * Checks before `dart run` starts anything: the API keys the providers in use need, and that hosts
+ * answer, images exist and GPUs are present. The compute probes are injected (the compute layer
+ * plugs its own in); the key checks read the real environment, never printing a value.
+ */
+
+export type HostConfig = ExperimentConfig["compute"]["hosts"][number]
+
+export class ProbeFailure extends Schema.TaggedError<ProbeFailure>()("ProbeFailure", { message: Schema.String }) {}
+
+export interface HostInfo {
+  /** Engine version as the host reports it. */
+  readonly engine: string
+  /** NVIDIA GPUs usable by containers: a count, or null when the host says GPUs are available without a count. */
+  readonly gpus: number | null
+}
+
+export interface ComputeProbes {
+  readonly host: (host: HostConfig) => Effect.Effect<HostInfo, ProbeFailure>
+  /** True when the image is on the host (a pull or build would be needed otherwise). */
+  readonly image: (host: HostConfig, image: string) => Effect.Effect<boolean, ProbeFailure>
+  /** An already-running service: vLLM / classifier HTTP base URL, or the trainer's host:port. */
+  readonly endpoint: (service: ServicePlacement["service"], address: string) => Effect.Effect<void, ProbeFailure>
+}
+
+export interface Check {
+  readonly name: string
+  readonly ok: boolean
+  readonly detail: string
+}
+
+export interface PreflightResult {
+  readonly checks: ReadonlyArray<Check>
+  readonly missing: ReadonlyArray<Check>
+}
+
+const keyCheck = Effect.fnUntraced(function*(role: "teacher" | "judge", settings: ExperimentConfig["teacher"] | ExperimentConfig["judge"], why: string) {
+  // Null for the run's own vLLM server (provider "vllm"), which needs no key from the environment.
+  const variable: string | null = settings.api_key_env ?? defaultKeyVariable(settings.provider)
+  if (variable === null) {
+    return { name: `${role} API key`, ok: true, detail: `none needed: the ${role} is the run's own vLLM server (${settings.model}; ${why})` } satisfies Check
+  }
+  const key = yield* apiKeyFromEnv(variable)
+  const set = Option.isSome(key) && key.value !== undefined
+  return {
+    name: `${role} API key`,
+    ok: set,
+    detail: set
+      ? `${variable} is set (${settings.provider} ${settings.model}; ${why})`
+      : `${variable} is not set: the ${role} (${settings.provider} ${settings.model}) needs it for ${why}`
+  } satisfies Check
+})
+
+export const runPreflight = Effect.fn("Preflight.run")(function*(config: ExperimentConfig, plan: RunPlan, probes: ComputeProbes) {
+  const checks: Array<Check> = []
+  const active = new Set(plan.stages.filter((p) => p.decision.action !== "skip" && p.decision.action !== "excluded").map((p) => p.stage.id))
+  const teacherStages = (["distill", "repair"] as const).filter((s) => active.has(s))
+  if (teacherStages.length > 0) checks.push(yield* keyCheck("teacher", config.teacher, teacherStages.join(" and ")))
+  const judgeStages = plan.judge?.audits.map((a) => a.stage) ?? []
+  if (judgeStages.length > 0) checks.push(yield* keyCheck("judge", config.judge, judgeStages.join(", ")))
+
+  // One probe per host, whatever number of services it carries.
+  const hosts = new Map<string, { host: HostConfig; images: Set<string>; gpu: boolean }>()
+  for (const s of plan.services) {
+    if (s.endpoint !== null) {
+      const r = yield* probes.endpoint(s.service, s.endpoint).pipe(Effect.result)
+      checks.push({ name: `${s.service} endpoint`, ok: r._tag === "Success", detail: r._tag === "Success" ? `${s.endpoint} answers` : r.failure.message })
+      continue
+    }
+    if (s.host === null) {
+      checks.push({ name: `${s.service} host`, ok: false, detail: `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` })
+      continue
+    }
+    const entry = hosts.get(s.host.name) ?? { host: s.host as HostConfig, images: new Set<string>(), gpu: false }
+    if (s.image !== null) entry.images.add(s.image)
+    entry.gpu ||= s.host.gpus === "all" || s.host.gpus.length > 0
+    hosts.set(s.host.name, entry)
+  }
+  for (const { host, images, gpu } of hosts.values()) {
+    const info = yield* probes.host(host).pipe(Effect.result)
+    if (info._tag === "Failure") {
+      checks.push({ name: `host ${host.name}`, ok: false, detail: `${host.docker} does not answer: ${info.failure.message}` })
+      for (const image of images) checks.push({ name: `image ${image}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
+      if (gpu) checks.push({ name: `GPUs on ${host.name}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
+      continue
+    }
+    checks.push({ name: `host ${host.name}`, ok: true, detail: `${host.docker} answers (engine ${info.success.engine})` })
+    for (const image of images) {
+      const present = yield* probes.image(host, image).pipe(Effect.result)
+      checks.push(
+        present._tag === "Failure"
+          ? { name: `image ${image}`, ok: false, detail: `on ${host.name}: ${present.failure.message}` }
+          : present.success
+          ? { name: `image ${image}`, ok: true, detail: `present on ${host.name}` }
+          : { name: `image ${image}`, ok: false, detail: `not on ${host.name}: build or pull it first (dart compute up builds the project's images)` }
+      )
+    }
+    if (gpu) {
+      const wanted = host.gpus === "all" ? 1 : host.gpus.length
+      const have = info.success.gpus
+      const ok = have === null || have >= wanted
+      checks.push({
+        name: `GPUs on ${host.name}`,
+        ok,
+        detail: ok
+          ? `${have === null ? "NVIDIA runtime present" : `${have} GPU(s)`} (wanted ${host.gpus === "all" ? "all" : host.gpus.join(",")})`
+          : `${have} NVIDIA GPU(s) usable on ${host.name}, wanted ${host.gpus === "all" ? "at least 1 (gpus: all)" : host.gpus.join(",")}; ` +
+            `use a GPU host, or set that host's gpus to [] with the CPU images (configs/smoke.json)`
+      })
+    }
+  }
+  return { checks, missing: checks.filter((c) => !c.ok) } satisfies PreflightResult
+})
+
+export const renderPreflight = (result: PreflightResult): string => {
+  if (result.checks.length === 0) return "checks: nothing to check (no stage that needs keys or compute runs)"
+  const lines = ["checks:"]
+  for (const c of result.checks) lines.push(`  ${c.ok ? "ok     " : "MISSING"}  ${c.name}: ${c.detail}`)
+  return lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes that work before the compute layer lands: the Docker Engine API on a local unix socket,
+// and plain HTTP / TCP for endpoints. Remote hosts (ssh://, tcp://) are the compute layer's.
+
+const request = (socketPath: string, path: string, timeoutMs: number) =>
+  Effect.callback<{ status: number; body: string }, ProbeFailure>((resume) => {
+    const req = http.request({ socketPath, path, method: "GET", timeout: timeoutMs }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (c: string) => (body += c))
+      res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, body })))
+    })
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
+    req.on("error", (e) => resume(Effect.fail(new ProbeFailure({ message: e.message }))))
+    req.end()
+    return Effect.sync(() => req.destroy())
+  })
+
+const socketOf = (host: HostConfig) =>
+  host.docker.startsWith("unix://")
+    ? Effect.succeed(host.docker.slice("unix://".length))
+    : Effect.fail(new ProbeFailure({ message: `${host.docker}: only local unix sockets are probed before the compute layer connects` }))
+
+const DockerInfo = Schema.Struct({
+  ServerVersion: Schema.optionalKey(Schema.String),
+  Runtimes: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown)),
+  DiscoveredDevices: Schema.optionalKey(Schema.NullOr(Schema.Array(Schema.Struct({ Source: Schema.optionalKey(Schema.String), ID: Schema.optionalKey(Schema.String) }))))
+})
+const decodeInfo = Schema.decodeUnknownOption(Schema.fromJsonString(DockerInfo))
+
+/** GPUs from `GET /info`: CDI devices named nvidia.com/gpu=N when listed, else the nvidia runtime (count unknown), else none. */
+export const gpusFromInfo = (info: typeof DockerInfo.Type): number | null => {
+  const cdi = (info.DiscoveredDevices ?? []).filter((d) => /^nvidia\.com\/gpu=(\d+|GPU-)/.test(d.ID ?? ""))
+  if (cdi.length > 0) return cdi.length
+  return info.Runtimes !== undefined && Object.hasOwn(info.Runtimes, "nvidia") ? null : 0
+}
+
+export const localProbes = (timeoutMs = 3000): ComputeProbes => ({
+  host: (host) =>
+    Effect.gen(function*() {
+      const socket = yield* socketOf(host)
+      const ping = yield* request(socket, "/_ping", timeoutMs)
+      if (ping.status !== 200) return yield* new ProbeFailure({ message: `/_ping answered HTTP ${ping.status}` })
+      const info = yield* request(socket, "/info", timeoutMs)
+      const decoded = decodeInfo(info.body)
+      if (info.status !== 200 || Option.isNone(decoded)) return yield* new ProbeFailure({ message: `/info answered HTTP ${info.status} without engine information` })
+      return { engine: decoded.value.ServerVersion ?? "unknown", gpus: gpusFromInfo(decoded.value) }
+    }),
+  image: (host, image) =>
+    Effect.gen(function*() {
+      const socket = yield* socketOf(host)
+      const r = yield* request(socket, `/images/${encodeURIComponent(image)}/json`, timeoutMs)
+      if (r.status === 200) return true
+      if (r.status === 404) return false
+      return yield* new ProbeFailure({ message: `image inspect answered HTTP ${r.status}` })
+    }),
+  endpoint: (service, address) =>
+    service === "trainer"
+      ? Effect.callback<void, ProbeFailure>((resume) => {
+        const at = /^(.*):(\d+)$/.exec(address)
+        if (at === null) return resume(Effect.fail(new ProbeFailure({ message: `${address}: expected host:port` })))
+        const socket = net.connect({ host: at[1]!.replace(/^\[|\]$/g, ""), port: Number(at[2]) })
+        socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs} ms`)))
+        socket.on("connect", () => {
+          socket.destroy()
+          resume(Effect.void)
+        })
+        socket.on("error", (e) => resume(Effect.fail(new ProbeFailure({ message: `trainer ${address}: ${e.message}` }))))
+        return Effect.sync(() => socket.destroy())
+      })
+      : Effect.tryPromise({
+        // /health is unauthenticated on vLLM (serving.md §1.3), so no key is needed to probe it.
+        try: (signal) => fetch(`${address.replace(/\/+$/, "").replace(/\/v1$/, "")}/health`, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) }),
+        catch: (e) => new ProbeFailure({ message: `${service} ${address}: ${e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e)}` })
+      }).pipe(Effect.flatMap((r) => r.ok ? Effect.void : Effect.fail(new ProbeFailure({ message: `${service} ${address}/health answered HTTP ${r.status}` }))))
+})

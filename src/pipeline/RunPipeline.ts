@@ -1,0 +1,289 @@
+import { Console, Effect, Runtime, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import { RegressionPoolRow } from "../audit/RegressionPool.ts"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { NormalizedItemSchema, type Split, splits } from "../datasets/BenchmarkItem.ts"
+import { loadSuite } from "../datasets/BenchmarkSuite.ts"
+import { splitItems } from "../datasets/Splits.ts"
+import { readRows } from "../runs/Jsonl.ts"
+import { type RunHandle, RunStore } from "../runs/RunStore.ts"
+import { distillMessages, repairMessages } from "../teacher/Prompts.ts"
+import { TeacherClient } from "../teacher/TeacherClient.ts"
+import { runTeacher } from "../teacher/TeacherStage.ts"
+import { runTrain } from "../training/TrainStage.ts"
+import { runEvaluate } from "./EvaluateStage.ts"
+import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
+import { runInit } from "./InitStage.ts"
+import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
+import {
+  type AuditRequest,
+  BASE,
+  buildRunGraph,
+  DART,
+  DART_H,
+  type EvaluateRunRequest,
+  GraphSelectionError,
+  type InferRequest,
+  planGraph,
+  type Selection,
+  type Stage,
+  type StageId,
+  type StageState,
+  type TeacherRunRequest,
+  type TrainRunRequest
+} from "./RunGraph.ts"
+import { buildRunPlan, type PlanFacts, renderRunPlan, type SplitFacts, type TeacherWork } from "./RunPlan.ts"
+
+export class RunError extends Schema.TaggedError<RunError>()("RunError", { message: Schema.String }) {}
+
+/** Prerequisites are missing (keys, hosts, images, GPUs): nothing was started (exit code 5). */
+export class PrerequisiteError extends Schema.TaggedError<PrerequisiteError>()("PrerequisiteError", { message: Schema.String }) {
+  override readonly [Runtime.errorExitCode] = 5
+}
+
+/** `--from` / `--until` name stages out of order or skip unfinished ones (exit code 2, like other usage errors). */
+export class SelectionError extends Schema.TaggedError<SelectionError>()("SelectionError", { message: Schema.String }) {
+  override readonly [Runtime.errorExitCode] = 2
+}
+
+/**
+ * Each stage's driver: the code its own command runs. Paths in the requests are relative to the run
+ * directory (`run.file(...)` resolves them). Drivers are idempotent through the ledger: called on a
+ * finished stage they redo only what their inputs changed.
+ */
+export interface StageDrivers<E, R> {
+  readonly init: (resolved: ResolvedConfig) => Effect.Effect<unknown, E, R>
+  readonly teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+  readonly train: (resolved: ResolvedConfig, request: TrainRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+  readonly infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+  readonly audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+  readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+}
+
+const notInThisBuild = (command: string, issue: number) => () =>
+  Effect.fail(new RunError({ message: `\`${command}\` is not part of this build yet (issue ${issue}); its driver plugs into StageDrivers.${command.split(" ")[1]}` }))
+
+/** The stages that exist today; infer and audit fail clearly until their drivers are plugged in. */
+export const existingDrivers: StageDrivers<Error, RunStore> = {
+  init: (resolved: ResolvedConfig) => runInit(resolved),
+  teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) =>
+    runTeacher(resolved, {
+      task: request.task,
+      input: request.input === null ? undefined : run.file(request.input),
+      dryRun: false,
+      client: TeacherClient.layer(resolved.config.teacher)
+    }),
+  train: (resolved: ResolvedConfig, request: TrainRunRequest, run: RunHandle) =>
+    runTrain(resolved, {
+      stage: request.stage,
+      adapterName: request.adapterName,
+      recipe: request.recipe,
+      initAdapter: request.initAdapter === null ? undefined : run.file(request.initAdapter),
+      weights: request.weights,
+      epochs: request.epochs ?? undefined
+    }),
+  infer: notInThisBuild("dart infer", 9),
+  audit: notInThisBuild("dart audit", 10),
+  evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) =>
+    runEvaluate(resolved, {
+      predFile: run.file(request.predFile),
+      runName: request.runName,
+      aName: request.aName,
+      bName: request.bName,
+      audits: request.audits.map((a) => run.file(a))
+    })
+}
+
+export interface RunOptions {
+  readonly dryRun: boolean
+  readonly selection: Selection
+}
+
+const exists = (file: string) => Effect.promise(() => fs.access(file).then(() => true, () => false))
+
+const OutputKey = Schema.Struct({ key: Schema.String })
+
+const doneKeys = (file: string) =>
+  Effect.gen(function*() {
+    if (!(yield* exists(file))) return new Set<string>()
+    return new Set((yield* readRows(file, OutputKey)).map((r) => r.key))
+  })
+
+const chars = (messages: ReadonlyArray<{ readonly content: string }>) => messages.reduce((n, m) => n + m.content.length, 0)
+
+/** What the ledger and the run folder say now: per-stage states, item counts and the teacher work left. */
+export const gatherFacts = Effect.fn("RunPipeline.gatherFacts")(function*(resolved: ResolvedConfig, stages: ReadonlyArray<Stage>) {
+  const store = yield* RunStore
+  const { config } = resolved
+  const run = store.handle(config.run.runs_dir, config.run.exp_id)
+  const manifest = yield* store.readManifest(run)
+
+  const states: Partial<Record<StageId, StageState>> = {}
+  for (const stage of stages) {
+    const records: Record<string, StageState["records"][string]> = {}
+    const changed: Array<string> = []
+    for (const key of stage.ledgerKeys) {
+      const r = manifest?.stages[key]
+      records[key] = r
+      if (r?.status !== "done") continue
+      for (const out of r.outputs) {
+        const now = yield* store.describeFile(run, out.path)
+        if (now === undefined || now.sha256 !== out.sha256) changed.push(out.path)
+      }
+    }
+    states[stage.id] = { records, changedOutputs: changed }
+  }
+
+  const initDone = manifest?.stages.init?.status === "done" && (states.init?.changedOutputs.length ?? 0) === 0
+  const questions: Record<Split, Array<{ readonly id: string; readonly question: string; readonly gold: "YES" | "NO" }>> = { train: [], val: [], test: [] }
+  if (initDone) {
+    for (const s of splits) {
+      for (const r of yield* readRows(run.file(`datasets/${s}.jsonl`), NormalizedItemSchema)) questions[s].push({ id: r.id, question: r.question, gold: r.gold_label })
+    }
+  } else {
+    // The same items `dart init` would write: suite, split, limits.
+    const suite = yield* loadSuite(config.datasets.suite_dir, config.datasets.benchmarks)
+    const split = splitItems(suite.rows, config.datasets.split)
+    for (const s of splits) {
+      for (const r of split[s].slice(0, config.datasets.limits[s] ?? undefined)) {
+        questions[s].push({ id: r.id, question: r.question, gold: r.condition === "neq" ? "YES" : "NO" })
+      }
+    }
+  }
+  const items = Object.fromEntries(splits.map((s) => [s, { n: questions[s].length, questionChars: questions[s].reduce((a, q) => a + q.question.length, 0) }])) as Record<Split, SplitFacts>
+
+  const distillDone = yield* doneKeys(run.file("teacher_outputs/distill/outputs.jsonl"))
+  const pendingDistill = questions.train.filter((q) => !distillDone.has(q.id))
+  const distill: TeacherWork = {
+    items: questions.train.length,
+    done: questions.train.length - pendingDistill.length,
+    requests: pendingDistill.length,
+    promptChars: pendingDistill.reduce((a, q) => a + chars(distillMessages(q.question, q.gold)), 0)
+  }
+
+  const repairStage = stages.find((s) => s.id === "repair")
+  const pool = repairStage?.work.kind === "teacher" && repairStage.work.request.input !== null ? run.file(repairStage.work.request.input) : undefined
+  let repair: TeacherWork | null = null
+  if (pool !== undefined && (yield* exists(pool))) {
+    const rows = yield* readRows(pool, RegressionPoolRow)
+    const byKey = new Map(rows.map((r) => [r.sample === undefined ? r.id : `${r.id}#${r.sample}`, r]))
+    const done = yield* doneKeys(run.file("teacher_outputs/repair/outputs.jsonl"))
+    const pending = [...byKey].filter(([k]) => !done.has(k)).map(([, r]) => r)
+    repair = { items: byKey.size, done: byKey.size - pending.length, requests: pending.length, promptChars: pending.reduce((a, r) => a + chars(repairMessages(r.question, r.gold_label)), 0) }
+  }
+
+  const facts: PlanFacts = {
+    expId: config.run.exp_id,
+    runDir: run.dir,
+    configPath: resolved.configPath,
+    items,
+    itemsFrom: initDone ? "run" : "suite",
+    distill,
+    repair
+  }
+  return { run, states, facts, testIds: new Set(questions.test.map((q) => q.id)) }
+})
+
+/** No test item may reach the repair teacher unless the config reproduces the original's order on purpose. */
+export const checkPoolSplit = Effect.fn("RunPipeline.checkPoolSplit")(function*(resolved: ResolvedConfig, run: RunHandle, poolRel: string, testIds: ReadonlySet<string>) {
+  if (resolved.config.audit.split === "test") return
+  const rows = yield* readRows(run.file(poolRel), RegressionPoolRow)
+  const leaked = rows.filter((r) => testIds.has(r.id)).map((r) => r.id)
+  if (leaked.length > 0) {
+    return yield* new RunError({
+      message: `${run.file(poolRel)} holds ${leaked.length} test item(s) (${leaked.slice(0, 5).join(", ")}${leaked.length > 5 ? ", …" : ""}); ` +
+        "repairing them would train on the test split. Set audit.split to \"test\" only to reproduce the original on purpose."
+    })
+  }
+})
+
+const ledgerDone = (run: RunHandle, stage: Stage) =>
+  Effect.gen(function*() {
+    const store = yield* RunStore
+    const m = yield* store.readManifest(run)
+    return stage.ledgerKeys.filter((k) => m?.stages[k]?.status !== "done")
+  })
+
+/**
+ * `dart run`: the plan and the checks first, then every stage the ledger says must run, in order, each
+ * through its driver; the headline at the end. `--dry-run` stops after the plan and the checks.
+ */
+export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions, drivers: StageDrivers<E, R>, probes: ComputeProbes) =>
+  Effect.gen(function*() {
+    const { config } = resolved
+    const graph = buildRunGraph(config)
+    const { run, states, facts, testIds } = yield* gatherFacts(resolved, graph.stages)
+    const planned = yield* Effect.try({
+      try: () => planGraph(graph, states, options.selection),
+      catch: (e) => new SelectionError({ message: e instanceof GraphSelectionError ? e.message : String(e) })
+    })
+    const plan = buildRunPlan(config, graph, planned, facts)
+    yield* Console.log(renderRunPlan(plan, config))
+    const preflight = yield* runPreflight(config, plan, probes)
+    yield* Console.log(renderPreflight(preflight))
+    for (const w of graph.warnings) yield* Console.error(`warning: ${w}`)
+    if (preflight.missing.length > 0) {
+      return yield* new PrerequisiteError({
+        message: `${preflight.missing.length} prerequisite(s) missing${options.dryRun ? "" : "; nothing was started"}: ` +
+          preflight.missing.map((c) => `${c.name} (${c.detail})`).join("; ")
+      })
+    }
+    if (options.dryRun) {
+      yield* Console.log("dry run: nothing started")
+      return
+    }
+
+    for (const { stage, decision } of planned) {
+      if (decision.action === "skip" || decision.action === "excluded") continue
+      yield* Console.error(`\n== ${stage.id} (${decision.action}: ${decision.reason})\n   ${stage.command}`)
+      const w = stage.work
+      switch (w.kind) {
+        case "init":
+          yield* drivers.init(resolved)
+          break
+        case "teacher":
+          if (w.request.task === "repair" && w.request.input !== null) yield* checkPoolSplit(resolved, run, w.request.input, testIds)
+          yield* drivers.teacher(resolved, w.request, run)
+          break
+        case "train":
+          yield* drivers.train(resolved, w.request, run)
+          break
+        case "infer":
+          yield* drivers.infer(resolved, w.request, run)
+          break
+        case "audit":
+          yield* drivers.audit(resolved, w.request, run)
+          break
+        case "evaluate":
+          for (const r of w.requests) yield* drivers.evaluate(resolved, r, run)
+          break
+      }
+      const open = yield* ledgerDone(run, stage)
+      if (open.length > 0) {
+        return yield* new RunError({ message: `stage ${stage.id} returned but the ledger does not show ${open.join(", ")} as done; stopping here` })
+      }
+    }
+
+    const evaluate = planned.find((p) => p.stage.id === "evaluate")
+    const evaluated = (yield* ledgerDone(run, evaluate!.stage)).length === 0
+    if (!evaluated) {
+      yield* Console.log(`\nstopped before the evaluation (${options.selection.until !== undefined ? `--until ${options.selection.until}` : "not reached"}); no headline yet`)
+      return
+    }
+    const sources: Array<{ file: string; summary: HeadlineSource }> = []
+    for (const rel of [graph.evaluations.main, graph.evaluations.dart]) {
+      const file = run.file(rel)
+      const text = yield* Effect.tryPromise({ try: () => fs.readFile(file, "utf8"), catch: (e) => new RunError({ message: `${file}: ${(e as Error).message}` }) })
+      sources.push({ file, summary: yield* Effect.try({ try: () => parseHeadlineSource(file, text), catch: (e) => new RunError({ message: (e as Error).message }) }) })
+    }
+    const headline = yield* Effect.try({ try: () => buildHeadline(sources, [BASE, DART, DART_H]), catch: (e) => new RunError({ message: (e as Error).message }) })
+    const main = run.file(graph.evaluations.main.replace(/summary\.json$/, ""))
+    yield* Console.log([
+      "",
+      renderHeadline(headline),
+      "",
+      `report: ${main}report.html`,
+      `tables: ${main}tables.md, ${main}tables.tex, ${main}*.csv`,
+      `summaries: ${sources.map((s) => s.file).join(", ")}`
+    ].join("\n"))
+  })

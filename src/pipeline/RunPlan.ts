@@ -1,0 +1,231 @@
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import type { Split } from "../datasets/BenchmarkItem.ts"
+import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunGraph.ts"
+
+/**
+ * The plan `dart run` prints before anything starts (pure): which stages run or are skipped and why,
+ * item counts, the teacher and judge requests still needed with projected tokens and cost, and which
+ * containers start on which hosts.
+ */
+
+/** Rough English estimate used everywhere DART projects tokens before asking (as `dart teacher --dry-run`). */
+export const CHARS_PER_TOKEN = 4
+/** Instructions, rules and reply format of the comparative judge prompt (protocol §5), in characters. */
+export const JUDGE_INSTRUCTION_CHARS = 2400
+
+export interface SplitFacts {
+  readonly n: number
+  /** Sum of the question lengths (characters). */
+  readonly questionChars: number
+}
+
+export interface TeacherWork {
+  /** Work items of the task (distill: train items; repair: pool rows) or null when not known yet. */
+  readonly items: number | null
+  readonly done: number
+  /** First-round requests not answered by the response ledger. */
+  readonly requests: number
+  /** Characters of those requests' messages. */
+  readonly promptChars: number
+}
+
+export interface PlanFacts {
+  readonly expId: string
+  readonly runDir: string
+  readonly configPath: string
+  readonly items: Readonly<Record<Split, SplitFacts>>
+  /** "run": counted from runs/{EXP_ID}/datasets; "suite": projected from the suite as `dart init` would split it. */
+  readonly itemsFrom: "run" | "suite"
+  readonly distill: TeacherWork
+  /** Null until the audit has written its regression pool. */
+  readonly repair: TeacherWork | null
+}
+
+export interface Projection {
+  readonly requests: number
+  readonly promptTokens: number
+  readonly completionTokens: number
+  readonly costUsd: number
+}
+
+export interface ServicePlacement {
+  readonly service: "vllm" | "classifiers" | "trainer"
+  readonly what: string
+  /** Null when an already-running endpoint is used. */
+  readonly host: { readonly name: string; readonly docker: string; readonly gpus: "all" | ReadonlyArray<string> } | null
+  readonly image: string | null
+  readonly endpoint: string | null
+  readonly stages: ReadonlyArray<StageId>
+}
+
+export interface RunPlan {
+  readonly facts: PlanFacts
+  readonly stages: ReadonlyArray<PlannedStage>
+  readonly warnings: ReadonlyArray<string>
+  readonly teacher: { readonly distill: Projection; readonly repair: Projection | null; readonly repairUpperBound: number | null }
+  readonly judge: { readonly audits: ReadonlyArray<{ readonly stage: StageId; readonly pairs: number }>; readonly projection: Projection } | null
+  readonly inference: ReadonlyArray<{ readonly stage: StageId; readonly split: Split; readonly items: number; readonly models: number; readonly requests: number }>
+  readonly services: ReadonlyArray<ServicePlacement>
+}
+
+const runs = (p: PlannedStage) => p.decision.action !== "skip" && p.decision.action !== "excluded"
+
+const tokens = (chars: number) => Math.ceil(chars / CHARS_PER_TOKEN)
+
+const price = (prices: ExperimentConfig["teacher"]["prices"], prompt: number, completion: number) =>
+  (prompt * prices.input_per_mtok + completion * prices.output_per_mtok) / 1e6
+
+const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tokens">, requests: number, promptChars: number): Projection => {
+  const promptTokens = tokens(promptChars)
+  const completionTokens = requests * settings.max_tokens
+  return { requests, promptTokens, completionTokens, costUsd: price(settings.prices, promptTokens, completionTokens) }
+}
+
+/** Provider "vllm" (teacher.constrain design): the teacher or judge is the run's own vLLM server. */
+const isRunVllm = (provider: string) => provider === "vllm"
+
+/** Where each service would run: the first host that lists GPUs, else the first host (the compute layer may refine this). */
+export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): ReadonlyArray<ServicePlacement> => {
+  const host = config.compute.hosts.find((h) => h.gpus === "all" || h.gpus.length > 0) ?? config.compute.hosts[0] ?? null
+  const using = (kind: string) => graph.stages.filter((s) => active.has(s.id) && s.work.kind === kind).map((s) => s.id)
+  const out: Array<ServicePlacement> = []
+  // One vLLM server for every inference stage, and for the teacher and judge when they are the run's own model.
+  const infer = [
+    ...(isRunVllm(config.teacher.provider) ? using("teacher") : []),
+    ...using("infer"),
+    ...(isRunVllm(config.judge.provider) && config.audit.llm_judge.enabled ? using("audit") : [])
+  ].sort((a, b) => stageIds.indexOf(a) - stageIds.indexOf(b))
+  if (infer.length > 0) {
+    const endpoint = config.compute.vllm.endpoint
+    out.push({
+      service: "vllm",
+      what: `vLLM: base ${config.model.base} + adapters loaded as they are produced (max ${config.compute.vllm.max_loras} per batch)`,
+      host: endpoint === null ? host : null,
+      image: endpoint === null ? config.compute.vllm.image : null,
+      endpoint,
+      stages: infer
+    })
+  }
+  const audits = using("audit")
+  if (audits.length > 0 && config.audit.classifiers.length > 0) {
+    const endpoint = config.compute.classifier_endpoint
+    out.push({
+      service: "classifiers",
+      what: `classifiers: ${config.audit.classifiers.map((c) => `${c.name} (${c.model}, label ${c.label})`).join(", ")}`,
+      host: endpoint === null ? host : null,
+      image: endpoint === null ? config.compute.vllm.image : null,
+      endpoint,
+      stages: audits
+    })
+  }
+  const train = using("train")
+  if (train.length > 0) {
+    const endpoint = config.compute.trainer.endpoint
+    out.push({
+      service: "trainer",
+      what: `trainer sidecar (LoRA r ${config.training.lora.r}${config.training.qlora.enabled ? ", QLoRA" : ""})`,
+      host: endpoint === null ? host : null,
+      image: endpoint === null ? config.compute.trainer.image : null,
+      endpoint,
+      stages: train
+    })
+  }
+  return out
+}
+
+export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: ReadonlyArray<PlannedStage>, facts: PlanFacts): RunPlan => {
+  const active = new Set(stages.filter(runs).map((p) => p.stage.id))
+  const samples = config.inference.samples
+  const distill = active.has("distill") ? project(config.teacher, facts.distill.requests, facts.distill.promptChars) : project(config.teacher, 0, 0)
+  let repair: Projection | null = project(config.teacher, 0, 0)
+  let repairUpperBound: number | null = null
+  if (active.has("repair")) {
+    if (facts.repair !== null) {
+      repair = project(config.teacher, facts.repair.requests, facts.repair.promptChars)
+    } else {
+      // The pool is unknown until the audit runs; at most every audited pair is a regression.
+      const audited = facts.items[config.audit.split]
+      repair = null
+      repairUpperBound = audited.n * samples
+    }
+  }
+
+  const inference = stages.filter((p) => active.has(p.stage.id) && p.stage.work.kind === "infer").map((p) => {
+    const w = p.stage.work as Extract<typeof p.stage.work, { kind: "infer" }>
+    const items = facts.items[w.request.split].n
+    return { stage: p.stage.id, split: w.request.split as Split, items, models: w.request.models.length, requests: items * w.request.models.length * samples }
+  })
+
+  let judge: RunPlan["judge"] = null
+  if (config.audit.llm_judge.enabled) {
+    const audits = stages.filter((p) => active.has(p.stage.id) && p.stage.work.kind === "audit").map((p) => {
+      const w = p.stage.work as Extract<typeof p.stage.work, { kind: "audit" }>
+      return { stage: p.stage.id, split: w.request.split, pairs: facts.items[w.request.split].n * samples }
+    })
+    const views = config.audit.views.length
+    const requests = audits.reduce((a, x) => a + x.pairs * views, 0)
+    // Each request carries the question, both outputs (at most inference.max_tokens each) and the judge's rules.
+    const promptChars = audits.reduce((a, x) =>
+      a + views * samples * (facts.items[x.split].questionChars + facts.items[x.split].n * (JUDGE_INSTRUCTION_CHARS + 2 * config.inference.max_tokens * CHARS_PER_TOKEN)), 0)
+    judge = { audits: audits.map(({ stage, pairs }) => ({ stage, pairs })), projection: project(config.judge, requests, promptChars) }
+  }
+
+  return {
+    facts,
+    stages,
+    warnings: graph.warnings,
+    teacher: { distill, repair, repairUpperBound },
+    judge,
+    inference,
+    services: placeServices(config, active, graph)
+  }
+}
+
+const int = (n: number) => n.toLocaleString("en")
+const usd = (n: number) => `$${n < 0.01 && n > 0 ? n.toFixed(4) : n.toFixed(2)}`
+const projection = (p: Projection) =>
+  `${int(p.requests)} requests, ~${int(p.promptTokens)} prompt + ≤${int(p.completionTokens)} completion tokens, ≤${usd(p.costUsd)}`
+
+export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string => {
+  const f = plan.facts
+  const lines: Array<string> = [`dart run: exp ${f.expId} (${f.runDir}), config ${f.configPath}`]
+  for (const w of plan.warnings) lines.push(`warning: ${w}`)
+  lines.push(
+    `items: train ${int(f.items.train.n)}, val ${int(f.items.val.n)}, test ${int(f.items.test.n)} ` +
+      (f.itemsFrom === "run" ? "(from the run's datasets)" : "(projected from the suite; dart init writes them)"),
+    "",
+    `  ${"stage".padEnd(18)}${"action".padEnd(10)}why`
+  )
+  for (const p of plan.stages) lines.push(`  ${p.stage.id.padEnd(18)}${p.decision.action.padEnd(10)}${p.decision.reason}`)
+
+  const t = config.teacher
+  lines.push("", `teacher ${t.provider} ${t.model} (prices per million tokens $${t.prices.input_per_mtok} in / $${t.prices.output_per_mtok} out):`)
+  lines.push(`  distill: ${int(f.distill.done)} of ${int(f.distill.items ?? 0)} items done; still needed: ${projection(plan.teacher.distill)}`)
+  if (plan.teacher.repair !== null) lines.push(`  repair: still needed: ${projection(plan.teacher.repair)}`)
+  else if (plan.teacher.repairUpperBound !== null) {
+    lines.push(`  repair: pool unknown until the audit; at most ${int(plan.teacher.repairUpperBound)} requests (every audited pair a regression)`)
+  }
+  lines.push(`  correction rounds (up to ${t.correction_rounds} per item) come on top; completion is projected at max_tokens ${t.max_tokens}`)
+  const j = config.judge
+  if (plan.judge === null) {
+    lines.push(`judge: ${config.audit.llm_judge.enabled ? "no audit runs" : "off (audit.llm_judge.enabled false)"}`)
+  } else {
+    lines.push(`judge ${j.provider} ${j.model} (mode ${config.audit.llm_judge.mode}, ${config.audit.views.length} views per pair):`)
+    lines.push(`  ${plan.judge.audits.map((a) => `${a.stage} ${int(a.pairs)} pairs`).join(", ") || "no audit runs"}; ${projection(plan.judge.projection)}`)
+  }
+  if (plan.inference.length > 0) {
+    lines.push(`student inference (vLLM, no API cost): ${plan.inference.map((i) => `${i.stage} ${int(i.items)} ${i.split} items × ${i.models} models = ${int(i.requests)}`).join("; ")}`)
+  }
+  lines.push("containers:")
+  if (plan.services.length === 0) lines.push("  none (no stage that needs compute runs)")
+  for (const s of plan.services) {
+    const where = s.endpoint !== null
+      ? `endpoint ${s.endpoint} (already running; nothing started)`
+      : s.host === null
+      ? "no host configured (compute.hosts is empty)"
+      : `${s.image} on ${s.host.name} (${s.host.docker}), GPUs ${s.host.gpus === "all" ? "all" : s.host.gpus.length === 0 ? "none" : s.host.gpus.join(",")}`
+    lines.push(`  ${s.service.padEnd(12)}${where}`)
+    lines.push(`  ${"".padEnd(12)}${s.what}; for ${s.stages.join(", ")}`)
+  }
+  return lines.join("\n")
+}
