@@ -1,7 +1,7 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runEvaluate } from "../pipeline/EvaluateStage.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 export const evaluateCommand = Command.make("evaluate", {
   pred: Flag.String("pred").pipe(Flag.withDescription("prediction rows (JSONL; `task` dart or mc decides the view)")),
@@ -14,7 +14,7 @@ export const evaluateCommand = Command.make("evaluate", {
   )
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     yield* runEvaluate(resolved, {
       predFile: args.pred,
       runName: args.runName,

@@ -2,7 +2,7 @@ import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { normalizeStage, runTrain, TrainStageError } from "../training/TrainStage.ts"
 import { parseOversample, type Recipe } from "../training/TrainingSet.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 export const trainCommand = Command.make("train", {
   stage: Flag.Literals("stage", ["mdac", "dart", "mdac_h", "dart_h"]).pipe(Flag.withDescription("mdac (= dart): distill targets; mdac_h (= dart_h): distill + repair, continuing DART")),
@@ -13,7 +13,7 @@ export const trainCommand = Command.make("train", {
   epochs: Flag.Finite("epochs").pipe(Flag.withDescription("override training.epochs"), Flag.optional)
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     const stage = normalizeStage(args.stage)!
     const weights = Option.match(args.repairOversample, {
       onNone: () => resolved.config.training.repair_oversample,

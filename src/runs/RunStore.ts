@@ -20,6 +20,9 @@ export const runSubdirectories = [
   "logs"
 ] as const
 
+/** A run file a stage reads is not what the stage that wrote it recorded (edited, truncated, deleted). */
+export class InputChangedError extends Schema.TaggedError<InputChangedError>()("InputChangedError", { message: Schema.String }) {}
+
 /** A stage was asked to work in a run that `dart init` has not created. */
 export class NoSuchRunError extends Schema.TaggedError<NoSuchRunError>()("NoSuchRunError", { message: Schema.String }) {}
 
@@ -64,6 +67,12 @@ export class RunStore extends Context.Service<RunStore, {
    * while the ledger still says `running`, the ledger records `failed` or `interrupted`.
    */
   guard<A, E, R>(run: RunHandle, stage: string, body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R>
+  /**
+   * Checks a run file against the newest ledger record of it (size, then sha256) before a stage
+   * reads it; fails naming the file, the stage that wrote it and what changed. `required`: a file
+   * no stage recorded is refused too (else it is accepted as the user's own).
+   */
+  verifyInput(run: RunHandle, relative: string, options: { readonly required: boolean; readonly producer: string }): Effect.Effect<void, InputChangedError | RunStoreError>
   /** True when the stage is done with these inputs and every recorded output is still intact. */
   isUpToDate(run: RunHandle, stage: string, inputsHash: string): Effect.Effect<boolean, RunStoreError>
 }>()("dart/runs/RunStore") {
@@ -181,6 +190,32 @@ export class RunStore extends Context.Service<RunStore, {
           }).pipe(Effect.ignore)
         }))
 
+      const verifyInput: RunStore["Service"]["verifyInput"] = (run, relative, options) =>
+        Effect.gen(function*() {
+          const m = yield* readManifest(run)
+          const records = Object.entries(m?.stages ?? {}).flatMap(([stage, r]) =>
+            r.outputs.filter((o) => o.path === relative).map((o) => ({ stage, at: r.finished_at ?? r.started_at, out: o }))
+          ).sort((a, b) => (a.at < b.at ? 1 : -1))
+          const newest = records[0]
+          const file = run.file(relative)
+          if (newest === undefined) {
+            if (!options.required) return
+            return yield* new InputChangedError({ message: `${file}: no stage recorded writing it; run ${options.producer} first` })
+          }
+          const now = yield* describeFile(run, relative)
+          const was = `${newest.out.bytes} bytes, sha256 ${newest.out.sha256.slice(0, 12)}…`
+          if (now === undefined) {
+            return yield* new InputChangedError({ message: `${file}: missing; ${newest.stage} wrote it (${was}); run ${options.producer} again` })
+          }
+          if (now.bytes !== newest.out.bytes || now.sha256 !== newest.out.sha256) {
+            return yield* new InputChangedError({
+              message: `${file}: changed since ${newest.stage} wrote it (${was}; now ${now.bytes} bytes, sha256 ${now.sha256.slice(0, 12)}…` +
+                `${now.bytes < newest.out.bytes ? ", shorter: truncated or rows deleted" : now.bytes > newest.out.bytes ? ", longer: rows added" : ", same size: edited"}); ` +
+                `restore it or run ${options.producer} again`
+            })
+          }
+        })
+
       const isUpToDate = (run: RunHandle, stage: string, inputsHash: string) =>
         Effect.gen(function*() {
           const m = yield* readManifest(run)
@@ -219,6 +254,7 @@ export class RunStore extends Context.Service<RunStore, {
         stageStarted,
         stageFinished,
         guard,
+        verifyInput,
         isUpToDate
       })
     })
