@@ -11,7 +11,8 @@ export const evaluateCommand = Command.make("evaluate", {
   audit: Flag.String("audit").pipe(
     Flag.withDescription("audit summary.json (repeatable; the first is the baseline for harm-drift change)"),
     Flag.atLeast(0)
-  )
+  ),
+  force: Flag.Boolean("force").pipe(Flag.withDescription("replace an earlier evaluation of this --run-name made from different inputs"), Flag.withDefault(false))
 }, (args) =>
   Effect.gen(function*() {
     const resolved = yield* loadRunConfig
@@ -20,7 +21,8 @@ export const evaluateCommand = Command.make("evaluate", {
       runName: args.runName,
       aName: args.aName,
       bName: Option.getOrUndefined(args.bName),
-      audits: args.audit
+      audits: args.audit,
+      force: args.force
     })
   })).pipe(
     Command.withDescription(

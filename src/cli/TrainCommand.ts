@@ -10,7 +10,11 @@ export const trainCommand = Command.make("train", {
   recipe: Flag.Literals("recipe", ["distill", "mix", "repair_only"]).pipe(Flag.withDescription("training rows (default: distill for dart, mix for dart_h)"), Flag.optional),
   initAdapter: Flag.String("init-adapter").pipe(Flag.withDescription("adapter folder to continue from (trainable), e.g. runs/$EXP_ID/adapters/DART/final"), Flag.optional),
   repairOversample: Flag.String("repair-oversample").pipe(Flag.withDescription("repeats per severity, e.g. mild=1,moderate=2,severe=3,extreme=4 (default: training.repair_oversample)"), Flag.optional),
-  epochs: Flag.Finite("epochs").pipe(Flag.withDescription("override training.epochs"), Flag.optional)
+  epochs: Flag.Int("epochs").pipe(
+    Flag.filter((n) => n >= 1, (n) => `--epochs ${n}: expected a whole number of epochs, 1 or more`),
+    Flag.withDescription("override training.epochs (a whole number, 1 or more)"),
+    Flag.optional
+  )
 }, (args) =>
   Effect.gen(function*() {
     const resolved = yield* loadRunConfig

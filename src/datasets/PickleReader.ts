@@ -35,6 +35,11 @@ class Global {
 }
 
 export const readPickle = (data: Uint8Array): unknown => {
+  // Upstream files are protocol 2+ pickles: they open with PROTO (0x80) and close with STOP ('.').
+  if (data.length < 2 || data[0] !== 0x80 || data[data.length - 1] !== 0x2e) {
+    const head = Array.from(data.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join(" ")
+    throw new PickleError(`not a Python pickle (protocol 2 or later starts with byte 80 and ends with 2e; this file starts with ${head || "nothing"})`)
+  }
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
   const decoder = new TextDecoder("utf-8", { fatal: true })
   const latin1 = new TextDecoder("latin1")

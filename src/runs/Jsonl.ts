@@ -147,7 +147,8 @@ export const forEachLine = (
       let rest = ""
       let line = 0
       for await (const chunk of createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
-        const parts = (rest + (chunk as string)).split("\n")
+        // A byte-order mark (some editors add one) is not part of the first row.
+        const parts = (line === 0 && rest === "" ? (chunk as string).replace(/^\uFEFF/, "") : rest + (chunk as string)).split("\n")
         rest = parts.pop()!
         for (const text of parts) {
           line++
