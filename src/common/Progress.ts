@@ -1,4 +1,4 @@
-import { Console, Effect, Schedule } from "effect"
+import { Clock, Console, Effect, Schedule } from "effect"
 
 /** Counts for a progress line: done/total, rate, ETA, and tokens/cost where money is spent. */
 export interface ProgressState {
@@ -29,13 +29,19 @@ export const progressLine = (label: string, p: ProgressState, elapsedS: number, 
  * scope closes; every stage uses it. The line is rebuilt from `state` at each tick, and the rate
  * counts only the items done since this call. Returns the builder for a final line.
  */
-export const reportProgress = (label: string, state: ProgressState, extra: () => string, everyMs: number) =>
+export const reportProgress = (
+  label: string,
+  state: ProgressState,
+  extra: () => string,
+  everyMs: number,
+  print: (line: string) => Effect.Effect<void> = Console.error
+) =>
   Effect.gen(function*() {
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     const doneAtStart = state.done
-    const line = () => progressLine(label, state, (Date.now() - started) / 1000, extra(), doneAtStart)
+    const line = Effect.map(Clock.currentTimeMillis, (now) => progressLine(label, state, (now - started) / 1000, extra(), doneAtStart))
     yield* Effect.forkScoped(
-      Effect.suspend(() => Console.error(line())).pipe(
+      Effect.flatMap(line, print).pipe(
         Effect.repeat(Schedule.spaced(everyMs)),
         Effect.delay(everyMs)
       )

@@ -250,7 +250,7 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
     yield* Effect.forEach(pending, processItem, { concurrency: 2 * t.max_concurrency, discard: true }).pipe(
       Effect.catchTag("TeacherStageError", (e) => (fatal !== undefined ? Effect.void : Effect.fail(e)))
     )
-    yield* Console.error(finalLine())
+    yield* Console.error(yield* finalLine)
 
     const allRecords = [...ledger.records()]
     const totalTokens = allRecords.reduce((a, r) => a + r.prompt_tokens + r.completion_tokens, 0)
