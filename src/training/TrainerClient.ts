@@ -16,7 +16,7 @@ export class TrainerError extends Schema.TaggedError<TrainerError>()("TrainerErr
 
 const statusName = (code: number) => (grpc.status as unknown as Record<number, string>)[code] ?? String(code)
 
-const toError = (what: string) => (e: unknown) => {
+export const toError = (what: string) => (e: unknown) => {
   const err = e as Partial<grpc.ServiceError>
   if (typeof err.code === "number") {
     // grpc-js ends some details with an empty "Resolution note: "; drop it, and any dangling separator.
