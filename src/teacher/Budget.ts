@@ -1,4 +1,4 @@
-import { Deferred, Effect } from "effect"
+import { Deferred, Effect, Exit } from "effect"
 
 /**
  * A spending cap that holds under concurrency: each request reserves its projected tokens and
@@ -26,6 +26,11 @@ export interface Reservation {
 export interface BudgetGate {
   /** A reservation, or `undefined` when the budget is spent. Waits while in-flight requests may free room. */
   readonly reserve: (projected: Amount) => Effect.Effect<Reservation | undefined>
+  /**
+   * Runs `request` under a reservation of `projected`, settled with `actual(result)` on success and
+   * with nothing on failure or interruption; `undefined` (nothing sent) when the budget is spent.
+   */
+  readonly spend: <A, E, R>(projected: Amount, request: Effect.Effect<A, E, R>, actual: (a: A) => Amount) => Effect.Effect<A | undefined, E, R>
   readonly spent: () => Amount
   readonly exhausted: () => boolean
 }
@@ -73,5 +78,11 @@ export const makeBudgetGate = (cap: Cap): Effect.Effect<BudgetGate> =>
         return Deferred.await(wait).pipe(Effect.andThen(reserve(projected)))
       })
 
-    return { reserve, spent: () => ({ ...spent }), exhausted }
+    const spend = <A, E, R>(projected: Amount, request: Effect.Effect<A, E, R>, actual: (a: A) => Amount) =>
+      Effect.flatMap(reserve(projected), (r) =>
+        r === undefined
+          ? Effect.succeed(undefined)
+          : request.pipe(Effect.onExit((exit) => r.settle(Exit.isSuccess(exit) ? actual(exit.value) : { tokens: 0, usd: 0 }))))
+
+    return { reserve, spend, spent: () => ({ ...spent }), exhausted }
   })

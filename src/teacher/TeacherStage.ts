@@ -1,4 +1,4 @@
-import { Console, Context, Effect, Exit, Layer, Ref, Runtime, Schema } from "effect"
+import { Console, Context, Effect, Layer, Ref, Runtime, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { RegressionPoolRow } from "../audit/RegressionPool.ts"
@@ -164,21 +164,20 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
         }
         // Reserve what this request may cost before it is sent; settle with the real usage after.
         const promptEstimate = messages.reduce((n, m) => n + estimateTokens(m.content), 0)
-        const reservation = (yield* Ref.get(budgetHit))
+        const c = (yield* Ref.get(budgetHit))
           ? undefined
-          : yield* gate.reserve({ tokens: promptEstimate + t.max_tokens, usd: cost(promptEstimate, t.max_tokens) })
-        if (reservation === undefined) {
+          : yield* gate.spend(
+            { tokens: promptEstimate + t.max_tokens, usd: cost(promptEstimate, t.max_tokens) },
+            Effect.suspend(() => {
+              stats.requests++
+              return client.complete({ messages, key })
+            }),
+            (done) => ({ tokens: done.promptTokens + done.completionTokens, usd: cost(done.promptTokens, done.completionTokens) })
+          )
+        if (c === undefined) {
           yield* Ref.set(budgetHit, true)
           return yield* new BudgetStop({ message: "budget reached" })
         }
-        stats.requests++
-        const c = yield* client.complete({ messages, key }).pipe(
-          Effect.onExit((exit) =>
-            reservation.settle(Exit.isSuccess(exit)
-              ? { tokens: exit.value.promptTokens + exit.value.completionTokens, usd: cost(exit.value.promptTokens, exit.value.completionTokens) }
-              : { tokens: 0, usd: 0 })
-          )
-        )
         const record = {
           key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model,
           ...(c.usageEstimated ? { usage_estimated: true } : {})

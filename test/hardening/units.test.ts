@@ -47,6 +47,20 @@ describe("budget gate", () => {
     }))
 })
 
+describe("budget gate: spend", () => {
+  it.effect("settles a failed request with nothing and a finished one with its real usage", () =>
+    Effect.gen(function*() {
+      const gate = yield* makeBudgetGate({ maxTokens: 500, maxUsd: null })
+      const failed = yield* gate.spend({ tokens: 400, usd: 0 }, Effect.fail("boom"), () => ({ tokens: 400, usd: 0 })).pipe(Effect.flip)
+      expect(failed).toBe("boom")
+      expect(gate.spent().tokens).toBe(0)
+      expect(yield* gate.spend({ tokens: 400, usd: 0 }, Effect.succeed(7), () => ({ tokens: 450, usd: 0 }))).toBe(7)
+      expect(gate.spent().tokens).toBe(450)
+      expect(yield* gate.spend({ tokens: 400, usd: 0 }, Effect.succeed(8), () => ({ tokens: 60, usd: 0 }))).toBe(8) // nothing on the wire: one more
+      expect(yield* gate.spend({ tokens: 1, usd: 0 }, Effect.succeed(9), () => ({ tokens: 1, usd: 0 }))).toBeUndefined()
+    }))
+})
+
 describe("progress line", () => {
   it("counts the rate from items done in this invocation only", () => {
     const line = progressLine("distill", { done: 1010, total: 2000, failed: 0, tokens: 5, costUsd: 0 }, 10, "", 1000)
