@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { hostname, tmpdir } from "node:os"
 import * as path from "node:path"
 import { filesUnder } from "../support/Cli.ts"
 import { runDart } from "../support/Dart.ts"
@@ -211,14 +211,24 @@ describe("status tells the truth", () => {
     expect(cut.stdout).toMatch(/datasets\/val\.jsonl: \d+ bytes recorded, 100 now/)
   })
 
-  it("sweeps temp files that a killed writer left behind", async () => {
+  it("recovers from a killed init: shown interrupted, its temp files swept, a rerun completes it", async () => {
     await init("sweep", 16)
     const dead = 2 ** 22 + 12345 // above Linux's default pid_max: never a live process
     const stale = path.join(runs, "sweep/datasets", `.train.jsonl.${dead}.0a1b2c3d.tmp`)
     writeFileSync(stale, "x".repeat(1000))
     const mine = path.join(runs, "sweep/datasets", `.train.jsonl.${process.pid}.0a1b2c3d.tmp`)
     writeFileSync(mine, "x")
+    // What a SIGKILLed init leaves: the ledger says running, its lock names a dead pid, a dataset is cut short.
+    const m = manifest("sweep")
+    m.stages.init.status = "running"
+    writeFileSync(path.join(runs, "sweep/manifest.json"), JSON.stringify(m))
+    writeFileSync(path.join(runs, "sweep/.locks/init.lock"), JSON.stringify({ pid: dead, host: hostname(), started_at: "2026-01-01T00:00:00.000Z", stage: "init", command: "init", token: "x" }))
+    writeFileSync(path.join(runs, "sweep/datasets/test.jsonl"), "{\"id\":")
+    const s = await runDart(["status", "--exp-id", "sweep", ...at])
+    expect(s.stdout).toMatch(/init\s+interrupted/)
     await init("sweep", 16)
+    expect(manifest("sweep").stages.init.status).toBe("done")
+    expect((await runDart(["status", "--verify", "--exp-id", "sweep", ...at])).code).toBe(0)
     expect(existsSync(stale)).toBe(false)
     expect(existsSync(mine)).toBe(true) // its writer (this process) is alive
   })
