@@ -12,9 +12,14 @@ import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { runCommand } from "./cli/RunCommand.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
+import { installOutputRedaction, registerSecretsFromEnv } from "./common/Redaction.ts"
 import { toolVersion } from "./common/Version.ts"
 import { ConfigLoader } from "./config/ConfigLoader.ts"
 import { RunStore } from "./runs/RunStore.ts"
+
+// Before anything can print: every byte to stdout/stderr goes through the redaction.
+registerSecretsFromEnv()
+installOutputRedaction()
 
 /** An error already shown to the user: only its exit code is left to set. */
 const reported = (code: number) =>

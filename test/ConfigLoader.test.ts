@@ -2,14 +2,14 @@ import { NodeServices } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { readFileSync } from "node:fs"
-import { ConfigError, ConfigLoader, resolveConfig } from "../src/config/ConfigLoader.ts"
+import { ConfigError, ConfigLoader, ConfigUsageError, resolveConfig } from "../src/config/ConfigLoader.ts"
 import { parseOverride } from "../src/config/Overrides.ts"
 
 const resolve = (text: string, overrides: ReadonlyArray<string> = [], env?: string, flag?: string) =>
   resolveConfig("cfg.json", text, overrides, env, flag)
 
 const ok = (r: ReturnType<typeof resolve>) => {
-  if (r instanceof ConfigError) throw new Error(r.message)
+  if (r instanceof ConfigError || r instanceof ConfigUsageError) throw new Error(r.message)
   return r
 }
 const err = (r: ReturnType<typeof resolve>) => {

@@ -49,6 +49,7 @@ const importCommand = Command.make("import", {
         throw e
       }
     }
+    if (rows.length === 0) return yield* new DatasetError({ message: `${args.file}: no items to import` })
     const text = rows.map((r) => pythonJsonLine(r)).join("\n") + "\n"
     const out = Option.getOrElse(args.out, () => suiteFile(config.datasets.suite_dir, benchmark))
     const previous = yield* Effect.promise(() => fs.readFile(out, "utf8").catch(() => undefined))

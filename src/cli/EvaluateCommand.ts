@@ -1,7 +1,7 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { runEvaluate } from "../pipeline/EvaluateStage.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 export const evaluateCommand = Command.make("evaluate", {
   pred: Flag.String("pred").pipe(Flag.withDescription("prediction rows (JSONL; `task` dart or mc decides the view)")),
@@ -11,16 +11,18 @@ export const evaluateCommand = Command.make("evaluate", {
   audit: Flag.String("audit").pipe(
     Flag.withDescription("audit summary.json (repeatable; the first is the baseline for harm-drift change)"),
     Flag.atLeast(0)
-  )
+  ),
+  force: Flag.Boolean("force").pipe(Flag.withDescription("replace an earlier evaluation of this --run-name made from different inputs"), Flag.withDefault(false))
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     yield* runEvaluate(resolved, {
       predFile: args.pred,
       runName: args.runName,
       aName: args.aName,
       bName: Option.getOrUndefined(args.bName),
-      audits: args.audit
+      audits: args.audit,
+      force: args.force
     })
   })).pipe(
     Command.withDescription(

@@ -1,13 +1,16 @@
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { ConfigLoader } from "../config/ConfigLoader.ts"
+import { ConfigLoader, DEFAULT_CONFIG } from "../config/ConfigLoader.ts"
 
 /** Flags every command shares; subcommands read them by yielding `root`. */
 export const root = Command.make("dart").pipe(
   Command.withSharedFlags({
     config: Flag.String("config").pipe(
-      Flag.withDescription("experiment config file"),
-      Flag.withDefault("configs/exp_acl.json")
+      Flag.withDescription(
+        `experiment config file (dart init: default ${DEFAULT_CONFIG}; later stages: the run's own configs/config.json, ` +
+          "and a given file may change only operational keys such as budgets, concurrency, endpoints, retries)"
+      ),
+      Flag.optional
     ),
     override: Flag.String("override").pipe(
       Flag.withDescription("set key.path=value (repeatable; the value is parsed as JSON when it parses, else taken as a string)"),
@@ -28,9 +31,22 @@ export const root = Command.make("dart").pipe(
   )
 )
 
-/** The resolved experiment config for the shared flags of this invocation. */
-export const loadConfig = Effect.gen(function*() {
+const request = Effect.gen(function*() {
   const flags = yield* root
+  return { configPath: Option.getOrUndefined(flags.config), overrides: flags.override, expId: flags.expId }
+})
+
+/** The resolved experiment config for the shared flags of this invocation (dart init, dart datasets). */
+export const loadConfig = Effect.gen(function*() {
   const loader = yield* ConfigLoader
-  return yield* loader.load({ configPath: flags.config, overrides: flags.override, expId: flags.expId })
+  return yield* loader.load(yield* request)
+})
+
+/**
+ * A later stage's config: the run's own snapshot; --config / --override may change only
+ * operational keys (ConfigLoader.loadForRun). Every stage after init reads its config here.
+ */
+export const loadRunConfig = Effect.gen(function*() {
+  const loader = yield* ConfigLoader
+  return yield* loader.loadForRun(yield* request)
 })

@@ -2,7 +2,7 @@ import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { TeacherClient } from "../teacher/TeacherClient.ts"
 import { runTeacher } from "../teacher/TeacherStage.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 export const teacherCommand = Command.make("teacher", {
   task: Flag.Literals("task", ["distill", "repair"]).pipe(Flag.withDescription("distill: rationales for the training items; repair: SAFE rationales for a regression pool")),
@@ -10,7 +10,7 @@ export const teacherCommand = Command.make("teacher", {
   dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("print the requests still needed and their projected tokens and cost; send nothing"), Flag.withDefault(false))
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     yield* runTeacher(resolved, {
       task: args.task,
       input: Option.getOrUndefined(args.input),

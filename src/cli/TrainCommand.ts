@@ -2,7 +2,7 @@ import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { normalizeStage, runTrain, TrainStageError } from "../training/TrainStage.ts"
 import { parseOversample, type Recipe } from "../training/TrainingSet.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 export const trainCommand = Command.make("train", {
   stage: Flag.Literals("stage", ["mdac", "dart", "mdac_h", "dart_h"]).pipe(Flag.withDescription("mdac (= dart): distill targets; mdac_h (= dart_h): distill + repair, continuing DART")),
@@ -10,10 +10,14 @@ export const trainCommand = Command.make("train", {
   recipe: Flag.Literals("recipe", ["distill", "mix", "repair_only"]).pipe(Flag.withDescription("training rows (default: distill for dart, mix for dart_h)"), Flag.optional),
   initAdapter: Flag.String("init-adapter").pipe(Flag.withDescription("adapter folder to continue from (trainable), e.g. runs/$EXP_ID/adapters/DART/final"), Flag.optional),
   repairOversample: Flag.String("repair-oversample").pipe(Flag.withDescription("repeats per severity, e.g. mild=1,moderate=2,severe=3,extreme=4 (default: training.repair_oversample)"), Flag.optional),
-  epochs: Flag.Finite("epochs").pipe(Flag.withDescription("override training.epochs"), Flag.optional)
+  epochs: Flag.Int("epochs").pipe(
+    Flag.filter((n) => n >= 1, (n) => `--epochs ${n}: expected a whole number of epochs, 1 or more`),
+    Flag.withDescription("override training.epochs (a whole number, 1 or more)"),
+    Flag.optional
+  )
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     const stage = normalizeStage(args.stage)!
     const weights = Option.match(args.repairOversample, {
       onNone: () => resolved.config.training.repair_oversample,

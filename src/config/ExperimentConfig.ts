@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { credentialProblem } from "./Addresses.ts"
 
 /**
  * The whole experiment as one schema. Every key is required here: user files are
@@ -33,12 +34,13 @@ const BaseUrl = Schema.NullOr(
         return "expected an http(s) URL"
       }
       if (url.protocol !== "http:" && url.protocol !== "https:") return "expected an http(s) URL"
-      // Credentials belong in the environment, never in a config that is snapshotted into runs/.
-      if (url.username !== "" || url.password !== "") return "URLs must not carry credentials; use the API key variables"
-      return true
+      return credentialProblem(s) ?? true
     })
   )
 )
+
+/** host:port, or a unix:// / ssh:// / tcp:// address: never with credentials. */
+const Address = Schema.NonEmptyString.check(Schema.makeFilter((s: string) => credentialProblem(s) ?? true))
 
 const Prices = Schema.Struct({
   input_per_mtok: NonNegative,
@@ -118,7 +120,7 @@ export const ExperimentConfig = Schema.Struct({
     policies: Schema.Record(Schema.String, Schema.String)
   }).check(Schema.makeFilter((i) => Object.hasOwn(i.policies, i.policy) || `policy "${i.policy}" is not a key of inference.policies`)),
   training: Schema.Struct({
-    epochs: Positive,
+    epochs: PositiveInt,
     learning_rate: Positive,
     per_device_batch_size: PositiveInt,
     gradient_accumulation_steps: PositiveInt,
@@ -192,7 +194,7 @@ export const ExperimentConfig = Schema.Struct({
     hosts: Schema.Array(Schema.Struct({
       name: Schema.NonEmptyString,
       /** unix:///var/run/docker.sock, ssh://user@host or tcp://host:2376 (TLS files from DOCKER_CERT_PATH). */
-      docker: Schema.NonEmptyString,
+      docker: Address,
       gpus: Schema.Union([Schema.Literal("all"), Schema.Array(Schema.String)])
     })),
     vllm: Schema.Struct({
@@ -205,7 +207,7 @@ export const ExperimentConfig = Schema.Struct({
     trainer: Schema.Struct({
       image: Schema.NonEmptyString,
       /** host:port of an already-running trainer sidecar; null = start a container. */
-      endpoint: Schema.NullOr(Schema.NonEmptyString),
+      endpoint: Schema.NullOr(Address),
       port: PositiveInt
     }),
     classifier_endpoint: BaseUrl

@@ -5,14 +5,29 @@ export interface Override {
   readonly value: unknown
 }
 
+import { redact } from "../common/Redaction.ts"
+import { reservedKey } from "./JsonKeys.ts"
+
 const keyPath = /^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$/
+
+/** Keys whose values are never echoed back (a key pasted where a variable name belongs). */
+const sensitiveKey = /key|token|secret|password|passwd|credential/i
+
+/** An override as it may be shown: the value hidden for secret-looking keys, secrets redacted. */
+export const showOverride = (raw: string): string => {
+  const eq = raw.indexOf("=")
+  if (eq > 0 && sensitiveKey.test(raw.slice(0, eq))) return `${raw.slice(0, eq)}=…`
+  return redact(raw)
+}
 
 /** Returns the override, or a message saying what is wrong with it. */
 export const parseOverride = (raw: string): Override | string => {
   const eq = raw.indexOf("=")
-  if (eq <= 0) return `malformed --override "${raw}": expected key.path=value`
+  if (eq <= 0) return `malformed --override "${showOverride(raw)}": expected key.path=value`
   const key = raw.slice(0, eq).trim()
-  if (!keyPath.test(key)) return `malformed --override "${raw}": "${key}" is not a dotted key path`
+  if (!keyPath.test(key)) return `malformed --override "${showOverride(raw)}": "${redact(key)}" is not a dotted key path`
+  const reserved = key.split(".").find(reservedKey)
+  if (reserved !== undefined) return `malformed --override "${showOverride(raw)}": "${reserved}" is a reserved key`
   const text = raw.slice(eq + 1)
   let value: unknown = text
   try {

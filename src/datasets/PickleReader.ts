@@ -34,7 +34,16 @@ class Global {
   }
 }
 
+/** Opcodes a protocol 0/1 pickle can start with. */
+const firstOpcodes = new Set(Array.from("(]})cILFSVNKJMXUTBqpgGhj", (c) => c.charCodeAt(0)))
+
 export const readPickle = (data: Uint8Array): unknown => {
+  // Every pickle ends with STOP ('.') and opens with PROTO (0x80) or a protocol 0/1 opcode; anything
+  // else is some other file, better named as such than as a puzzling opcode error deep inside.
+  if (data.length < 2 || data[data.length - 1] !== 0x2e || !(data[0] === 0x80 || firstOpcodes.has(data[0]!))) {
+    const head = Array.from(data.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join(" ")
+    throw new PickleError(`not a Python pickle (it does not start with a pickle opcode and end with STOP; first bytes: ${head || "none"})`)
+  }
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
   const decoder = new TextDecoder("utf-8", { fatal: true })
   const latin1 = new TextDecoder("latin1")

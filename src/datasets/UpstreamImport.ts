@@ -15,6 +15,7 @@ export const importUpstreamPickle = (
   if (!Array.isArray(root) || root.length !== 2 || !Array.isArray(root[0]) || !Array.isArray(root[1])) {
     throw new PickleError("expected a pair of lists (diff, equal) at the top level")
   }
+  if (root[0].length === 0 && root[1].length === 0) throw new PickleError("no items: both lists (diff, equal) are empty")
   return [
     ...root[0].map((raw, i) => toRow(raw, benchmark, "neq", i)),
     ...root[1].map((raw, i) => toRow(raw, benchmark, "eq", i))

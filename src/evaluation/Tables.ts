@@ -105,14 +105,32 @@ export const toMarkdown = (tables: ReadonlyArray<Table>): string =>
   tables.map((t) => [
     `### ${t.title}`,
     "",
-    `| ${t.headers.join(" | ")} |`,
+    `| ${t.headers.map(mdCell).join(" | ")} |`,
     `|${t.headers.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
-    ...t.rows.map((r) => `| ${r.map((c) => `${c.text}${c.stars ?? ""}`.replaceAll("|", "\\|")).join(" | ")} |`)
+    ...t.rows.map((r) => `| ${r.map((c) => mdCell(`${c.text}${c.stars ?? ""}`)).join(" | ")} |`)
   ].join("\n")).join("\n\n") + "\n"
 
-const tex = (s: string) =>
-  s.replace(/[\\{}]/g, (c) => `\\${c}`).replace(/[&%$#_]/g, (c) => `\\${c}`).replace(/~/g, "\\textasciitilde{}").replace(/\^/g, "\\textasciicircum{}")
-    .replace(/Δ/g, "$\\Delta$").replace(/−/g, "--").replace(/–/g, "--")
+/** A cell of a pipe table: names may hold `|`, backslashes or newlines (model names are user input). */
+const mdCell = (s: string) => s.replace(/\\/g, "\\\\").replace(/\|/g, "\\|").replace(/\r?\n/g, " ")
+
+const texSpecial: Readonly<Record<string, string>> = {
+  "\\": "\\textbackslash{}",
+  "{": "\\{",
+  "}": "\\}",
+  "&": "\\&",
+  "%": "\\%",
+  "$": "\\$",
+  "#": "\\#",
+  "_": "\\_",
+  "~": "\\textasciitilde{}",
+  "^": "\\textasciicircum{}",
+  "Δ": "$\\Delta$",
+  "−": "--",
+  "–": "--"
+}
+
+/** One pass, so the braces a replacement adds (\\textbackslash{}) are never escaped again. */
+const tex = (s: string) => s.replace(/[\\{}&%$#_~^Δ−–]/g, (c) => texSpecial[c] ?? c)
 
 export const toLatex = (tables: ReadonlyArray<Table>): string =>
   tables.map((t) => [

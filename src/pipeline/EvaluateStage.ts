@@ -1,5 +1,6 @@
 import { Console, Effect, Schema } from "effect"
 import * as fs from "node:fs/promises"
+import * as path from "node:path"
 import { AuditSummary } from "../audit/AuditSummary.ts"
 import { hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
@@ -9,6 +10,8 @@ import { harmSummary } from "../evaluation/HarmDrift.ts"
 import { readPredictions } from "../evaluation/PredictionReader.ts"
 import { renderReport } from "../evaluation/Report.ts"
 import { dartTable, harmTable, mcTable, type Table, toCsv, toLatex, toMarkdown } from "../evaluation/Tables.ts"
+import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
+import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
 
 export class EvaluateError extends Schema.TaggedError<EvaluateError>()("EvaluateError", {
@@ -21,6 +24,8 @@ export interface EvaluateRequest {
   readonly aName: string
   readonly bName: string | undefined
   readonly audits: ReadonlyArray<string>
+  /** Replace an earlier evaluation of the same --run-name made from different inputs. */
+  readonly force?: boolean
 }
 
 const decodeAudit = Schema.decodeUnknownResult(AuditSummary)
@@ -47,7 +52,9 @@ const readAudit = (file: string) =>
   })
 
 /** Original step 9: metrics, paired tests, harm-drift change, tables and an offline report. */
-export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedConfig, request: EvaluateRequest) {
+export const runEvaluate = (resolved: ResolvedConfig, request: EvaluateRequest) => Effect.scoped(evaluateIn(resolved, request))
+
+const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedConfig, request: EvaluateRequest) {
   const store = yield* RunStore
   const { config } = resolved
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(request.runName)) {
@@ -55,6 +62,15 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
   }
   if (request.bName === request.aName) return yield* new EvaluateError({ message: "--a-name and --b-name must differ" })
   const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
+  const stage = `evaluate/${request.runName}`
+  yield* acquireStageLock(run.dir, stage)
+  // Predictions and audits from this run must be what their stages recorded.
+  for (const file of [request.predFile, ...request.audits]) {
+    const abs = path.resolve(file)
+    if (abs.startsWith(`${run.dir}${path.sep}`)) {
+      yield* store.verifyInput(run, path.relative(run.dir, abs), { required: false, producer: "the stage that wrote it" })
+    }
+  }
   const models = request.bName === undefined ? [request.aName] : [request.aName, request.bName]
   const options: EvaluationOptions = {
     seed: config.evaluation.seed,
@@ -68,7 +84,13 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
     catch: (e) => new EvaluateError({ message: `${request.predFile}: cannot read predictions (${(e as Error).message})` })
   })
   const audits = yield* Effect.forEach(request.audits, readAudit)
-  const stage = `evaluate/${request.runName}`
+  const inputs = {
+    predictions: { file: request.predFile, sha256: predHash },
+    audits: audits.map((a) => ({ file: a.file, sha256: a.sha256 })),
+    models,
+    options,
+    refusals: config.evaluation.refusals
+  }
   const inputsHash = hashJson({
     predictions: predHash,
     audits: audits.map((a) => a.sha256),
@@ -80,6 +102,21 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
     yield* Console.log(`${run.file(`evaluation/${request.runName}`)} is up to date (nothing written)`)
     return
   }
+  const earlier = (yield* store.readManifest(run))?.stages[stage]
+  if (earlier !== undefined && earlier.status === "done" && earlier.inputs_hash !== inputsHash && request.force !== true) {
+    const previous = yield* store.readText(run, `evaluation/${request.runName}/summary.json`)
+    let before: unknown
+    try {
+      before = (JSON.parse(previous ?? "{}") as { meta?: { inputs?: unknown } }).meta?.inputs
+    } catch {
+      before = undefined
+    }
+    const changes = before === undefined ? "" : `\n${describeChanges(diffConfigs(before, inputs))}`
+    return yield* new EvaluateError({
+      message: `evaluation "${request.runName}" already exists in ${run.file(`evaluation/${request.runName}`)} from different inputs:` +
+        `${changes === "" ? " (the earlier summary does not list them)" : changes}\nUse another --run-name, or --force to replace it.`
+    })
+  }
 
   const started = Date.now()
   const data = yield* readPredictions(request.predFile, models, { refusals: config.evaluation.refusals }).pipe(
@@ -87,37 +124,41 @@ export const runEvaluate = Effect.fn("EvaluateStage.run")(function*(resolved: Re
   )
   if (data.rows === 0) return yield* new EvaluateError({ message: `${request.predFile}: no prediction rows` })
   yield* store.stageStarted(run, stage, inputsHash)
-  const summary = data.task === "dart" ? evaluateDart(data, options) : evaluateMc(data, options)
-  const harm = audits.length > 0 ? harmSummary(audits) : undefined
+  const { notes, tables, dir } = yield* store.guard(run, stage, Effect.gen(function*() {
+    const summary = data.task === "dart" ? evaluateDart(data, options) : evaluateMc(data, options)
+    const harm = audits.length > 0 ? harmSummary(audits) : undefined
 
-  const notes: Array<string> = []
-  if (data.tornTail) notes.push(`${request.predFile}:${data.tornTail.line}: incomplete last line ignored (${data.tornTail.bytes} bytes)`)
-  if (data.extraSamples > 0) notes.push(`${data.extraSamples} rows with sample > 0 were not scored (the suite's metrics use sample 0 only)`)
-  const tables: Array<Table> = [summary.task === "dart" ? dartTable(summary) : mcTable(summary), ...(harm ? [harmTable(harm)] : [])]
-  const dir = `evaluation/${request.runName}`
-  const document = {
-    ...summary,
-    ...(harm ? { harm } : {}),
-    meta: {
-      run_name: request.runName,
-      predictions: { file: request.predFile, sha256: predHash, rows: data.rows, scored_samples_only: data.task === "mc" ? 0 : null },
-      options,
-      refusals: config.evaluation.refusals,
-      parser: data.task === "dart" ? "dart-protocol §3 (first Conclusion: YES|NO before the first triple newline)" : "diffaware-spec §4 port",
-      notes
+    const notes: Array<string> = []
+    if (data.tornTail) notes.push(`${request.predFile}:${data.tornTail.line}: incomplete last line ignored (${data.tornTail.bytes} bytes)`)
+    if (data.extraSamples > 0) notes.push(`${data.extraSamples} rows with sample > 0 were not scored (the suite's metrics use sample 0 only)`)
+    const tables: Array<Table> = [summary.task === "dart" ? dartTable(summary) : mcTable(summary), ...(harm ? [harmTable(harm)] : [])]
+    const dir = `evaluation/${request.runName}`
+    const document = {
+      ...summary,
+      ...(harm ? { harm } : {}),
+      meta: {
+        run_name: request.runName,
+        predictions: { file: request.predFile, sha256: predHash, rows: data.rows, scored_samples_only: data.task === "mc" ? 0 : null },
+        options,
+        refusals: config.evaluation.refusals,
+        parser: data.task === "dart" ? "dart-protocol §3 (first Conclusion: YES|NO before the first triple newline)" : "diffaware-spec §4 port",
+        notes,
+        inputs
+      }
     }
-  }
-  const files: Array<readonly [string, string]> = [
-    [`${dir}/summary.json`, `${JSON.stringify(document, null, 2)}\n`],
-    [`${dir}/tables.md`, toMarkdown(tables)],
-    [`${dir}/tables.tex`, toLatex(tables)],
-    ...tables.map((t) => [`${dir}/${t.name}.csv`, toCsv(t)] as const),
-    [`${dir}/report.html`, renderReport({ runName: request.runName, expId: config.run.exp_id, predFile: request.predFile, summary, harm, tables, notes })]
-  ]
-  yield* store.create(run)
-  yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
-  const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
-  yield* store.stageFinished(run, stage, { status: "done", outputs })
+    const files: Array<readonly [string, string]> = [
+      [`${dir}/summary.json`, `${JSON.stringify(document, null, 2)}\n`],
+      [`${dir}/tables.md`, toMarkdown(tables)],
+      [`${dir}/tables.tex`, toLatex(tables)],
+      ...tables.map((t) => [`${dir}/${t.name}.csv`, toCsv(t)] as const),
+      [`${dir}/report.html`, renderReport({ runName: request.runName, expId: config.run.exp_id, predFile: request.predFile, summary, harm, tables, notes })]
+    ]
+    yield* store.create(run)
+    yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
+    const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
+    yield* store.stageFinished(run, stage, { status: "done", outputs })
+    return { notes, tables, dir }
+  }))
   for (const n of notes) yield* Console.error(`warning: ${n}`)
   yield* Console.log(toMarkdown(tables.slice(0, 1)).trimEnd())
   yield* Console.log(`\nevaluated ${data.rows} rows in ${((Date.now() - started) / 1000).toFixed(1)} s -> ${run.file(dir)}/ (summary.json, tables.md/.tex/.csv, report.html)`)

@@ -6,6 +6,7 @@ import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
 import { goldLabel, type NormalizedItem, type Split, splits, type SuiteRow } from "../datasets/BenchmarkItem.ts"
 import { loadSuite } from "../datasets/BenchmarkSuite.ts"
 import { countSplits, splitItems } from "../datasets/Splits.ts"
+import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
 
 export class RunConflictError extends Schema.TaggedError<RunConflictError>()("RunConflictError", {
@@ -39,11 +40,15 @@ const normalize = (r: SuiteRow, split: Split): NormalizedItem => ({
  * Original step 1: the run folder, the resolved config snapshot, and the normalized
  * items split into train/val/test. Idempotent for the same config; refuses a changed one.
  */
-export const runInit = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
+export const runInit = (resolved: ResolvedConfig) => Effect.scoped(initIn(resolved))
+
+const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
   const store = yield* RunStore
   const { config } = resolved
   const run = store.handle(config.run.runs_dir, config.run.exp_id)
   const configText = `${JSON.stringify(resolved.json, null, 2)}\n`
+  // One init per run at a time; taking the lock also sweeps temp files a killed init left.
+  yield* acquireStageLock(run.dir, "init")
 
   const existing = yield* store.readManifest(run)
   if (existing !== undefined) {
@@ -54,7 +59,8 @@ export const runInit = Effect.fn("InitStage.run")(function*(resolved: ResolvedCo
     } catch {
       // A damaged snapshot is a conflict like any other: show everything as changed.
     }
-    const changes = diffConfigs(recorded, resolved.json)
+    // An init killed before it wrote the snapshot recorded no config: nothing to conflict with.
+    const changes = recordedText === undefined && existing.stages.init?.status !== "done" ? [] : diffConfigs(recorded, resolved.json)
     if (changes.length > 0) {
       return yield* new RunConflictError({
         message: `run ${config.run.exp_id} already exists at ${run.dir} with a different config:\n${describeChanges(changes)}\n` +
@@ -73,6 +79,11 @@ export const runInit = Effect.fn("InitStage.run")(function*(resolved: ResolvedCo
   }
   const counts = countSplits(limited, suite.benchmarks)
   const totals = { train: limited.train.length, val: limited.val.length, test: limited.test.length }
+  for (const s of splits) {
+    if (totals[s] === 0) {
+      yield* Console.error(`warning: the ${s} split is empty (datasets.split ${JSON.stringify(config.datasets.split)}); stages that read ${splitFile(s)} will have nothing to do`)
+    }
+  }
 
   const files: Array<readonly [string, string]> = [[CONFIG_SNAPSHOT, configText]]
   for (const s of splits) {
@@ -109,8 +120,10 @@ export const runInit = Effect.fn("InitStage.run")(function*(resolved: ResolvedCo
     })
   }
   yield* store.stageStarted(run, "init", inputsHash)
-  const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
-  yield* store.stageFinished(run, "init", { status: "done", outputs })
+  yield* store.guard(run, "init", Effect.gen(function*() {
+    const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
+    yield* store.stageFinished(run, "init", { status: "done", outputs })
+  }))
   yield* Console.log(renderCounts(counts, totals))
   return { dir: run.dir, upToDate: false, totals } satisfies InitResult
 })

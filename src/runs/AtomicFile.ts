@@ -2,6 +2,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { randomBytes } from "node:crypto"
+import { redactData } from "../common/Redaction.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
 
 /** fsync a directory so a rename or create inside it survives a crash. */
@@ -18,14 +19,26 @@ export const syncDirectory = (dir: string): Effect.Effect<void, RunStoreError> =
     catch: ioError(dir, "fsync of directory")
   })
 
+/** Temp files are named `.{name}.{pid}.{random}.tmp`, so a sweep can tell whose they are. */
+export const tempFileName = (file: string) =>
+  path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`)
+
+/** The pid that wrote a temp file, when `name` is one of ours. */
+export const tempFileOwner = (name: string): number | undefined => {
+  const m = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/.exec(name)
+  return m ? Number(m[1]) : undefined
+}
+
 /**
  * Write-then-rename in the same folder: readers see the old file or the new one,
- * never a mix, and the new one is on disk before the call returns.
+ * never a mix, and the new one is on disk before the call returns. Text is redacted
+ * on the way (Redaction.ts); the returned data is what reached the disk.
  */
-export const writeFileAtomic = (file: string, data: string | Uint8Array): Effect.Effect<void, RunStoreError> =>
+export const writeFileAtomic = (file: string, raw: string | Uint8Array): Effect.Effect<string | Uint8Array, RunStoreError> =>
   Effect.gen(function*() {
+    const data = redactData(raw)
     const dir = path.dirname(file)
-    const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`)
+    const tmp = tempFileName(file)
     yield* Effect.tryPromise({
       try: async () => {
         const handle = await fs.open(tmp, "w", 0o644)
@@ -40,6 +53,7 @@ export const writeFileAtomic = (file: string, data: string | Uint8Array): Effect
       catch: ioError(file, "atomic write")
     }).pipe(Effect.tapError(() => Effect.promise(() => fs.rm(tmp, { force: true }))))
     yield* syncDirectory(dir)
+    return data
   })
 
 export const makeDirectories = (dirs: ReadonlyArray<string>): Effect.Effect<void, RunStoreError> =>

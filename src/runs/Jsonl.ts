@@ -2,6 +2,7 @@ import { Deferred, Effect, type Result, Schema, Scope, Semaphore } from "effect"
 import * as fs from "node:fs/promises"
 import { createReadStream } from "node:fs"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { redact } from "../common/Redaction.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
 
 /** A torn last line: the bytes a killed writer left after its last complete row. */
@@ -55,7 +56,7 @@ export const openAppender = (file: string): Effect.Effect<JsonlAppender, RunStor
     const append = (rows: ReadonlyArray<unknown>) =>
       rows.length === 0 ? Effect.void : Effect.gen(function*() {
         const written = yield* Deferred.make<void, RunStoreError>()
-        pending.push({ text: rows.map((r) => `${JSON.stringify(r)}\n`).join(""), written })
+        pending.push({ text: redact(rows.map((r) => `${JSON.stringify(r)}\n`).join("")), written })
         // Whoever holds the lock next writes everything pending, this row included.
         yield* flush
         yield* Deferred.await(written)
@@ -146,7 +147,8 @@ export const forEachLine = (
       let rest = ""
       let line = 0
       for await (const chunk of createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
-        const parts = (rest + (chunk as string)).split("\n")
+        // A byte-order mark (some editors add one) is not part of the first row.
+        const parts = (line === 0 && rest === "" ? (chunk as string).replace(/^\uFEFF/, "") : rest + (chunk as string)).split("\n")
         rest = parts.pop()!
         for (const text of parts) {
           line++

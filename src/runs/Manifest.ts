@@ -7,7 +7,9 @@ export const OutputRecord = Schema.Struct({
 })
 export type OutputRecord = typeof OutputRecord.Type
 
-export const StageStatus = Schema.Literals(["running", "done", "failed", "stopped"])
+/** `interrupted`: stopped by SIGINT/SIGTERM, or found `running` with no live lock owner (killed). */
+export const StageStatus = Schema.Literals(["running", "done", "failed", "stopped", "interrupted"])
+export type StageStatus = typeof StageStatus.Type
 
 /** One stage of the pipeline as the ledger records it; `inputs_hash` decides whether it must run again. */
 export const StageRecord = Schema.Struct({

@@ -1,9 +1,10 @@
-import { Clock, Context, Effect, Layer, Schema, Semaphore } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Schema, Semaphore } from "effect"
 import * as path from "node:path"
 import { sha256File, sha256Hex } from "../common/Hashing.ts"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
 import { makeDirectories, readTextIfExists, writeFileAtomic } from "./AtomicFile.ts"
 import { Manifest, type OutputRecord, type StageRecord } from "./Manifest.ts"
+import { LOCK_DIR, withFileLock } from "./RunLock.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
 
 /** Sub-folders of `runs/{EXP_ID}/` (ARCHITECTURE.md). */
@@ -19,6 +20,9 @@ export const runSubdirectories = [
   "logs"
 ] as const
 
+/** A run file a stage reads is not what the stage that wrote it recorded (edited, truncated, deleted). */
+export class InputChangedError extends Schema.TaggedError<InputChangedError>()("InputChangedError", { message: Schema.String }) {}
+
 /** A stage was asked to work in a run that `dart init` has not created. */
 export class NoSuchRunError extends Schema.TaggedError<NoSuchRunError>()("NoSuchRunError", { message: Schema.String }) {}
 
@@ -31,6 +35,8 @@ export interface RunHandle {
 
 const encodeManifest = Schema.encodeSync(Manifest)
 const decodeManifest = Schema.decodeUnknownResult(Manifest)
+
+const messageOf = (u: unknown) => (u instanceof Error ? u.message : String(u))
 
 const nowIso = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms).toISOString()))
 
@@ -54,8 +60,19 @@ export class RunStore extends Context.Service<RunStore, {
   stageFinished(
     run: RunHandle,
     stage: string,
-    outcome: { readonly status: "done" | "failed" | "stopped"; readonly outputs: ReadonlyArray<OutputRecord>; readonly error?: string }
+    outcome: { readonly status: "done" | "failed" | "stopped" | "interrupted"; readonly outputs: ReadonlyArray<OutputRecord>; readonly error?: string }
   ): Effect.Effect<void, RunStoreError>
+  /**
+   * Runs a stage body that called `stageStarted`: if it fails or is interrupted (SIGINT/SIGTERM)
+   * while the ledger still says `running`, the ledger records `failed` or `interrupted`.
+   */
+  guard<A, E, R>(run: RunHandle, stage: string, body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R>
+  /**
+   * Checks a run file against the newest ledger record of it (size, then sha256) before a stage
+   * reads it; fails naming the file, the stage that wrote it and what changed. `required`: a file
+   * no stage recorded is refused too (else it is accepted as the user's own).
+   */
+  verifyInput(run: RunHandle, relative: string, options: { readonly required: boolean; readonly producer: string }): Effect.Effect<void, InputChangedError | RunStoreError>
   /** True when the stage is done with these inputs and every recorded output is still intact. */
   isUpToDate(run: RunHandle, stage: string, inputsHash: string): Effect.Effect<boolean, RunStoreError>
 }>()("dart/runs/RunStore") {
@@ -91,10 +108,12 @@ export class RunStore extends Context.Service<RunStore, {
         })
 
       const writeManifest = (run: RunHandle, manifest: Manifest) =>
-        writeFileAtomic(manifestPath(run), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`)
+        writeFileAtomic(manifestPath(run), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`).pipe(Effect.asVoid)
 
+      // In-process semaphore for this process's fibers, file lock for the other processes'
+      // stages of the same run: no read-modify-write of the ledger loses another's update.
       const updateManifest = (run: RunHandle, f: (m: Manifest) => Manifest) =>
-        lock.withPermits(1)(
+        lock.withPermits(1)(withFileLock(run.file(`${LOCK_DIR}/manifest.lock`),
           Effect.gen(function*() {
             const current = yield* readManifest(run)
             if (current === undefined) {
@@ -102,15 +121,15 @@ export class RunStore extends Context.Service<RunStore, {
             }
             yield* writeManifest(run, f(current))
           })
-        )
+        ))
 
       const writeFile = (run: RunHandle, relative: string, data: string | Uint8Array) =>
         writeFileAtomic(run.file(relative), data).pipe(
-          Effect.as<OutputRecord>({
+          Effect.map((written): OutputRecord => ({
             path: relative,
-            sha256: sha256Hex(data),
-            bytes: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength
-          })
+            sha256: sha256Hex(written),
+            bytes: typeof written === "string" ? Buffer.byteLength(written) : written.byteLength
+          }))
         )
 
       const describeFile = (run: RunHandle, relative: string) =>
@@ -159,6 +178,44 @@ export class RunStore extends Context.Service<RunStore, {
           })
         })
 
+      const guard = <A, E, R>(run: RunHandle, stage: string, body: Effect.Effect<A, E, R>) =>
+        body.pipe(Effect.onExit((exit) => {
+          if (Exit.isSuccess(exit)) return Effect.void
+          const interrupted = Cause.hasInterruptsOnly(exit.cause)
+          const error = interrupted ? "interrupted (SIGINT/SIGTERM)" : messageOf(Cause.squash(exit.cause))
+          return Effect.gen(function*() {
+            const m = yield* readManifest(run)
+            if (m?.stages[stage]?.status !== "running") return
+            yield* stageFinished(run, stage, { status: interrupted ? "interrupted" : "failed", outputs: m.stages[stage]!.outputs, error })
+          }).pipe(Effect.ignore)
+        }))
+
+      const verifyInput: RunStore["Service"]["verifyInput"] = (run, relative, options) =>
+        Effect.gen(function*() {
+          const m = yield* readManifest(run)
+          const records = Object.entries(m?.stages ?? {}).flatMap(([stage, r]) =>
+            r.outputs.filter((o) => o.path === relative).map((o) => ({ stage, at: r.finished_at ?? r.started_at, out: o }))
+          ).sort((a, b) => (a.at < b.at ? 1 : -1))
+          const newest = records[0]
+          const file = run.file(relative)
+          if (newest === undefined) {
+            if (!options.required) return
+            return yield* new InputChangedError({ message: `${file}: no stage recorded writing it; run ${options.producer} first` })
+          }
+          const now = yield* describeFile(run, relative)
+          const was = `${newest.out.bytes} bytes, sha256 ${newest.out.sha256.slice(0, 12)}…`
+          if (now === undefined) {
+            return yield* new InputChangedError({ message: `${file}: missing; ${newest.stage} wrote it (${was}); run ${options.producer} again` })
+          }
+          if (now.bytes !== newest.out.bytes || now.sha256 !== newest.out.sha256) {
+            return yield* new InputChangedError({
+              message: `${file}: changed since ${newest.stage} wrote it (${was}; now ${now.bytes} bytes, sha256 ${now.sha256.slice(0, 12)}…` +
+                `${now.bytes < newest.out.bytes ? ", shorter: truncated or rows deleted" : now.bytes > newest.out.bytes ? ", longer: rows added" : ", same size: edited"}); ` +
+                `restore it or run ${options.producer} again`
+            })
+          }
+        })
+
       const isUpToDate = (run: RunHandle, stage: string, inputsHash: string) =>
         Effect.gen(function*() {
           const m = yield* readManifest(run)
@@ -196,6 +253,8 @@ export class RunStore extends Context.Service<RunStore, {
         describeFile,
         stageStarted,
         stageFinished,
+        guard,
+        verifyInput,
         isUpToDate
       })
     })

@@ -9,7 +9,9 @@ export const LedgerRecord = Schema.Struct({
   finish_reason: Schema.NullOr(Schema.String),
   prompt_tokens: Schema.Number,
   completion_tokens: Schema.Number,
-  model: Schema.String
+  model: Schema.String,
+  /** The provider sent no usage: the token counts are a local estimate. */
+  usage_estimated: Schema.optionalKey(Schema.Boolean)
 })
 export type LedgerRecord = typeof LedgerRecord.Type
 

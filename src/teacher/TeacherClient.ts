@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { Console, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import OpenAI from "openai"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
@@ -16,7 +16,9 @@ export class TeacherError extends Schema.TaggedError<TeacherError>()("TeacherErr
   reason: Schema.String,
   retryable: Schema.Boolean,
   rateLimited: Schema.Boolean,
-  retryAfterMs: Schema.NullOr(Schema.Number)
+  retryAfterMs: Schema.NullOr(Schema.Number),
+  /** No other request can succeed either (bad key, endpoint unreachable): stop the stage now. */
+  fatal: Schema.optionalKey(Schema.Boolean)
 }) {
   override get message() {
     return this.reason
@@ -29,7 +31,12 @@ export interface Completion {
   readonly promptTokens: number
   readonly completionTokens: number
   readonly model: string
+  /** The provider sent no `usage`: the token counts are a local estimate (prompt characters / 4 + max_tokens). */
+  readonly usageEstimated: boolean
 }
+
+/** ~4 characters per token, the usual estimate for English text. */
+export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
 
 /** The parts of a chat-completions reply DART relies on; anything else is ignored. */
 const CompletionBody = Schema.Struct({
@@ -52,17 +59,32 @@ const retryAfter = (headers: Headers | undefined): number | null => {
   return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
 }
 
+/** Errors that mean the endpoint could not be reached at all (as opposed to a dropped or slow reply). */
+const connectCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"])
+const connectFailed = Symbol("connectFailed")
+
+/** This many requests in a row failing to connect, with no reply in between, stop the stage. */
+export const CONNECT_FAILURES_TO_STOP = 4
+
 const classify = (e: unknown): TeacherError => {
   const fail = (reason: string, retryable: boolean, rateLimited = false, retryAfterMs: number | null = null) =>
     new TeacherError({ reason, retryable, rateLimited, retryAfterMs })
   if (e instanceof OpenAI.APIConnectionTimeoutError) return fail("timeout", true)
-  if (e instanceof OpenAI.APIConnectionError) return fail(`connection error: ${e.cause instanceof Error ? e.cause.message : e.message}`, true)
+  if (e instanceof OpenAI.APIConnectionError) {
+    const cause = e.cause as (Error & { code?: string }) | undefined
+    const reason = `connection error: ${cause instanceof Error ? cause.message : e.message}`
+    return Object.assign(fail(reason, true), { [connectFailed]: connectCodes.has(cause?.code ?? "") || /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(reason) })
+  }
   if (e instanceof OpenAI.APIError) {
     const status = e.status ?? 0
     if (status === 429) return fail("HTTP 429 rate limited", true, true, retryAfter(e.headers))
     // The SDK prefixes its message with the status; keep one.
     const text = e.message.replace(/^\d{3}\s+/, "")
     if (status >= 500 || status === 408 || status === 409) return fail(`HTTP ${status}: ${text}`, true)
+    // A rejected key fails every other request the same way: stop at once, not after thousands more.
+    if (status === 401 || status === 403) {
+      return new TeacherError({ reason: `HTTP ${status}: ${text}`, retryable: false, rateLimited: false, retryAfterMs: null, fatal: true })
+    }
     // 400/401/403/404/422: the request itself is wrong; retrying cannot help.
     return fail(`HTTP ${status}: ${text}`, false)
   }
@@ -98,6 +120,24 @@ export class TeacherClient extends Context.Service<TeacherClient, {
           fetch: httpFetch
         })
         const limiter = yield* makeAdaptiveLimiter(settings.max_concurrency)
+        const endpoint = providerBaseUrl(settings) ?? "https://api.openai.com/v1"
+        let connectFailures = 0
+        let warnedNoUsage = false
+        // Any reply from the server (even an error status) proves it is reachable.
+        const noteOutcome = (e: TeacherError | undefined): TeacherError | undefined => {
+          if (e === undefined || !(e as unknown as Record<symbol, boolean>)[connectFailed]) {
+            connectFailures = 0
+            return e
+          }
+          if (++connectFailures < CONNECT_FAILURES_TO_STOP) return e
+          return new TeacherError({
+            reason: `cannot reach ${endpoint}: ${e.reason} (the last ${connectFailures} requests all failed to connect)`,
+            retryable: false,
+            rateLimited: false,
+            retryAfterMs: null,
+            fatal: true
+          })
+        }
 
         // The slot is held only while the request is on the wire: once the body has arrived the next
         // request may start, and parsing happens outside the cap.
@@ -115,6 +155,8 @@ export class TeacherClient extends Context.Service<TeacherClient, {
             },
             catch: classify
           }).pipe(
+            Effect.tap(() => Effect.sync(() => noteOutcome(undefined))),
+            Effect.mapError((e) => noteOutcome(e)!),
             Effect.tapError((e) => (e.rateLimited ? limiter.onRateLimited : Effect.void)),
             Effect.tap(() => limiter.onSuccess),
             limiter.run
@@ -135,13 +177,22 @@ export class TeacherClient extends Context.Service<TeacherClient, {
               if (choice === undefined) {
                 return Effect.fail(new TeacherError({ reason: "empty choices", retryable: true, rateLimited: false, retryAfterMs: null }))
               }
-              return Effect.succeed<Completion>({
+              const usage = body.success.usage
+              const estimated = usage === undefined || usage === null
+              const completion: Completion = {
                 content: choice.message.content ?? "",
                 finishReason: choice.finish_reason ?? null,
-                promptTokens: body.success.usage?.prompt_tokens ?? 0,
-                completionTokens: body.success.usage?.completion_tokens ?? 0,
-                model: body.success.model ?? settings.model
-              })
+                // Without usage, count what the request could have cost: its prompt and a full reply.
+                promptTokens: usage?.prompt_tokens ?? request.messages.reduce((n, m) => n + estimateTokens(m.content), 0),
+                completionTokens: usage?.completion_tokens ?? settings.max_tokens,
+                model: body.success.model ?? settings.model,
+                usageEstimated: estimated
+              }
+              if (!estimated || warnedNoUsage) return Effect.succeed(completion)
+              warnedNoUsage = true
+              return Console.error(
+                `warning: ${endpoint} sent no token usage; tokens and cost are estimated (prompt characters / 4 + max_tokens ${settings.max_tokens} per reply) and recorded as estimates`
+              ).pipe(Effect.as(completion))
             })
           )
 
@@ -155,7 +206,7 @@ export class TeacherClient extends Context.Service<TeacherClient, {
         )
         // Untraced: this is the hot path of a stage that sends thousands of requests.
         const complete = Effect.fnUntraced(function*(request: CompletionRequest) {
-          return yield* attempt(request).pipe(Effect.retry({ schedule, times: settings.max_retries, while: (e) => e.retryable }))
+          return yield* attempt(request).pipe(Effect.retry({ schedule, times: settings.max_retries, while: (e) => e.retryable && e.fatal !== true }))
         })
         return TeacherClient.of({ complete, concurrency: limiter.current })
       })

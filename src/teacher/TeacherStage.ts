@@ -1,16 +1,19 @@
 import { Console, Context, Effect, Layer, Ref, Runtime, Schema } from "effect"
 import * as fs from "node:fs/promises"
+import * as path from "node:path"
 import { hashJson, sha256Hex } from "../common/Hashing.ts"
 import { readPoolRows } from "../compat/OriginalPool.ts"
 import { reportProgress } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
 import { openAppender, readRows } from "../runs/Jsonl.ts"
+import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
+import { makeBudgetGate } from "./Budget.ts"
 import { type ChatMessage, correctionMessage, distillMessages, type Label, PROMPT_VERSION, repairMessages, studentMessages } from "./Prompts.ts"
 import { checkReply } from "./ReplyFilter.ts"
 import { openLedger } from "./ResponseLedger.ts"
-import { providerBaseUrl, TeacherClient, TeacherError } from "./TeacherClient.ts"
+import { estimateTokens, providerBaseUrl, TeacherClient, TeacherError } from "./TeacherClient.ts"
 
 export type TeacherTask = "distill" | "repair"
 
@@ -40,7 +43,18 @@ const OutputKey = Schema.Struct({ key: Schema.String })
 
 const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask, trainFile: string, input: string | undefined) {
   if (task === "distill") {
-    const rows = yield* readRows(trainFile, NormalizedItemSchema)
+    let torn: { line: number; bytes: number } | undefined
+    const rows = yield* readRows(trainFile, NormalizedItemSchema, (tail) => (torn = tail))
+    if (torn !== undefined) {
+      return yield* new TeacherStageError({ message: `${trainFile}:${torn.line}: incomplete last line (${torn.bytes} bytes); the file was damaged after dart init wrote it` })
+    }
+    const seen = new Map<string, number>()
+    for (const [i, r] of rows.entries()) {
+      const first = seen.get(r.id)
+      if (first !== undefined) return yield* new TeacherStageError({ message: `${trainFile}:${i + 1}: item ${r.id} repeats line ${first}; each item is billed once` })
+      seen.set(r.id, i + 1)
+    }
+    if (rows.length === 0) return yield* new TeacherStageError({ message: `${trainFile}: no items (is the train split empty? see dart init's warning)` })
     return rows.map((r): WorkItem => ({
       key: r.id,
       question: r.question,
@@ -62,22 +76,31 @@ const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask,
   return out
 })
 
+export interface TeacherRequest {
+  readonly task: TeacherTask
+  readonly input: string | undefined
+  readonly dryRun: boolean
+  readonly progressEveryMs?: number
+  /** Built only when requests are really sent, so --dry-run needs no API key. */
+  readonly client: Layer.Layer<TeacherClient, TeacherError>
+}
+
 /** Original steps 2 and 6: teacher rationales with correction rounds, resumable with zero re-billing. */
-export const runTeacher = Effect.fn("TeacherStage.run")(function*(
-  resolved: ResolvedConfig,
-  request: {
-    readonly task: TeacherTask
-    readonly input: string | undefined
-    readonly dryRun: boolean
-    readonly progressEveryMs?: number
-    /** Built only when requests are really sent, so --dry-run needs no API key. */
-    readonly client: Layer.Layer<TeacherClient, TeacherError>
-  }
-) {
+export const runTeacher = (resolved: ResolvedConfig, request: TeacherRequest) => Effect.scoped(teacherIn(resolved, request))
+
+const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConfig, request: TeacherRequest) {
   const store = yield* RunStore
   const { config } = resolved
   const t = config.teacher
   const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
+  const stageName = `teacher/${request.task}`
+  // One writer per run and task: a second invocation would bill every item again.
+  if (!request.dryRun) yield* acquireStageLock(run.dir, stageName)
+  // Inputs must be what their stage recorded: a torn, edited or emptied file is refused, not half-used.
+  if (request.task === "distill") yield* store.verifyInput(run, "datasets/train.jsonl", { required: true, producer: "`dart init`" })
+  else if (request.input !== undefined && path.resolve(request.input).startsWith(`${run.dir}${path.sep}`)) {
+    yield* store.verifyInput(run, path.relative(run.dir, path.resolve(request.input)), { required: false, producer: "`dart audit`" })
+  }
   const dir = `teacher_outputs/${request.task}`
   yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
   const work = yield* loadWork(request.task, run.file("datasets/train.jsonl"), request.input)
@@ -96,7 +119,7 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
   const firstMessages = (w: WorkItem) => (request.task === "distill" ? distillMessages : repairMessages)(w.question, w.gold)
   const cost = (prompt: number, completion: number) => (prompt * t.prices.input_per_mtok + completion * t.prices.output_per_mtok) / 1e6
 
-  return yield* Effect.scoped(Effect.gen(function*() {
+  return yield* store.guard(run, stageName, Effect.scoped(Effect.gen(function*() {
     const ledger = yield* openLedger(run.file(`${dir}/responses.jsonl`))
 
     if (request.dryRun) {
@@ -121,10 +144,12 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
     const outputs = yield* openAppender(outputsFile)
     const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
     const inputsHash = hashJson({ identity, items: work.map((w) => w.key), correction_rounds: t.correction_rounds })
-    yield* store.stageStarted(run, `teacher/${request.task}`, inputsHash)
+    yield* store.stageStarted(run, stageName, inputsHash)
+    const gate = yield* makeBudgetGate({ maxTokens: t.budget.max_tokens, maxUsd: t.budget.max_usd })
+    let fatal: string | undefined
 
     const state = { done: already.size, total: work.length, failed: 0, tokens: 0, costUsd: 0 }
-    const stats = { requests: 0, replayed: 0, accepted: 0, rejected: 0, budgetSkipped: 0 }
+    const stats = { requests: 0, replayed: 0, accepted: 0, rejected: 0, budgetSkipped: 0, estimatedUsage: 0 }
     const reasons = new Map<string, number>()
     const budgetHit = yield* Ref.make(false)
     const finalLine = yield* reportProgress(request.task, state, () => ` | concurrency ${client.concurrency()}`, request.progressEveryMs ?? 5000)
@@ -137,15 +162,27 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
           stats.replayed++
           return { key, record: recorded, durable: Effect.void }
         }
-        const overTokens = t.budget.max_tokens !== null && state.tokens >= t.budget.max_tokens
-        const overUsd = t.budget.max_usd !== null && state.costUsd >= t.budget.max_usd
-        if (overTokens || overUsd || (yield* Ref.get(budgetHit))) {
+        // Reserve what this request may cost before it is sent; settle with the real usage after.
+        const promptEstimate = messages.reduce((n, m) => n + estimateTokens(m.content), 0)
+        const c = (yield* Ref.get(budgetHit))
+          ? undefined
+          : yield* gate.spend(
+            { tokens: promptEstimate + t.max_tokens, usd: cost(promptEstimate, t.max_tokens) },
+            Effect.suspend(() => {
+              stats.requests++
+              return client.complete({ messages, key })
+            }),
+            (done) => ({ tokens: done.promptTokens + done.completionTokens, usd: cost(done.promptTokens, done.completionTokens) })
+          )
+        if (c === undefined) {
           yield* Ref.set(budgetHit, true)
           return yield* new BudgetStop({ message: "budget reached" })
         }
-        stats.requests++
-        const c = yield* client.complete({ messages, key })
-        const record = { key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model }
+        const record = {
+          key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model,
+          ...(c.usageEstimated ? { usage_estimated: true } : {})
+        }
+        if (c.usageEstimated) stats.estimatedUsage++
         state.tokens += c.promptTokens + c.completionTokens
         state.costUsd += cost(c.promptTokens, c.completionTokens)
         return { key, record, durable: ledger.record(record) }
@@ -157,11 +194,13 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
         const hashes: Array<string> = []
         let promptTokens = 0
         let completionTokens = 0
+        let estimated = false
         for (let round = 0; ; round++) {
           const { key, record, durable } = yield* ask(messages)
           hashes.push(key)
           promptTokens += record.prompt_tokens
           completionTokens += record.completion_tokens
+          estimated ||= record.usage_estimated === true
           const check = checkReply(record.content, w.gold, w.question, record.finish_reason)
           const accepted = check.violations.length === 0
           // A reply counts only once it is in the ledger on disk.
@@ -175,7 +214,7 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
               accepted,
               violations: check.violations,
               rounds: round + 1,
-              usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens },
+              usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, ...(estimated ? { estimated: true } : {}) },
               cost_usd: cost(promptTokens, completionTokens),
               provider: t.provider,
               model: record.model,
@@ -192,6 +231,11 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
       }).pipe(
         Effect.catchTag("TeacherError", (e: TeacherError) =>
           Effect.gen(function*() {
+            if (e.fatal === true) {
+              // Every other request would fail the same way: stop the whole stage now.
+              fatal ??= e.reason
+              return yield* new TeacherStageError({ message: e.reason })
+            }
             state.failed++
             reasons.set(e.reason, (reasons.get(e.reason) ?? 0) + 1)
             yield* failures.append([{ key: w.key, reason: e.reason }])
@@ -202,12 +246,15 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
     const started = Date.now()
     // Twice the cap in items: while some items parse and record replies, others already hold
     // the freed request slots, so the API sees a steady max_concurrency (the client enforces the cap).
-    yield* Effect.forEach(pending, processItem, { concurrency: 2 * t.max_concurrency, discard: true })
-    yield* Console.error(finalLine())
+    yield* Effect.forEach(pending, processItem, { concurrency: 2 * t.max_concurrency, discard: true }).pipe(
+      Effect.catchTag("TeacherStageError", (e) => (fatal !== undefined ? Effect.void : Effect.fail(e)))
+    )
+    yield* Console.error(yield* finalLine)
 
     const allRecords = [...ledger.records()]
     const totalTokens = allRecords.reduce((a, r) => a + r.prompt_tokens + r.completion_tokens, 0)
     const totalCost = allRecords.reduce((a, r) => a + cost(r.prompt_tokens, r.completion_tokens), 0)
+    const totalEstimated = allRecords.filter((r) => r.usage_estimated === true).length
     const budgetStopped = yield* Ref.get(budgetHit)
     const summary = {
       task: request.task,
@@ -223,10 +270,13 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
         not_started_budget: stats.budgetSkipped,
         tokens: state.tokens,
         cost_usd: state.costUsd,
+        /** Requests whose provider sent no usage: their tokens and cost are local estimates. */
+        usage_estimated_requests: stats.estimatedUsage,
         seconds: (Date.now() - started) / 1000
       },
+      stopped_by_error: fatal ?? null,
       failure_reasons: Object.fromEntries([...reasons].sort()),
-      ledger: { responses: allRecords.length, tokens: totalTokens, cost_usd: totalCost },
+      ledger: { responses: allRecords.length, tokens: totalTokens, cost_usd: totalCost, usage_estimated_responses: totalEstimated },
       provider: t.provider,
       model: t.model,
       prompt_version: PROMPT_VERSION,
@@ -236,15 +286,18 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
     const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify(summary, null, 2)}\n`)
     const complete = state.done === work.length
     const outs = yield* Effect.forEach([`${dir}/outputs.jsonl`, `${dir}/responses.jsonl`], (p) => store.describeFile(run, p))
-    yield* store.stageFinished(run, `teacher/${request.task}`, {
-      status: complete ? "done" : budgetStopped ? "stopped" : "failed",
+    yield* store.stageFinished(run, stageName, {
+      status: complete ? "done" : budgetStopped && fatal === undefined ? "stopped" : "failed",
       outputs: [summaryOut, ...outs.filter((o) => o !== undefined)],
-      ...(complete ? {} : { error: budgetStopped ? "budget reached" : `${state.failed} items failed` })
+      ...(complete ? {} : { error: fatal ?? (budgetStopped ? "budget reached" : `${state.failed} items failed`) })
     })
     yield* Console.log(
       `${request.task}: ${state.done}/${work.length} items done (${stats.accepted} accepted, ${stats.rejected} rejected this run), ` +
         `${stats.requests} requests, ${stats.replayed} replayed from the ledger, ${state.tokens.toLocaleString("en")} tokens, $${state.costUsd.toFixed(4)} this run`
     )
+    if (fatal !== undefined) {
+      return yield* new TeacherStageError({ message: `stopped early: ${fatal}; ${work.length - state.done} items not done (fix the cause and run again)` })
+    }
     if (budgetStopped) {
       return yield* new BudgetStop({ message: `budget reached (${JSON.stringify(t.budget)}): ${work.length - state.done} items left; run again (with a larger budget) to resume` })
     }
@@ -252,5 +305,5 @@ export const runTeacher = Effect.fn("TeacherStage.run")(function*(
       const why = [...reasons].map(([r, n]) => `${n}× ${r}`).join("; ")
       return yield* new TeacherIncomplete({ message: `${work.length - state.done} items not done (${why}); run again to retry them` })
     }
-  }))
+  })))
 }, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TeacherStageError({ message: e.message }) : e)))

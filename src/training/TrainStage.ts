@@ -7,6 +7,7 @@ import { toolVersion } from "../common/Version.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { makeDirectories } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
+import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { ChatMessageSchema } from "../teacher/Prompts.ts"
 import { type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "./TrainerClient.ts"
@@ -43,13 +44,21 @@ const readTeacherRows = (file: string, what: string) =>
   })
 
 /** Original steps 3 and 7: assemble the training set, train on the sidecar, bring the adapter home. */
-export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, request: TrainRequest) {
+export const runTrain = (resolved: ResolvedConfig, request: TrainRequest) => Effect.scoped(trainIn(resolved, request))
+
+const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, request: TrainRequest) {
   const store = yield* RunStore
   const { config } = resolved
   const t = config.training
   const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(request.adapterName)) {
     return yield* new TrainStageError({ message: `--adapter-name "${request.adapterName}": use letters, digits, '.', '_' or '-'` })
+  }
+  const stageName = `train/${request.adapterName}`
+  yield* acquireStageLock(run.dir, stageName)
+  // Teacher outputs must be what the teacher stage recorded (files it never recorded are taken as given).
+  for (const task of request.recipe === "repair_only" ? ["repair"] : request.recipe === "distill" ? ["distill"] : ["distill", "repair"]) {
+    yield* store.verifyInput(run, `teacher_outputs/${task}/outputs.jsonl`, { required: false, producer: `\`dart teacher --task ${task}\`` })
   }
   if (request.stage === "dart_h" && request.recipe !== "repair_only" && request.initAdapter === undefined) {
     yield* Console.error("warning: stage dart_h without --init-adapter trains a fresh LoRA instead of continuing DART")
@@ -94,7 +103,6 @@ export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: Resolved
     optimizer: t.optimizer
   }
   const inputsHash = hashJson({ datasetHash, spec, init: initFiles.map((f) => sha256Hex(f.data)) })
-  const stageName = `train/${request.adapterName}`
   if (yield* store.isUpToDate(run, stageName, inputsHash)) {
     yield* Console.log(`adapter ${request.adapterName} is up to date (${run.file(`adapters/${request.adapterName}/final`)})`)
     return
@@ -170,7 +178,7 @@ export const runTrain = Effect.fn("TrainStage.run")(function*(resolved: Resolved
   }).pipe(
     Effect.provide(TrainerClient.layer(endpoint)),
     Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}` }) : e)),
-    // The ledger must not show a stage as running after it failed.
-    Effect.tapError((e) => store.stageFinished(run, stageName, { status: "failed", outputs: [], error: e.message }).pipe(Effect.ignore))
+    // The ledger must not show a stage as running after it failed or was stopped (SIGINT/SIGTERM: interrupted).
+    (body) => store.guard(run, stageName, body)
   )
 }, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TrainStageError({ message: e.message }) : e)))

@@ -16,9 +16,13 @@ export class TrainerError extends Schema.TaggedError<TrainerError>()("TrainerErr
 
 const statusName = (code: number) => (grpc.status as unknown as Record<number, string>)[code] ?? String(code)
 
-const toError = (what: string) => (e: unknown) => {
+export const toError = (what: string) => (e: unknown) => {
   const err = e as Partial<grpc.ServiceError>
-  if (typeof err.code === "number") return new TrainerError({ code: statusName(err.code), message: `${what}: ${statusName(err.code)}: ${err.details ?? ""}` })
+  if (typeof err.code === "number") {
+    // grpc-js ends some details with an empty "Resolution note: "; drop it, and any dangling separator.
+    const details = (err.details ?? "").replace(/\s*Resolution note:\s*$/, "").trim()
+    return new TrainerError({ code: statusName(err.code), message: `${what}: ${statusName(err.code)}${details === "" ? "" : `: ${details}`}` })
+  }
   return new TrainerError({ code: "INTERNAL", message: `${what}: ${e instanceof Error ? e.message : String(e)}` })
 }
 

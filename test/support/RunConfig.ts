@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs"
-import { ConfigError, type ResolvedConfig, resolveConfig } from "../../src/config/ConfigLoader.ts"
+import { type ResolvedConfig, resolveConfig } from "../../src/config/ConfigLoader.ts"
 
 /** A resolved config from a file in configs/ with overrides, as the CLI would build it. */
 export const resolvedFor = (file: string, overrides: ReadonlyArray<string> = []): ResolvedConfig => {
   const r = resolveConfig(file, readFileSync(file, "utf8"), overrides, undefined, undefined)
-  if (r instanceof ConfigError) throw new Error(r.message)
+  if (!("config" in r)) throw new Error(r.message)
   return r
 }
 
