@@ -143,7 +143,7 @@ describe("the original README's nine steps, as written", () => {
     expect(snapshot.training.lora.target_modules).toEqual(["q_proj", "v_proj", "k_proj", "o_proj"])
     expect(snapshot.model).toMatchObject({ base: "meta-llama/Llama-3.1-8B-Instruct", dtype: "bfloat16" })
     const p = await parse(await commandOf("init"), argv)
-    expect(p.shared).toMatchObject({ config: "configs/exp_acl.json", expId: some(EXP_ID), materialize: true })
+    expect(p.shared).toMatchObject({ config: some("configs/exp_acl.json"), expId: some(EXP_ID), materialize: true })
   })
 
   it("step 2: dart teacher --task distill (through --dry-run)", async () => {
