@@ -145,12 +145,13 @@ describe("dart teacher --task distill", () => {
     for (let k = 0; k < 6; k++) {
       const sentBefore = server.requests.length
       const doneBefore = outputsOf("killed").length
-      // Killed right after the server has answered this many requests: replies in flight, rows half-recorded.
+      // Killed right after the server has answered this many requests (and the attempt has finished an item):
+      // replies in flight, rows half-recorded.
       const target = 30 + Math.floor(Math.random() * 50)
       let answered = 0
       const r = await spawnDart(teacherArgs("killed", server.url), (child) => {
         server.hooks.onReply = () => {
-          if (++answered === target) child.kill("SIGKILL")
+          if (++answered >= target && !child.killed && outputsOf("killed").length > doneBefore) child.kill("SIGKILL")
         }
       })
       server.hooks.onReply = undefined
