@@ -150,7 +150,8 @@ describe("dart teacher --task distill", () => {
       const target = 30 + Math.floor(Math.random() * 50)
       let answered = 0
       const r = await spawnDart(teacherArgs("killed", server.url), (child) => {
-        server.hooks.onReply = () => {
+        server.hooks.onReply = (q) => {
+          if (q.n < sentBefore) return // a late reply to the previous, killed attempt
           if (++answered >= target && !child.killed && outputsOf("killed").length > doneBefore) child.kill("SIGKILL")
         }
       })
