@@ -135,8 +135,10 @@ describe("dart teacher --task distill", () => {
     expect(clean.stderr.split("\n").filter((l) => l.startsWith("dart: error"))).toEqual([])
     expect(clean.code).toBe(0)
     await cleanServer.close()
-    // An uninterrupted run sends each request once; the kills below stay well inside its total.
+    // An uninterrupted run sends each request once, with the key it records the reply under as Idempotency-Key;
+    // the kills below stay well inside its total.
     expect([...cleanServer.billed.values()].every((n) => n === 1)).toBe(true)
+    expect(new Set(ledgerOf("clean").keys())).toEqual(new Set(cleanServer.billed.keys()))
     expect(cleanServer.billed.size).toBeGreaterThan(600)
 
     // Same address as the clean run's server: the base URL is part of every request hash.
