@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 import torch
 from conftest import rows
 from dart_trainer.proto import pb, services
@@ -39,8 +40,26 @@ class Sidecar:
 
     def kill(self):
         self.channel.close()
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+
+@pytest.fixture
+def sidecars():
+    """Starts sidecars; whatever the test does, none outlives it (a stalled one would sleep for an hour)."""
+    started = []
+
+    def start(*args, **kw):
+        started.append(Sidecar(*args, **kw))
+        return started[-1]
+    yield start
+    for s in started:
+        try:
+            os.killpg(s.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        s.proc.wait()
 
 
 def events_until(stub, job_id: str, after_seq: int, stop):
@@ -54,7 +73,8 @@ def events_until(stub, job_id: str, after_seq: int, stop):
 
 
 def recorded_events(data: Path, job_id: str) -> int:
-    return len([line for line in (data / "jobs" / job_id / "events.jsonl").read_text().splitlines() if line.strip()])
+    """Complete event lines (a torn last one does not count)."""
+    return (data / "jobs" / job_id / "events.jsonl").read_text().count("\n")
 
 
 def complete_steps(job_dir: Path) -> list[int]:
@@ -68,7 +88,7 @@ def wait_for(path: Path, seconds: float):
         time.sleep(0.05)
 
 
-def test_a_sigkilled_job_resumes_from_its_newest_complete_checkpoint(tmp_path, tiny_model):
+def test_a_sigkilled_job_resumes_from_its_newest_complete_checkpoint(tmp_path, tiny_model, sidecars):
     data, log = tmp_path / "data", tmp_path / "server.log"
     dataset = ("\n".join(json.dumps(r) for r in rows(64)) + "\n").encode()
     spec = dict(max_steps=16, save_steps=4, eval_fraction=0.0)
@@ -83,30 +103,34 @@ def test_a_sigkilled_job_resumes_from_its_newest_complete_checkpoint(tmp_path, t
     assert ref_events[-1]["kind"] == "done", ref_events[-1]
 
     # Kill 1, mid-job: the whole server and its training process, a few steps past the first checkpoint.
-    s = Sidecar(data, log)
+    s = sidecars(data, log)
     ds = upload(s.stub, "dataset", {"train.jsonl": dataset}).id
     reply = s.stub.StartJob(job(tiny_model, ds, job_id="r", **spec), timeout=120)
     assert not reply.resumed
-    events_until(s.stub, "r", 0, lambda e: kind(e) == "step" and e.step.step >= 6)
+    events_until(s.stub, "r", 0, lambda e: kind(e) == "step" and e.step.step >= 5)
     s.kill()
     r = data / "jobs" / "r"
     after_first = complete_steps(r)
-    assert after_first and after_first[-1] < 16 and not (r / "final").exists()
+    # Checkpoint 4 is complete; so may be 8 if the kill lagged the training, but 12 must still lie ahead.
+    assert after_first and after_first[-1] in (4, 8) and not (r / "final").exists(), after_first
 
     # Kill 2, mid-save: the restarted server resumes, then dies after writing checkpoint-12 but before its marker.
-    s = Sidecar(data, log, stall_save_at=12)
+    s = sidecars(data, log, stall_save_at=12)
     seq = recorded_events(data, "r")
     reply = s.stub.StartJob(job(tiny_model, ds, job_id="r", **spec), timeout=120)
     assert (reply.resumed, reply.resumed_from_step) == (True, after_first[-1])
     started = events_until(s.stub, "r", seq, lambda e: kind(e) == "started")[-1]
     assert started.started.start_step == after_first[-1]
-    wait_for(r / "stalled", 300)
+    wait_for(r / "stalled", 180)
     s.kill()
     assert (r / "checkpoints" / "checkpoint-12").is_dir() and not (r / "checkpoints" / "checkpoint-12" / COMPLETE).exists()
     assert complete_steps(r)[-1] == 8
+    # As if the kill had also torn the server's last event line: the restart must cut it off, not choke on it.
+    with open(r / "events.jsonl", "a") as f:
+        f.write('{"seq": 99, "kind": "st')
 
     # Third server: resumes from 8 (the half-saved 12 is ignored) and finishes.
-    s = Sidecar(data, log)
+    s = sidecars(data, log)
     try:
         seq = recorded_events(data, "r")
         reply = s.stub.StartJob(job(tiny_model, ds, job_id="r", **spec), timeout=120)
