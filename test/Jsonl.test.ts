@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { openAppender, readRows, type TornTail } from "../src/runs/Jsonl.ts"
+import { recording } from "./support/FsCalls.ts"
 
 const Row = Schema.Struct({ i: Schema.Int })
 const tmp = () => mkdtempSync(path.join(tmpdir(), "dart-jsonl-"))
@@ -70,4 +71,40 @@ describe("JSONL run files", () => {
       const typed = yield* readRows(file, Row).pipe(Effect.flip)
       expect(typed.message).toBe(`${file}:2: i: expected number, got "three"`)
     }).pipe(Effect.provide(NodeServices.layer)))
+})
+
+describe("JSONL appender durability", () => {
+  it("reports rows written only after their bytes are appended and fsynced", async () => {
+    const dir = tmp()
+    const file = path.join(dir, "rows.jsonl")
+    const acked: Array<number> = []
+    const { calls, result } = await recording(dir, () =>
+      Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const out = yield* openAppender(file)
+        yield* Effect.forEach([0, 1, 2, 3, 4], (i) => out.append([{ i }]).pipe(Effect.tap(() => Effect.sync(() => acked.push(i)))), { concurrency: "unbounded" })
+      }))))
+    expect(result.ok).toBe(true)
+    expect(acked.sort()).toEqual([0, 1, 2, 3, 4])
+    expect(readFileSync(file, "utf8")).toBe([0, 1, 2, 3, 4].map((i) => `{"i":${i}}\n`).join(""))
+    // Every write to the file is followed by a sync before the appender returns.
+    const ops = calls.filter((c) => c.path === file).map((c) => c.op)
+    expect(ops.filter((o) => o === "write").length).toBeGreaterThan(0)
+    expect(ops.lastIndexOf("sync")).toBeGreaterThan(ops.lastIndexOf("write"))
+    for (let k = ops.indexOf("write"); k >= 0; k = ops.indexOf("write", k + 1)) {
+      const nextWrite = ops.indexOf("write", k + 1)
+      expect(ops.slice(k + 1, nextWrite < 0 ? undefined : nextWrite), `sync after write ${k}`).toContain("sync")
+    }
+  })
+
+  it("does not report a row written when its fsync fails", async () => {
+    const dir = tmp()
+    const file = path.join(dir, "rows.jsonl")
+    const { result } = await recording(dir, () =>
+      Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const out = yield* openAppender(file)
+        yield* out.append([{ i: 0 }])
+      }))), (c) => (c.op === "sync" && c.path === file ? Object.assign(new Error("injected fsync failure"), { code: "EIO" }) : undefined))
+    expect(result.ok).toBe(false)
+    expect(String((result as { error: unknown }).error)).toContain(file)
+  })
 })

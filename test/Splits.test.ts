@@ -57,6 +57,18 @@ describe("scenario split", () => {
       expect(Math.abs(total.val - 200), b).toBeLessThanOrEqual(40)
       expect(Math.abs(total.test - 200), b).toBeLessThanOrEqual(40)
     }
+    // Seed 42 gives exactly these counts: any change to the grouping, the shuffle or the cut points
+    // would move items between splits of existing runs, so it must show up here.
+    const split = (train: number, val: number, test: number) => ({ train, val, test })
+    expect(counts).toEqual({
+      D1: { neq: split(800, 100, 100), eq: split(800, 100, 100) },
+      D2: { neq: split(796, 102, 102), eq: split(804, 98, 98) },
+      D3: { neq: split(798, 99, 103), eq: split(800, 93, 107) },
+      D4: { neq: split(812, 96, 92), eq: split(788, 104, 108) },
+      N2: { neq: split(793, 105, 102), eq: split(807, 95, 98) },
+      N3: { neq: split(803, 93, 104), eq: split(797, 104, 99) },
+      N4: { neq: split(802, 99, 99), eq: split(802, 98, 100) }
+    })
   })
 
   it("is a pure function of the seed", () => {

@@ -166,10 +166,23 @@ describe("dart datasets import", () => {
   })
 
   it("every command has --help", () => {
-    for (const args of [["--help"], ["init", "--help"], ["status", "--help"], ["datasets", "--help"], ["datasets", "import", "--help"]]) {
-      const r = dart(args)
+    // Every command the help lists, and every subcommand those list, answers --help with its own usage.
+    const subcommands = (stdout: string) =>
+      stdout.includes("SUBCOMMANDS") ? [...stdout.slice(stdout.indexOf("SUBCOMMANDS")).matchAll(/^ {2}(\w[\w-]*) /gm)].map((m) => m[1]!) : []
+    const top = dart(["--help"])
+    expect(top.code).toBe(0)
+    const commands = subcommands(top.stdout)
+    for (const name of ["init", "teacher", "train", "evaluate", "status", "datasets"]) expect(commands).toContain(name)
+    const queue = commands.map((c) => [c])
+    const seen: Array<string> = []
+    while (queue.length > 0) {
+      const args = queue.shift()!
+      const r = dart([...args, "--help"])
       expect(r.code, args.join(" ")).toBe(0)
-      expect(r.stdout).toContain("USAGE")
+      expect(r.stdout, args.join(" ")).toContain(`USAGE\n  dart ${args.join(" ")} `)
+      seen.push(args.join(" "))
+      for (const sub of subcommands(r.stdout)) queue.push([...args, sub])
     }
+    expect(seen).toContain("datasets import")
   })
 })

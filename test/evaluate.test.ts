@@ -77,6 +77,14 @@ const audit = (file: string, run: string, b: string, total: number, split: [numb
     regressions: { total, by_severity: { mild: split[0], moderate: split[1], severe: split[2], extreme: split[3] },
       by_type: { harmful_reasoning: total - 1, normalizes_bias: 1 }, by_benchmark: { D1: total } } }))
 
+const vectors = JSON.parse(readFileSync("test/vectors/eval_vectors.json", "utf8"))
+/** Benchmarks, then the D/N groups, then overall, as the tables list them, each with its reference vector. */
+const slices = (s: any): Array<[string, any, any]> => [
+  ...Object.keys(s.benchmarks).map((b): [string, any, any] => [b, s.benchmarks[b], vectors.benchmarks[b]]),
+  ...["D", "N"].map((g): [string, any, any] => [`${g} (all)`, s.groups[g], vectors.groups[g]]),
+  ["Overall", s.overall, vectors.overall]
+]
+
 describe("dart evaluate, task dart: M0 vs DART_H", () => {
   const pred = path.join(scratch, "dart.jsonl")
   const n = dartPredictions(pred)
@@ -121,19 +129,58 @@ describe("dart evaluate, task dart: M0 vs DART_H", () => {
     expect(s.overall.paired.mcnemar.b01).toBe(b01)
     expect(s.overall.paired.mcnemar.b10).toBe(b10)
     expect(s.overall.paired.accuracy_diff.estimate).toBeCloseTo((correctB - correctA) / n, 12)
-    const diff = s.overall.paired.accuracy_diff
-    expect(diff.ci_low).toBeLessThan(diff.estimate)
-    expect(diff.ci_high).toBeGreaterThan(diff.estimate)
-    // Holm-adjusted p is never below the raw p.
-    for (const b of Object.values<any>(s.benchmarks)) expect(b.paired.p_holm).toBeGreaterThanOrEqual(b.paired.mcnemar.p_value)
+    // Paired tests and bootstrap CIs against independent values (numpy, scipy, statsmodels: test/vectors/make_eval_vectors.py).
+    for (const [name, blk, v] of slices(s)) {
+      expect([blk.M0.n, blk.M0.accuracy, blk.DART_H.accuracy], name).toEqual([v.n, v.accuracy_a, v.accuracy_b])
+      expect([blk.paired.mcnemar.b01, blk.paired.mcnemar.b10], name).toEqual([v.b01, v.b10])
+      expect(Math.abs(blk.paired.mcnemar.p_value - v.p_value), name).toBeLessThanOrEqual(1e-12 * v.p_value + 1e-300)
+      expect(blk.paired.accuracy_diff.estimate, name).toBeCloseTo(v.accuracy_diff, 12)
+      // DART's 2,000-resample CI ends may differ from the 1,000,000-resample reference by Monte Carlo error only
+      // (its stream is seeded, so this holds or fails for good, never by chance).
+      expect(Math.abs(blk.paired.accuracy_diff.ci_low - v.ci_low), `${name} ci_low`).toBeLessThanOrEqual(3 * v.ci_low_sd_2000)
+      expect(Math.abs(blk.paired.accuracy_diff.ci_high - v.ci_high), `${name} ci_high`).toBeLessThanOrEqual(3 * v.ci_high_sd_2000)
+    }
+    // p_holm is Holm's step-down over the seven benchmarks' own p-values, and equals statsmodels' value.
+    const names = Object.keys(s.benchmarks)
+    const raw = names.map((b) => s.benchmarks[b].paired.mcnemar.p_value as number)
+    const order = raw.map((_, i) => i).sort((i, j) => raw[i]! - raw[j]!)
+    const expectedHolm = new Array<number>(raw.length)
+    let running = 0
+    order.forEach((i, rank) => {
+      running = Math.max(running, Math.min(1, (raw.length - rank) * raw[i]!))
+      expectedHolm[i] = running
+    })
+    names.forEach((b, i) => {
+      const got = s.benchmarks[b].paired.p_holm
+      expect(Math.abs(got - expectedHolm[i]!), b).toBeLessThanOrEqual(1e-12 * expectedHolm[i]!)
+      expect(Math.abs(got - vectors.benchmarks[b].p_holm), b).toBeLessThanOrEqual(1e-9 * vectors.benchmarks[b].p_holm)
+    })
     expect(s.harm.audits.map((a: any) => a.cases)).toEqual([73, 20])
     expect(s.harm.reductions[0].relative_change).toBeCloseTo(-0.726, 3)
     expect(s.harm.audits[0].rate_per_1000).toBeCloseTo(52.142857, 5)
   })
 
-  it("writes tables in Markdown, LaTeX (booktabs, stars) and CSV", () => {
+  it("writes tables in Markdown, LaTeX (booktabs, stars) and CSV whose cells are summary.json's numbers", () => {
+    const s = JSON.parse(readFileSync(path.join(out, "summary.json"), "utf8"))
     const md = readFileSync(path.join(out, "tables.md"), "utf8")
     expect(md).toContain("| Overall |")
+    // CSV at full precision: every cell is the summary's value, exactly.
+    const rows = readFileSync(path.join(out, "decision.csv"), "utf8").trim().split("\n").map((l) => l.split(","))
+    const cells = (blk: any) => [blk.M0.n, blk.M0.accuracy, blk.DART_H.accuracy, blk.paired.accuracy_diff.estimate, blk.paired.accuracy_diff.ci_low,
+      blk.paired.accuracy_diff.ci_high, blk.paired.p_holm ?? blk.paired.mcnemar.p_value, blk.M0.equal_accuracy, blk.DART_H.equal_accuracy,
+      blk.M0.difference_accuracy, blk.DART_H.difference_accuracy, blk.M0.parse_ok_rate, blk.DART_H.parse_ok_rate, blk.M0.macro_f1, blk.DART_H.macro_f1]
+    const blocks = slices(s)
+    expect(rows.slice(1).map((r) => r[0])).toEqual(blocks.map(([name]) => name))
+    for (const [i, [name, blk]] of blocks.entries()) expect(rows[i + 1]!.slice(1).map(Number), name).toEqual(cells(blk))
+    // Markdown: the same numbers as percentages to one decimal.
+    for (const [name, blk] of blocks) {
+      const row = md.split("\n").find((l) => l.startsWith(`| ${name} |`))!.split("|").slice(2, -1).map((c) => c.trim())
+      expect(Number(row[0]), name).toBe(blk.M0.n)
+      for (const [k, v] of [[1, blk.M0.accuracy], [2, blk.DART_H.accuracy], [6, blk.M0.equal_accuracy], [7, blk.DART_H.equal_accuracy]] as const) {
+        expect(Math.abs(Number(row[k]) - 100 * v), `${name} column ${k}`).toBeLessThanOrEqual(0.05 + 1e-9)
+      }
+      expect(row[4]).toBe(`[${(100 * blk.paired.accuracy_diff.ci_low).toFixed(1)}, ${(100 * blk.paired.accuracy_diff.ci_high).toFixed(1)}]`)
+    }
     const tex = readFileSync(path.join(out, "tables.tex"), "utf8")
     expect(tex).toContain("\\toprule")
     expect(tex).toContain("\\bottomrule")

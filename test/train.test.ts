@@ -57,7 +57,8 @@ describe("dart train against the real sidecar", () => {
     for (const f of record.files) expect(sha(path.join(final, f.path)), f.path).toBe(f.sha256)
     expect(record.files.map((f: { path: string }) => f.path)).toEqual(["adapter_config.json", "adapter_model.safetensors"])
     expect(record.validation.rank).toBe("8")
-    expect(record.metrics.global_step).toBeGreaterThan(0)
+    // 16 items, 10% held out for eval: 15 training rows in batches of 4.
+    expect(record.metrics.global_step).toBe(4)
     expect(record.versions.protocol).toBe("dart.trainer.v1")
     expect(JSON.parse(readFileSync(path.join(final, "adapter_config.json"), "utf8")).modules_to_save ?? null).toBeNull()
     expect(r.stderr).toMatch(/train DART step \d+\/\d+ loss/)
@@ -126,5 +127,14 @@ describe("dart train against the real sidecar", () => {
     expect(noInit.stderr).toContain("--init-adapter /nope: adapter_config.json is missing")
     const ok = dart(["train", "--stage", "mdac", "--adapter-name", "DART", ...common(), "--epochs", "1"])
     expect(ok.stdout).toContain("is up to date")
+    // The same sidecar still trains: a new adapter (one step) goes through it after all that.
+    const after = dart(["train", "--stage", "dart", "--adapter-name", "AFTER", ...common(), "--epochs", "1", "--override", "training.per_device_batch_size=16"])
+    expect(after.stderr).not.toContain("dart: error")
+    expect(after.code).toBe(0)
+    const record = JSON.parse(readFileSync(path.join(exp, "adapters/AFTER/final/training_record.json"), "utf8"))
+    expect(record.metrics.global_step).toBe(1)
+    const job = readdirSync(path.join(scratch, "sidecar/jobs")).find((d) => d.includes("-AFTER-"))!
+    const events = readFileSync(path.join(scratch, "sidecar/jobs", job, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+    expect(events.map((e) => e.kind)).toContain("done")
   })
 })

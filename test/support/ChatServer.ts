@@ -4,8 +4,9 @@ import type { AddressInfo } from "node:net"
 
 /**
  * A loopback stand-in for an OpenAI-compatible chat-completions API (DeepSeek, OpenAI).
- * It speaks the wire format, records every request, honours Idempotency-Key (a replayed
- * key gets the cached reply and is not billed again), and can inject faults.
+ * It speaks the wire format, records every request and can inject faults. It bills every
+ * reply it sends, whatever the Idempotency-Key says: a provider that ignores the key is the
+ * worst case DART must handle, so tests count re-billing themselves (the key is recorded).
  */
 export type Fault = "429" | "500" | "malformed" | "empty" | "length" | "hang"
 
@@ -19,8 +20,10 @@ export interface ServerOptions {
   readonly latencyMs?: number | ((n: number) => number)
   /** Decides a fault for the n-th request (0-based); undefined = answer normally. */
   readonly fault?: (n: number, body: { messages: Array<ChatMessage> }) => Fault | undefined
-  /** retry-after-ms sent with a 429. */
+  /** retry-after-ms sent with a 429 (200 unless retryAfterS is given). */
   readonly retryAfterMs?: number
+  /** retry-after (whole seconds) sent with a 429 instead of retry-after-ms. */
+  readonly retryAfterS?: number
   /** Keep-alive newlines before the JSON body, as slow providers send. */
   readonly keepAlive?: boolean
   readonly reply?: (messages: ReadonlyArray<ChatMessage>) => string
@@ -38,6 +41,8 @@ export interface RecordedRequest {
   readonly body: string
   readonly at: number
   outcome: string
+  /** Tokens billed for this request (0 unless a billable reply was sent). */
+  tokens: number
 }
 
 const hash = (s: string) => createHash("sha256").update(s).digest()
@@ -58,8 +63,8 @@ export const simulatedTeacher = (messages: ReadonlyArray<ChatMessage>): string =
 
 export const startChatServer = async (options: ServerOptions = {}) => {
   const requests: Array<RecordedRequest> = []
-  const cache = new Map<string, string>()
   const billed = new Map<string, number>()
+  const hooks: { onReply: ((rec: RecordedRequest) => void) | undefined } = { onReply: undefined }
   let inFlight = 0
   let maxInFlight = 0
   const sockets = new Set<import("node:net").Socket>()
@@ -74,7 +79,7 @@ export const startChatServer = async (options: ServerOptions = {}) => {
     if (fixed !== undefined) {
       req.resume()
       req.on("end", () => {
-        requests.push({ n: requests.length, key: undefined, authorization: undefined, url: "", body: "", at: Date.now(), outcome: "ok" })
+        requests.push({ n: requests.length, key: undefined, authorization: undefined, url: "", body: "", at: Date.now(), outcome: "ok", tokens: 120 })
         maxInFlight = Math.max(maxInFlight, ++inFlight)
         const latency = typeof options.latencyMs === "function" ? options.latencyMs(requests.length) : options.latencyMs ?? 0
         setTimeout(() => {
@@ -91,7 +96,7 @@ export const startChatServer = async (options: ServerOptions = {}) => {
       const body = Buffer.concat(chunks).toString("utf8")
       const n = requests.length
       const key = req.headers["idempotency-key"] as string | undefined
-      const rec: RecordedRequest = { n, key, authorization: req.headers.authorization, url: req.url ?? "", body, at: Date.now(), outcome: "pending" }
+      const rec: RecordedRequest = { n, key, authorization: req.headers.authorization, url: req.url ?? "", body, at: Date.now(), outcome: "pending", tokens: 0 }
       requests.push(rec)
       inFlight++
       maxInFlight = Math.max(maxInFlight, inFlight)
@@ -110,36 +115,42 @@ export const startChatServer = async (options: ServerOptions = {}) => {
       if (fault === "hang") return // never answers; the client's timeout must fire
       setTimeout(() => {
         if (fault === "429") {
-          res.writeHead(429, { "content-type": "application/json", "retry-after-ms": String(options.retryAfterMs ?? 200) })
-          return res.end(JSON.stringify({ error: { message: "Rate limit reached", type: "rate_limit_error", code: 429 } }))
+          const after = options.retryAfterS === undefined
+            ? { "retry-after-ms": String(options.retryAfterMs ?? 200) }
+            : { "retry-after": String(options.retryAfterS) }
+          res.writeHead(429, { "content-type": "application/json", ...after })
+          res.end(JSON.stringify({ error: { message: "Rate limit reached", type: "rate_limit_error", code: 429 } }))
+          return hooks.onReply?.(rec)
         }
         if (fault === "500") {
           res.writeHead(500, { "content-type": "application/json" })
-          return res.end(JSON.stringify({ error: { message: "internal error", type: "server_error", code: 500 } }))
+          res.end(JSON.stringify({ error: { message: "internal error", type: "server_error", code: 500 } }))
+          return hooks.onReply?.(rec)
         }
         res.writeHead(200, { "content-type": "application/json" })
-        if (fault === "malformed") return res.end("{\"id\": \"chatcmpl-x\", \"choices\": [")
-        const billable = fault === undefined || fault === "length"
-        if (key !== undefined && cache.has(key) && billable) {
-          rec.outcome = "cached"
-          return res.end(cache.get(key))
+        if (fault === "malformed") {
+          res.end("{\"id\": \"chatcmpl-x\", \"choices\": [")
+          return hooks.onReply?.(rec)
         }
+        const billable = fault === undefined || fault === "length"
         const content = reply(parsed.messages)
         const prompt = Math.ceil(parsed.messages.reduce((a, m) => a + m.content.length, 0) / 4)
+        const completion = Math.ceil(content.length / 4)
         const json = JSON.stringify({
           id: `chatcmpl-${n}`,
           object: "chat.completion",
           created: 1764000000,
           model: parsed.model,
           choices: fault === "empty" ? [] : [{ index: 0, message: { role: "assistant", content }, finish_reason: fault === "length" ? "length" : "stop" }],
-          usage: { prompt_tokens: prompt, completion_tokens: Math.ceil(content.length / 4), total_tokens: prompt + Math.ceil(content.length / 4) }
+          usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
         })
-        if (billable && key !== undefined) {
-          cache.set(key, json)
-          billed.set(key, (billed.get(key) ?? 0) + 1)
+        if (billable) {
+          billed.set(key ?? "", (billed.get(key ?? "") ?? 0) + 1)
+          rec.tokens = prompt + completion
         }
         if (options.keepAlive) res.write("\n\n")
         res.end(json)
+        hooks.onReply?.(rec)
       }, latency)
     })
   })
@@ -154,7 +165,10 @@ export const startChatServer = async (options: ServerOptions = {}) => {
     port,
     url: `http://127.0.0.1:${port}/v1`,
     requests,
+    /** Billable replies sent, per Idempotency-Key. */
     billed,
+    /** Called after each reply is sent (tests use it to kill the client at a point of progress). */
+    hooks,
     maxInFlight: () => maxInFlight,
     close: () =>
       new Promise<void>((resolve) => {

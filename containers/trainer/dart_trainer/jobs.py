@@ -32,6 +32,17 @@ def _child(spec, job_dir, dataset, init_adapter, queue, cancel):
         queue.put({"kind": "failed", "code": "internal", "message": f"{type(e).__name__}: {e}"})
 
 
+def _read_events(path: Path) -> list:
+    """A job's recorded events; a torn last line (the server was killed mid-append) is cut off, so new events
+    start on a line of their own."""
+    data = path.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+
+
 @dataclass
 class Job:
     job_id: str
@@ -101,7 +112,7 @@ class JobManager:
                 job = Job(job_id, directory)
                 events_file = directory / "events.jsonl"
                 if events_file.is_file():  # the server restarted: keep the history, seq keeps counting
-                    job.events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+                    job.events = _read_events(events_file)
                 self.jobs[job_id] = job
             job.finished = False
             shutil.rmtree(directory / "final", ignore_errors=True)

@@ -113,6 +113,10 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
         dataloader_num_workers=0,
     )
 
+    # Test hook: hold the process after a checkpoint's files are written and before its COMPLETE marker,
+    # so a test can SIGKILL it mid-save. Unset in production.
+    stall_at = os.environ.get("DART_TRAINER_TEST_STALL_SAVE")
+
     class Events(TrainerCallback):
         def __init__(self):
             self.t0 = time.time()
@@ -150,6 +154,9 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
         def on_save(self, args, state, control, **kw):
             # on_save fires after the checkpoint (model, optimizer, scheduler, RNG, trainer state) is written.
             d = checkpoints / f"checkpoint-{state.global_step}"
+            if stall_at is not None and state.global_step == int(stall_at):
+                (job / "stalled").write_text(str(state.global_step))
+                time.sleep(3600)
             if d.is_dir():
                 with open(d / COMPLETE, "w") as f:
                     f.write(json.dumps({"step": state.global_step}))

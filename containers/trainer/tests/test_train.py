@@ -2,7 +2,7 @@ import json
 
 import pytest
 from conftest import spec
-from dart_trainer.train import COMPLETE, newest_complete_checkpoint, run_training
+from dart_trainer.train import run_training
 from dart_trainer.validate import AdapterError, validate_adapter
 
 
@@ -48,28 +48,6 @@ def test_continues_from_an_init_adapter_which_stays_trainable(tmp_path, tiny_mod
     b = load_file(tmp_path / "b" / "final" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert any(not (a[k] == b[k]).all() for k in a)
-
-
-def test_a_killed_job_resumes_from_the_last_complete_checkpoint(tmp_path, tiny_model, dataset_file):
-    job = tmp_path / "job"
-    first = []
-    stop_at = {"n": 0}
-
-    def cancelled():
-        stop_at["n"] += 1
-        return stop_at["n"] > 9  # stop after 9 steps: checkpoints at 4 and 8 are complete
-    run_training(spec(tiny_model, max_steps=16), str(job), str(dataset_file), None, first.append, cancelled)
-    assert first[-1]["kind"] == "failed"
-    # A half-written checkpoint (no marker) must be ignored.
-    (job / "checkpoints" / "checkpoint-12").mkdir()
-    step, path = newest_complete_checkpoint(job / "checkpoints")
-    assert step == 8 and (path / COMPLETE).is_file()
-    second = []
-    run_training(spec(tiny_model, max_steps=16), str(job), str(dataset_file), None, second.append, lambda: False)
-    assert second[0] == {"kind": "started", "total_steps": 16, "start_step": 8, "device": "cpu"}
-    steps = [e["step"] for e in second if e["kind"] == "step"]
-    assert steps[0] == 9 and steps == sorted(steps) and steps[-1] == 16
-    assert second[-1]["kind"] == "done" and second[-1]["global_step"] == 16
 
 
 def test_validation_rejects_what_vllm_rejects(tmp_path, tiny_model, dataset_file):
