@@ -15,32 +15,40 @@ let sidecar: Awaited<ReturnType<typeof startSidecar>>
 let model = ""
 const sha = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex")
 
-const common = () => [
-  "--exp-id", "tr", "--override", `run.runs_dir=${runs}`, "--override", `model.base=${model}`, "--override", "model.dtype=float32",
-  "--override", `compute.trainer.endpoint=${sidecar.address}`, "--override", "training.per_device_batch_size=4",
+// Settings that change results belong to the run (dart init); later stages may change only operational keys.
+const settings = () => [
+  "--override", `model.base=${model}`, "--override", "model.dtype=float32", "--override", "training.per_device_batch_size=4",
   "--override", "training.gradient_accumulation_steps=1", "--override", "training.learning_rate=0.01", "--override", "training.save_steps=2",
   "--override", "training.eval_steps=2", "--override", "training.gradient_checkpointing=false", "--override", "training.max_length=512",
   "--override", "training.lora.r=8", "--override", "training.lora.alpha=16", "--override", "training.max_lora_rank=16",
   "--override", "training.eval_fraction=0.1", "--override", "training.lr_scheduler=constant"
 ]
+const common = (expId = "tr") => ["--exp-id", expId, "--override", `run.runs_dir=${runs}`, "--override", `compute.trainer.endpoint=${sidecar.address}`]
 
-beforeAll(async () => {
-  model = buildTinyModel(path.join(scratch, "tiny"))
-  sidecar = await startSidecar(path.join(scratch, "sidecar"), 16)
-  expect(dart(["init", "--exp-id", "tr", "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.train=16"]).code).toBe(0)
-  // Teacher outputs as `dart teacher` writes them (accepted rows with the student prompt).
-  const items = readFileSync(path.join(exp, "datasets/train.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+/** A run of 16 training items with teacher outputs as `dart teacher` writes them (accepted rows with the student prompt). */
+const initRun = (expId: string, extra: ReadonlyArray<string> = []) => {
+  const init = dart(["init", "--exp-id", expId, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.train=16", ...settings(), ...extra])
+  expect(init.stderr).not.toContain("dart: error")
+  expect(init.code).toBe(0)
+  const dir = path.join(runs, expId)
+  const items = readFileSync(path.join(dir, "datasets/train.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
   const row = (it: { id: string; question: string; gold_label: string }, extra: object = {}) => JSON.stringify({
     key: it.id, accepted: true, ...extra,
     messages: [...studentMessages(it.question), { role: "assistant", content: `the facts differ here. careful reading supports the label.\nConclusion: ${it.gold_label}` }]
   })
-  mkdirSync(path.join(exp, "teacher_outputs/distill"), { recursive: true })
-  writeFileSync(path.join(exp, "teacher_outputs/distill/outputs.jsonl"), items.map((it) => row(it)).join("\n") + "\n")
+  mkdirSync(path.join(dir, "teacher_outputs/distill"), { recursive: true })
+  writeFileSync(path.join(dir, "teacher_outputs/distill/outputs.jsonl"), items.map((it) => row(it)).join("\n") + "\n")
   const severities = ["mild", "moderate", "severe", "extreme"]
-  writeFileSync(path.join(exp, "teacher_outputs/repair/outputs.jsonl"), items.slice(0, 4).map((it, i) =>
+  writeFileSync(path.join(dir, "teacher_outputs/repair/outputs.jsonl"), items.slice(0, 4).map((it, i) =>
     JSON.stringify({ key: it.id, accepted: true, severity: severities[i],
       messages: [...studentMessages(it.question), { role: "assistant", content: `this is a safe high level analysis. it avoids detail.\nConclusion: ${it.gold_label}` }] })
   ).join("\n") + "\n")
+}
+
+beforeAll(async () => {
+  model = buildTinyModel(path.join(scratch, "tiny"))
+  sidecar = await startSidecar(path.join(scratch, "sidecar"), 16)
+  initRun("tr")
 }, 180_000)
 
 afterAll(() => sidecar?.stop())
@@ -114,13 +122,16 @@ describe("dart train against the real sidecar", () => {
   })
 
   it("reports bad input with the trainer's status, and the sidecar keeps serving", () => {
-    const rank = dart(["train", "--stage", "dart", "--adapter-name", "BIG", ...common(), "--override", "training.lora.r=32", "--override", "training.max_lora_rank=64"])
+    initRun("big", ["--override", "training.lora.r=32", "--override", "training.max_lora_rank=64"])
+    initRun("nobase", ["--override", "model.base=/no/such/model"])
+    initRun("after", ["--override", "training.per_device_batch_size=16"])
+    const rank = dart(["train", "--stage", "dart", "--adapter-name", "BIG", ...common("big")])
     expect(rank.code).toBe(1)
     expect(rank.stderr).toContain("INVALID_ARGUMENT: LoRA rank 32 is outside 1..16 (the configured max_lora_rank)")
-    const ledger = JSON.parse(readFileSync(path.join(exp, "manifest.json"), "utf8")).stages["train/BIG"]
+    const ledger = JSON.parse(readFileSync(path.join(runs, "big", "manifest.json"), "utf8")).stages["train/BIG"]
     expect(ledger.status).toBe("failed")
     expect(ledger.error).toContain("LoRA rank 32")
-    const base = dart(["train", "--stage", "dart", "--adapter-name", "NOBASE", ...common(), "--override", "model.base=/no/such/model"])
+    const base = dart(["train", "--stage", "dart", "--adapter-name", "NOBASE", ...common("nobase")])
     expect(base.code).toBe(1)
     expect(base.stderr).toContain("INVALID_ARGUMENT: unknown base model path /no/such/model")
     const noInit = dart(["train", "--stage", "dart_h", "--adapter-name", "X", "--init-adapter", "/nope", ...common()])
@@ -128,10 +139,10 @@ describe("dart train against the real sidecar", () => {
     const ok = dart(["train", "--stage", "mdac", "--adapter-name", "DART", ...common(), "--epochs", "1"])
     expect(ok.stdout).toContain("is up to date")
     // The same sidecar still trains: a new adapter (one step) goes through it after all that.
-    const after = dart(["train", "--stage", "dart", "--adapter-name", "AFTER", ...common(), "--epochs", "1", "--override", "training.per_device_batch_size=16"])
+    const after = dart(["train", "--stage", "dart", "--adapter-name", "AFTER", ...common("after"), "--epochs", "1"])
     expect(after.stderr).not.toContain("dart: error")
     expect(after.code).toBe(0)
-    const record = JSON.parse(readFileSync(path.join(exp, "adapters/AFTER/final/training_record.json"), "utf8"))
+    const record = JSON.parse(readFileSync(path.join(runs, "after", "adapters/AFTER/final/training_record.json"), "utf8"))
     expect(record.metrics.global_step).toBe(1)
     const job = readdirSync(path.join(scratch, "sidecar/jobs")).find((d) => d.includes("-AFTER-"))!
     const events = readFileSync(path.join(scratch, "sidecar/jobs", job, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
