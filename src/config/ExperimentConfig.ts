@@ -52,7 +52,26 @@ const Budget = Schema.Struct({
   max_tokens: Schema.NullOr(NonNegativeInt)
 })
 
-const Provider = Schema.Literals(["deepseek", "openai", "compatible"])
+/** `vllm`: the run's own vLLM server (compute.vllm.endpoint, or the container `dart run` starts); `model` is a served name. */
+const Provider = Schema.Literals(["deepseek", "openai", "compatible", "vllm"])
+
+/**
+ * Teacher replies held to a regex by vLLM's `structured_outputs` (a local or random model writes free text
+ * otherwise); `{gold}` becomes the item's gold label. Bound every repetition: a random model never stops one.
+ */
+const TeacherConstrain = Schema.NullOr(Schema.Struct({
+  regex: Schema.NonEmptyString.check(Schema.makeFilter((s: string) => {
+    try {
+      new RegExp(s.replaceAll("{gold}", "YES"))
+      return true
+    } catch (e) {
+      return `not a regular expression: ${(e as Error).message}`
+    }
+  }))
+}))
+
+/** How the judge is held to its JSON verdict: not at all (decode, retry), `response_format` json_schema, or vLLM `structured_outputs`. */
+const JudgeConstrain = Schema.NullOr(Schema.Literals(["response_format", "structured_outputs"]))
 
 const LlmApi = Schema.Struct({
   provider: Provider,
@@ -104,9 +123,10 @@ export const ExperimentConfig = Schema.Struct({
   teacher: Schema.Struct({
     ...LlmApi.fields,
     correction_rounds: NonNegativeInt,
-    prompt_preset: Schema.NonEmptyString
+    prompt_preset: Schema.NonEmptyString,
+    constrain: TeacherConstrain
   }),
-  judge: LlmApi,
+  judge: Schema.Struct({ ...LlmApi.fields, constrain: JudgeConstrain }),
   inference: Schema.Struct({
     temperature: NonNegative,
     top_p: Schema.Finite.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(1)),
@@ -247,7 +267,8 @@ export const defaults: ExperimentConfigInput = {
     prices: deepseekPrices,
     budget: { max_usd: null, max_tokens: null },
     correction_rounds: 2,
-    prompt_preset: "dart-v1"
+    prompt_preset: "dart-v1",
+    constrain: null
   },
   judge: {
     provider: "deepseek",
@@ -261,7 +282,8 @@ export const defaults: ExperimentConfigInput = {
     timeout_s: 600,
     max_retries: 6,
     prices: deepseekPrices,
-    budget: { max_usd: null, max_tokens: null }
+    budget: { max_usd: null, max_tokens: null },
+    constrain: null
   },
   inference: {
     temperature: 0.2,

@@ -96,6 +96,10 @@ export interface CompletionRequest {
   readonly messages: ReadonlyArray<ChatMessage>
   /** Sent as Idempotency-Key: a provider that honours it never bills the same request twice. */
   readonly key: string
+  /** vLLM `structured_outputs` (e.g. `{ regex }` or `{ json }`), sent as is; never the removed `guided_*` fields. */
+  readonly structuredOutputs?: Readonly<Record<string, unknown>>
+  /** OpenAI-style `response_format` (e.g. json_schema). */
+  readonly responseFormat?: Readonly<Record<string, unknown>>
 }
 
 /** Chat completions over any OpenAI-compatible API, with a concurrency cap that adapts to 429s and retries with capped, jittered backoff. */
@@ -107,11 +111,13 @@ export class TeacherClient extends Context.Service<TeacherClient, {
     Layer.effect(
       TeacherClient,
       Effect.gen(function*() {
-        const variable = settings.api_key_env ?? defaultKeyVariable(settings.provider)
-        const apiKey = yield* apiKeyFromEnv(variable)
-        if (Option.isNone(apiKey)) {
-          return yield* new TeacherError({ reason: `no API key: set ${variable} in the environment`, retryable: false, rateLimited: false, retryAfterMs: null })
+        const fail = (reason: string) => new TeacherError({ reason, retryable: false, rateLimited: false, retryAfterMs: null })
+        if (settings.provider === "vllm" && settings.base_url === null) {
+          return yield* fail(`${settings.model}: provider vllm needs the run's vLLM server; set compute.vllm.endpoint or use dart run, which starts it`)
         }
+        const variable = settings.api_key_env ?? defaultKeyVariable(settings.provider)
+        const apiKey = variable === null ? Option.some(Redacted.make("unused")) : yield* apiKeyFromEnv(variable)
+        if (Option.isNone(apiKey)) return yield* fail(`no API key: set ${variable} in the environment`)
         const client = new OpenAI({
           apiKey: Redacted.value(apiKey.value),
           baseURL: providerBaseUrl(settings),
@@ -149,8 +155,11 @@ export class TeacherClient extends Context.Service<TeacherClient, {
                 messages: request.messages.map((m) => ({ role: m.role, content: m.content })),
                 temperature: settings.temperature,
                 max_tokens: settings.max_tokens,
-                ...(settings.seed === null ? {} : { seed: settings.seed })
-              }, { signal, headers: { "Idempotency-Key": request.key } }).asResponse()
+                ...(settings.seed === null ? {} : { seed: settings.seed }),
+                // The SDK sends body fields it does not know as they are; vLLM reads structured_outputs from there.
+                ...(request.structuredOutputs === undefined ? {} : { structured_outputs: request.structuredOutputs }),
+                ...(request.responseFormat === undefined ? {} : { response_format: request.responseFormat as never })
+              } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal, headers: { "Idempotency-Key": request.key } }).asResponse()
               return response.text()
             },
             catch: classify

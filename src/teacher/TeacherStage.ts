@@ -113,7 +113,10 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
   const sampling = { temperature: t.temperature, max_tokens: t.max_tokens, seed: t.seed }
   const identity = { provider: t.provider, base_url: providerBaseUrl(t) ?? null, model: t.model, sampling, prompt_version: PROMPT_VERSION }
   // Hashed once per request on the hot path: a fixed-order serialization, no key sorting needed.
-  const identityText = JSON.stringify([identity.provider, identity.base_url, identity.model, sampling.temperature, sampling.max_tokens, sampling.seed, PROMPT_VERSION])
+  // The constraint changes the replies, so it is part of the hash; unconstrained runs keep their old hashes.
+  const identityText = JSON.stringify([identity.provider, identity.base_url, identity.model, sampling.temperature, sampling.max_tokens, sampling.seed, PROMPT_VERSION,
+    ...(t.constrain === null ? [] : [t.constrain.regex])])
+  const constraintFor = (gold: Label) => (t.constrain === null ? undefined : { regex: t.constrain.regex.replaceAll("{gold}", gold) })
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt = 0) =>
     sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
   const firstMessages = (w: WorkItem) => (request.task === "distill" ? distillMessages : repairMessages)(w.question, w.gold)
@@ -154,7 +157,7 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
     const budgetHit = yield* Ref.make(false)
     const finalLine = yield* reportProgress(request.task, state, () => ` | concurrency ${client.concurrency()}`, request.progressEveryMs ?? 5000)
 
-    const ask = (messages: ReadonlyArray<ChatMessage>) =>
+    const ask = (messages: ReadonlyArray<ChatMessage>, gold: Label) =>
       Effect.gen(function*() {
         const key = requestKey(messages)
         const recorded = ledger.get(key)
@@ -170,7 +173,8 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
             { tokens: promptEstimate + t.max_tokens, usd: cost(promptEstimate, t.max_tokens) },
             Effect.suspend(() => {
               stats.requests++
-              return client.complete({ messages, key })
+              const structuredOutputs = constraintFor(gold)
+              return client.complete({ messages, key, ...(structuredOutputs === undefined ? {} : { structuredOutputs }) })
             }),
             (done) => ({ tokens: done.promptTokens + done.completionTokens, usd: cost(done.promptTokens, done.completionTokens) })
           )
@@ -196,7 +200,7 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
         let completionTokens = 0
         let estimated = false
         for (let round = 0; ; round++) {
-          const { key, record, durable } = yield* ask(messages)
+          const { key, record, durable } = yield* ask(messages, w.gold)
           hashes.push(key)
           promptTokens += record.prompt_tokens
           completionTokens += record.completion_tokens
