@@ -81,12 +81,15 @@ export const unpackInto = async (stream: Readable, localDir: string): Promise<Ar
       } else if (header.type === "file") {
         const hash = createHash("sha256")
         let size = 0
-        body.on("data", (c) => {
-          const b = c as Buffer
-          hash.update(b); size += b.length
-        })
         fsp.mkdir(path.dirname(dest), { recursive: true })
-          .then(() => pipeline(body, fs.createWriteStream(dest, { mode: 0o644 })))
+          .then(() => {
+            // Listen only once the file is ready: a data listener alone would start the flow and lose bytes.
+            body.on("data", (c) => {
+              hash.update(c as Buffer)
+              size += (c as Buffer).length
+            })
+            return pipeline(body, fs.createWriteStream(dest, { mode: 0o644 }))
+          })
           .then(() => { out.push({ path: rel, size, sha256: hash.digest("hex") }); next() }, next)
       } else {
         body.resume()

@@ -43,7 +43,7 @@ export class Compute extends Context.Service<Compute, {
       const expId = config.run.exp_id
       const start = (spec: ServiceSpec) => startService(host, spec, {
         expId, logsDir: path.join(options.runDir, "logs"), keep: options.keep ?? false, pull: options.pull ?? true,
-        healthTimeout: Duration.fromInputUnsafe(options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60))
+        healthTimeout: options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60)
       })
       const hfToken = redactedEnv("HF_TOKEN")
       const byHost = (s: RunningService) => hosts.find((h) => h.name === s.host) ?? host

@@ -239,7 +239,7 @@ export interface StartOptions {
   readonly logsDir: string
   /** Keep running when the scope closes (`dart compute up`); otherwise stop and remove it then. */
   readonly keep: boolean
-  readonly healthTimeout: Duration.Duration
+  readonly healthTimeout: Duration.Input
   readonly pull: boolean
 }
 
@@ -279,7 +279,7 @@ export const startService = (host: DockerHost, spec: ServiceSpec, options: Start
     )
     yield* attempt(host, `start ${spec.name}`, () => container.start())
     yield* streamLogs(host, container, logFile)
-    yield* waitHealthy(host, container, spec, logFile, options.healthTimeout)
+    yield* waitHealthy(host, container, spec, logFile, Duration.fromInputUnsafe(options.healthTimeout))
     const reach = yield* host.reach(spec.port)
     return { spec, host: host.name, id: container.id, endpoint: endpointOf(spec, reach), reused: false }
   })
