@@ -100,10 +100,15 @@ const connectSsh = (host: HostConfig, a: Extract<HostAddress, { kind: "ssh" }>) 
       const conn = new SshClient()
       conn.once("ready", () => resume(Effect.succeed(conn)))
       conn.once("error", (e) => resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh ${a.user}@${a.host}:${a.port}: ${e.message}` }))))
-      conn.connect({
-        host: a.host, port: a.port, username: a.user, readyTimeout: 15_000, keepaliveInterval: 15_000, keepaliveCountMax: 4,
-        ...(privateKey !== undefined ? { privateKey } : { agent: agent! })
-      })
+      try {
+        conn.connect({
+          host: a.host, port: a.port, username: a.user, readyTimeout: 15_000, keepaliveInterval: 15_000, keepaliveCountMax: 4,
+          ...(privateKey !== undefined ? { privateKey } : { agent: agent! })
+        })
+      } catch (e) {
+        // ssh2 throws (rather than emitting) for a key it cannot parse.
+        return resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh ${a.user}@${a.host}:${a.port}: ${key ?? "agent key"}: ${(e as Error).message}` })))
+      }
       return Effect.sync(() => conn.end())
     }),
     (conn) => Effect.sync(() => conn.end())
