@@ -3,7 +3,7 @@ import * as path from "node:path"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { ComputeError } from "./ComputeError.ts"
 import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
-import { getPath, putDirectory, removeAll, removeOrphans, serviceStatus, startService } from "./DockerBackend.ts"
+import { getPath, preflight, putDirectory, removeAll, removeOrphans, serviceStatus, startService } from "./DockerBackend.ts"
 import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
 import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
 
@@ -41,10 +41,17 @@ export class Compute extends Context.Service<Compute, {
       const host = hosts[0]!
       const hostConfig = c.hosts[0]!
       const expId = config.run.exp_id
-      const start = (spec: ServiceSpec) => startService(host, spec, {
+      // Preflight once per host and layer: reachable, engine version, and NVIDIA support with a probe container
+      // when the host is configured with GPUs, before anything is created there.
+      const checked = new Set<string>()
+      const preflightOnce = (spec: ServiceSpec) =>
+        checked.has(spec.image) ? Effect.void : preflight(host, { images: [], gpus: spec.gpus !== null, pull: false, probeImage: spec.image }).pipe(
+          Effect.tap(() => Effect.sync(() => checked.add(spec.image)))
+        )
+      const start = (spec: ServiceSpec) => preflightOnce(spec).pipe(Effect.andThen(startService(host, spec, {
         expId, logsDir: path.join(options.runDir, "logs"), keep: options.keep ?? false, pull: options.pull ?? true,
         healthTimeout: options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60)
-      })
+      })))
       const hfToken = redactedEnv("HF_TOKEN")
       const byHost = (s: RunningService) => hosts.find((h) => h.name === s.host) ?? host
       return Compute.of({

@@ -42,7 +42,8 @@ export const preflight = (host: DockerHost, options: { readonly images: Readonly
         return yield* new ComputeError({ host: host.name, message: "GPUs are configured (compute.hosts[].gpus) but the engine has no NVIDIA runtime or CDI devices: install nvidia-container-toolkit, or set gpus to [] for a CPU host" })
       }
       const probe = options.probeImage ?? options.images[0]
-      if (probe !== undefined) {
+      // The probe needs its image on the host; a missing one is pulled later, and start still catches GPU errors.
+      if (probe !== undefined && (yield* imagePresent(host, probe))) {
         yield* gpuProbe(host, probe)
         gpuUsable = true
       }
