@@ -267,7 +267,14 @@ export const startService = (host: DockerHost, spec: ServiceSpec, options: Start
     }
     if (!(yield* imagePresent(host, spec.image))) {
       if (!options.pull) return yield* new ComputeError({ host: host.name, message: `image ${spec.image} is not on the host (build it there, or pull it)` })
-      yield* pullImage(host, spec.image, () => {})
+      let last = 0
+      yield* pullImage(host, spec.image, (line) => {
+        // Progress for a multi-GB image, at most a line a second.
+        if (Date.now() - last > 1000) {
+          last = Date.now()
+          process.stderr.write(`pull ${spec.image} on ${host.name}: ${line}\n`)
+        }
+      })
     }
     const labels = {
       [LABEL.managed]: "true", [LABEL.exp]: options.expId, [LABEL.role]: spec.role, [LABEL.service]: spec.name,
