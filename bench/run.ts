@@ -60,3 +60,7 @@ else {
 // 3. teacher throughput (issue: 10,000 requests, 2 s latency, concurrency 500).
 const teacher = spawnSync(process.execPath, ["bench/teacherThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(teacher.stdout)
+
+// 4. Docker API over ssh: one persistent SSH connection vs dockerode's own ssh mode (issue 8).
+const dockerSsh = spawnSync(process.execPath, ["--no-deprecation", "bench/dockerSsh.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(dockerSsh.stdout)

@@ -3,6 +3,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Layer, Runtime } from "effect"
 import { CliError, Command } from "effect/cli"
+import { computeCommand } from "./cli/ComputeCommand.ts"
 import { configCommand } from "./cli/ConfigCommand.ts"
 import { datasetsCommand } from "./cli/DatasetsCommand.ts"
 import { evaluateCommand } from "./cli/EvaluateCommand.ts"
@@ -32,6 +33,7 @@ const cli = root.pipe(
     trainCommand,
     evaluateCommand,
     runCommand,
+    computeCommand,
     statusCommand,
     datasetsCommand,
     configCommand

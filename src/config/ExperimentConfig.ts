@@ -215,10 +215,17 @@ export const ExperimentConfig = Schema.Struct({
       name: Schema.NonEmptyString,
       /** unix:///var/run/docker.sock, ssh://user@host or tcp://host:2376 (TLS files from DOCKER_CERT_PATH). */
       docker: Address,
-      gpus: Schema.Union([Schema.Literal("all"), Schema.Array(Schema.String)])
+      /** GPUs the containers get: "all", device ids, or [] for a CPU-only host (then the CPU images are used). */
+      gpus: Schema.Union([Schema.Literal("all"), Schema.Array(Schema.String)]),
+      /** tcp:// only: folder with ca.pem, cert.pem, key.pem (default DOCKER_CERT_PATH). */
+      cert_path: Schema.optionalKey(Schema.NonEmptyString),
+      /** ssh:// only: private key file (default: the agent at SSH_AUTH_SOCK). */
+      identity_file: Schema.optionalKey(Schema.NonEmptyString)
     })),
     vllm: Schema.Struct({
       image: Schema.NonEmptyString,
+      /** Image for hosts without GPUs, built from containers/vllm-cpu/. */
+      cpu_image: Schema.optionalKey(Schema.NonEmptyString),
       endpoint: BaseUrl,
       port: PositiveInt,
       max_loras: PositiveInt,
@@ -226,6 +233,8 @@ export const ExperimentConfig = Schema.Struct({
     }),
     trainer: Schema.Struct({
       image: Schema.NonEmptyString,
+      /** Trainer image for hosts without GPUs (containers/trainer/Dockerfile on the Debian base). */
+      cpu_image: Schema.optionalKey(Schema.NonEmptyString),
       /** host:port of an already-running trainer sidecar; null = start a container. */
       endpoint: Schema.NullOr(Address),
       port: PositiveInt

@@ -3,6 +3,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { hashJson, sha256Hex } from "../common/Hashing.ts"
 import { formatDuration } from "../common/Progress.ts"
+import { Compute } from "../compute/Compute.ts"
 import { toolVersion } from "../common/Version.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { makeDirectories } from "../runs/AtomicFile.ts"
@@ -76,10 +77,6 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
       catch: () => new TrainStageError({ message: `--init-adapter ${request.initAdapter}: ${name} is missing (expected a PEFT adapter folder, e.g. runs/${config.run.exp_id}/adapters/DART/final)` })
     }))
 
-  const endpoint = config.compute.trainer.endpoint
-  if (endpoint === null) {
-    return yield* new TrainStageError({ message: "compute.trainer.endpoint is not set: give the address (host:port) of a running trainer sidecar (python -m dart_trainer.server)" })
-  }
 
   const spec: Omit<StartJob, "job_id" | "dataset_id" | "init_adapter_id"> = {
     base_model: config.model.base,
@@ -109,7 +106,7 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
   }
   const jobId = `${config.run.exp_id}-${request.adapterName}-${inputsHash.slice(0, 12)}`
 
-  yield* Effect.gen(function*() {
+  const trainOn = (endpoint: string) => Effect.gen(function*() {
     const client = yield* TrainerClient
     const version = yield* client.version()
     if (version.protocol !== PROTOCOL) {
@@ -180,5 +177,16 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}` }) : e)),
     // The ledger must not show a stage as running after it failed or was stopped (SIGINT/SIGTERM: interrupted).
     (body) => store.guard(run, stageName, body)
+  )
+  const configured = config.compute.trainer.endpoint
+  if (configured !== null) return yield* trainOn(configured)
+  // No endpoint: a trainer container on compute.hosts for this stage only; the scope removes it however it ends.
+  yield* Effect.scoped(Effect.gen(function*() {
+    const trainer = yield* (yield* Compute).trainer()
+    yield* Console.error(`trainer container on ${trainer.host}${trainer.reused ? " (reused)" : ""} at ${trainer.endpoint}`)
+    yield* trainOn(trainer.endpoint)
+  })).pipe(
+    Effect.provide(Compute.layer(config, { runDir: run.dir })),
+    Effect.mapError((e) => (e._tag === "ComputeError" ? new TrainStageError({ message: `compute host ${e.host}: ${e.message}` }) : e))
   )
 }, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TrainStageError({ message: e.message }) : e)))

@@ -1,0 +1,88 @@
+import { Console, Duration, Effect, Option } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as path from "node:path"
+import { Compute } from "../compute/Compute.ts"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import type { RunningService, ServiceStatus } from "../compute/ServiceSpec.ts"
+import { loadConfig } from "./Root.ts"
+
+const layerFor = (config: ExperimentConfig, keep: boolean, timeoutS: number | undefined) =>
+  Compute.layer(config, { runDir: path.join(config.run.runs_dir, config.run.exp_id), keep, ...(timeoutS === undefined ? {} : { healthTimeout: Duration.seconds(timeoutS) }) })
+
+const describe = (s: RunningService) => `${s.spec.name} ${s.endpoint} (host ${s.host}, container ${s.id.slice(0, 12)}${s.reused ? ", reused" : ""})`
+
+const upCommand = Command.make("up", {
+  service: Argument.Literals("service", ["vllm", "classifiers", "trainer"]).pipe(Argument.withDescription("which service (default vllm)"), Argument.withDefault("vllm" as const)),
+  attach: Flag.Boolean("attach").pipe(Flag.withDescription("stay in the foreground and remove the containers on Ctrl-C (ssh tunnels live as long as this)"), Flag.withDefault(false)),
+  timeout: Flag.Finite("timeout").pipe(Flag.withDescription("seconds to wait for healthy (default: the spec's start period + 60)"), Flag.optional)
+}, (args) =>
+  Effect.gen(function*() {
+    const { config } = yield* loadConfig
+    yield* Effect.scoped(Effect.gen(function*() {
+      const compute = yield* Compute
+      const started = args.service === "vllm" ? [yield* compute.vllm()] : args.service === "trainer" ? [yield* compute.trainer()] : yield* compute.classifiers()
+      for (const s of started) yield* Console.log(describe(s))
+      if (!args.attach) {
+        if (compute.hosts.some((h) => h.address.kind === "ssh")) {
+          yield* Console.error("note: endpoints on ssh:// hosts are tunnels that close with this command; use --attach to keep them, or let the stages open their own")
+        }
+        return
+      }
+      yield* Console.log("ready; Ctrl-C stops and removes the containers")
+      return yield* Effect.never
+    }).pipe(Effect.provide(layerFor(config, !args.attach, Option.getOrUndefined(args.timeout)))))
+  })).pipe(Command.withDescription("Start (or reuse) the vLLM, classifier or trainer containers of the experiment on compute.hosts and print their endpoints; they keep running until `dart compute down` unless --attach."))
+
+const uptime = (startedAt: string) => {
+  const ms = Date.now() - Date.parse(startedAt)
+  return Number.isFinite(ms) && ms > 0 ? Duration.format(Duration.seconds(Math.round(ms / 1000))) : "-"
+}
+
+/** Adapters a healthy vLLM server has loaded, from /v1/models (everything but the base). */
+const adaptersOf = (endpoint: string) =>
+  Effect.tryPromise(() => fetch(`${endpoint}/v1/models`, { signal: AbortSignal.timeout(3000) }).then((r) => r.json() as Promise<{ data?: Array<{ id: string }> }>)).pipe(
+    Effect.map((j) => (j.data ?? []).map((m) => m.id).filter((id) => id !== "base").join(",") || "none"),
+    Effect.orElseSucceed(() => "?")
+  )
+
+const statusCommand = Command.make("status", {
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON"), Flag.withDefault(false))
+}, (args) =>
+  Effect.gen(function*() {
+    const { config } = yield* loadConfig
+    yield* Effect.scoped(Effect.gen(function*() {
+      const compute = yield* Compute
+      const removed = yield* compute.removeOrphans()
+      for (const r of removed) yield* Console.error(`removed ${r}: its dart process is gone`)
+      const rows: Array<ServiceStatus & { uptime: string; adapters: string }> = []
+      for (const s of yield* compute.status()) {
+        let adapters = "-"
+        if (s.role === "vllm" && s.health === "healthy") {
+          const host = compute.hosts.find((h) => h.name === s.host)!
+          const reach = yield* host.reach(config.compute.vllm.port)
+          adapters = yield* adaptersOf(`http://${reach.host}:${reach.port}`)
+        }
+        rows.push({ ...s, uptime: s.state === "running" ? uptime(s.startedAt) : "-", adapters })
+      }
+      if (args.json) return yield* Console.log(JSON.stringify({ exp_id: config.run.exp_id, hosts: config.compute.hosts.map((h) => h.name), services: rows }, null, 2))
+      if (rows.length === 0) return yield* Console.log(`no containers of ${config.run.exp_id} on ${config.compute.hosts.map((h) => h.name).join(", ")}`)
+      for (const r of rows) {
+        yield* Console.log(`${r.host}\t${r.name}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
+      }
+    }).pipe(Effect.provide(layerFor(config, true, undefined))))
+  })).pipe(Command.withDescription("Per host: the experiment's containers, state, health, GPU or CPU, uptime and loaded adapters; removes containers whose dart process is gone."))
+
+const downCommand = Command.make("down", {}, () =>
+  Effect.gen(function*() {
+    const { config } = yield* loadConfig
+    yield* Effect.scoped(Effect.gen(function*() {
+      const compute = yield* Compute
+      const removed = yield* compute.down()
+      yield* Console.log(removed.length === 0 ? `no containers of ${config.run.exp_id}` : `removed ${removed.join(", ")}`)
+    }).pipe(Effect.provide(layerFor(config, true, undefined))))
+  })).pipe(Command.withDescription("Stop and remove every container of the experiment on compute.hosts."))
+
+export const computeCommand = Command.make("compute").pipe(
+  Command.withDescription("Manage the experiment's vLLM, classifier and trainer containers on the Docker hosts of compute.hosts by hand."),
+  Command.withSubcommands([upCommand, statusCommand, downCommand])
+)

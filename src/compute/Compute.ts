@@ -1,0 +1,69 @@
+import { Context, Duration, Effect, Layer, Scope } from "effect"
+import * as path from "node:path"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import { ComputeError } from "./ComputeError.ts"
+import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
+import { getPath, preflight, putDirectory, removeAll, removeOrphans, serviceStatus, startService } from "./DockerBackend.ts"
+import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
+import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
+
+/**
+ * What the stages ask of compute: "make sure the service is up and give me its endpoint", "put this adapter where
+ * the server can load it". Docker is the one backend today; the stages only see this interface.
+ */
+export class Compute extends Context.Service<Compute, {
+  /** The vLLM server (spec from config) up and healthy for the caller's scope; `endpoint` is its base URL. */
+  vllm(): Effect.Effect<RunningService, ComputeError, Scope.Scope>
+  /** One `/classify` server per `audit.classifiers` entry, in that order. */
+  classifiers(): Effect.Effect<ReadonlyArray<RunningService>, ComputeError, Scope.Scope>
+  /** The trainer sidecar; `endpoint` is host:port for gRPC. */
+  trainer(): Effect.Effect<RunningService, ComputeError, Scope.Scope>
+  /** Copy a local adapter folder into the service as `{filesDir}/{name}`; returns that path inside the service. */
+  putAdapter(service: RunningService, localDir: string, name: string): Effect.Effect<{ readonly path: string; readonly files: ReadonlyArray<CopiedFile> }, ComputeError>
+  /** Copy a file or folder out of the service into `localDir` (replaced whole). */
+  getPath(service: RunningService, remotePath: string, localDir: string): Effect.Effect<ReadonlyArray<CopiedFile>, ComputeError>
+  status(): Effect.Effect<ReadonlyArray<ServiceStatus>, ComputeError>
+  /** Stop and remove every container of the experiment, kept ones included. */
+  down(): Effect.Effect<ReadonlyArray<string>, ComputeError>
+  /** Remove the experiment's containers whose owning process is gone. */
+  removeOrphans(): Effect.Effect<ReadonlyArray<string>, ComputeError>
+  readonly hosts: ReadonlyArray<DockerHost>
+}>()("dart/compute/Compute") {
+  /**
+   * Connects every configured host for the layer's lifetime (one SSH connection per ssh:// host). Services go to
+   * the first host; `keep` leaves started containers running after the scope (for `dart compute up`).
+   */
+  static readonly layer = (config: ExperimentConfig, options: { readonly runDir: string; readonly keep?: boolean; readonly healthTimeout?: Duration.Input; readonly pull?: boolean }) =>
+    Layer.effect(Compute, Effect.gen(function*() {
+      const c = config.compute
+      if (c.hosts.length === 0) return yield* new ComputeError({ host: "-", message: "compute.hosts is empty: add a Docker host, or give the services' endpoints" })
+      const hosts = yield* Effect.forEach(c.hosts, (h) => connectHost(h))
+      const host = hosts[0]!
+      const hostConfig = c.hosts[0]!
+      const expId = config.run.exp_id
+      // Preflight once per host and layer: reachable, engine version, and NVIDIA support with a probe container
+      // when the host is configured with GPUs, before anything is created there.
+      const checked = new Set<string>()
+      const preflightOnce = (spec: ServiceSpec) =>
+        checked.has(spec.image) ? Effect.void : preflight(host, { images: [], gpus: spec.gpus !== null, pull: false, probeImage: spec.image }).pipe(
+          Effect.tap(() => Effect.sync(() => checked.add(spec.image)))
+        )
+      const start = (spec: ServiceSpec) => preflightOnce(spec).pipe(Effect.andThen(startService(host, spec, {
+        expId, logsDir: path.join(options.runDir, "logs"), keep: options.keep ?? false, pull: options.pull ?? true,
+        healthTimeout: options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60)
+      })))
+      const hfToken = redactedEnv("HF_TOKEN")
+      const byHost = (s: RunningService) => hosts.find((h) => h.name === s.host) ?? host
+      return Compute.of({
+        hosts,
+        vllm: () => start(vllmSpec(config, hostConfig, host.listenHost, hfToken)),
+        classifiers: () => Effect.forEach(classifierSpecs(config, hostConfig, host.listenHost, hfToken), start),
+        trainer: () => start(trainerSpec(config, hostConfig, host.listenHost, hfToken)),
+        putAdapter: (s, localDir, name) => putDirectory(byHost(s), s.id, localDir, path.posix.join(s.spec.filesDir, name)),
+        getPath: (s, remotePath, localDir) => getPath(byHost(s), s.id, remotePath, localDir),
+        status: () => Effect.forEach(hosts, (h) => serviceStatus(h, expId)).pipe(Effect.map((l) => l.flat())),
+        down: () => Effect.forEach(hosts, (h) => removeAll(h, expId)).pipe(Effect.map((l) => l.flat())),
+        removeOrphans: () => Effect.forEach(hosts, (h) => removeOrphans(h, expId)).pipe(Effect.map((l) => l.flat()))
+      })
+    }))
+}

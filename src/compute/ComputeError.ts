@@ -1,0 +1,14 @@
+import { Schema } from "effect"
+
+/** Anything that went wrong on a compute host; `host` is the config's host name so users know which box. */
+export class ComputeError extends Schema.TaggedError<ComputeError>()("ComputeError", {
+  host: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Docker's error text without dockerode's "(HTTP code 500) server error - " wrapping noise. */
+export const dockerMessage = (e: unknown): string => {
+  const err = e as { json?: { message?: string }; reason?: string; statusCode?: number; message?: string }
+  if (err?.json?.message) return `${err.json.message}${err.statusCode ? ` (HTTP ${err.statusCode})` : ""}`
+  return e instanceof Error ? e.message : String(e)
+}

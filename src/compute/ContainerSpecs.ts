@@ -1,0 +1,179 @@
+import { Redacted } from "effect"
+import { createHash } from "node:crypto"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import type { ServiceSpec } from "./ServiceSpec.ts"
+
+/** Pure functions from the config to service specs, and from a spec to Docker's create body. */
+
+export const DEFAULT_VLLM_CPU_IMAGE = "dart-vllm-cpu:0.32.0"
+export const DEFAULT_TRAINER_CPU_IMAGE = "dart-trainer-cpu:0.1.0"
+const HF_CACHE_VOLUME = "dart-hf-cache"
+
+type Host = ExperimentConfig["compute"]["hosts"][number]
+
+const hostGpus = (host: Host): ServiceSpec["gpus"] => (host.gpus === "all" ? "all" : host.gpus.length === 0 ? null : host.gpus)
+
+/** A model given as an absolute path lives on the box: mount it read-only and keep the hub offline. */
+const modelSource = (model: string) =>
+  model.startsWith("/")
+    ? { binds: [{ source: model, target: model, readOnly: true }], env: { HF_HUB_OFFLINE: "1" } }
+    : { binds: [], env: {} }
+
+const secrets = (hfToken: Redacted.Redacted<string> | undefined) => (hfToken === undefined ? {} : { HF_TOKEN: hfToken })
+
+const httpHealth = (listen: string, port: number, startPeriodS: number) => ({
+  // The official image ships curl; the CPU image installs it.
+  shell: `curl -fsS http://${listen.includes(":") ? `[${listen}]` : listen}:${port}/health || exit 1`,
+  intervalS: 10, timeoutS: 5, startPeriodS, retries: 3
+})
+
+export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): ServiceSpec => {
+  const v = config.compute.vllm
+  const gpus = hostGpus(host)
+  const model = modelSource(config.model.base)
+  return {
+    role: "vllm",
+    name: "vllm",
+    image: gpus === null ? (v.cpu_image ?? DEFAULT_VLLM_CPU_IMAGE) : v.image,
+    cmd: [
+      "--model", config.model.base,
+      "--served-model-name", "base",
+      "--host", listen, "--port", String(v.port),
+      "--dtype", gpus === null && config.model.dtype === "float16" ? "bfloat16" : config.model.dtype,
+      "--max-model-len", String(config.model.max_model_len),
+      "--enable-lora",
+      "--max-lora-rank", String(config.training.max_lora_rank),
+      "--max-loras", String(v.max_loras),
+      // Adapters registered beyond the GPU slots wait in CPU memory instead of being refused.
+      "--max-cpu-loras", String(Math.max(v.max_loras, 2 * v.max_loras)),
+      "--generation-config", "vllm",
+      ...(gpus === null ? [] : ["--gpu-memory-utilization", String(v.gpu_memory_utilization)])
+    ],
+    env: {
+      VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True",
+      VLLM_NO_USAGE_STATS: "1",
+      ...(gpus === null ? { VLLM_TARGET_DEVICE: "cpu", VLLM_CPU_KVCACHE_SPACE: "1", TORCHDYNAMO_DISABLE: "1" } : {}),
+      ...model.env
+    },
+    secretEnv: secrets(hfToken),
+    port: v.port,
+    protocol: "http",
+    // Cold start = download + load + graph capture: minutes.
+    health: httpHealth(listen, v.port, 1200),
+    gpus,
+    shmBytes: gpus === null ? 2 * 1024 ** 3 : null,
+    ipcHost: gpus !== null,
+    volumes: [{ name: HF_CACHE_VOLUME, target: "/root/.cache/huggingface" }],
+    binds: model.binds,
+    filesDir: "/adapters"
+  }
+}
+
+/** One pooling-runner server per audit classifier (`POST /classify`), on consecutive ports after vLLM's. */
+export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): Array<ServiceSpec> => {
+  const base = vllmSpec(config, host, listen, hfToken)
+  return config.audit.classifiers.map((c, i) => {
+    const port = config.compute.vllm.port + 1 + i
+    const model = modelSource(c.model)
+    return {
+      ...base,
+      role: "classifier",
+      name: `classifier-${c.name}`,
+      cmd: [
+        "--model", c.model, "--served-model-name", c.name, "--host", listen, "--port", String(port),
+        "--runner", "pooling", "--convert", "classify", "--max-model-len", String(c.max_tokens),
+        ...(base.gpus === null ? [] : ["--gpu-memory-utilization", "0.1"])
+      ],
+      env: { VLLM_NO_USAGE_STATS: "1", ...(base.gpus === null ? { VLLM_TARGET_DEVICE: "cpu", VLLM_CPU_KVCACHE_SPACE: "1", TORCHDYNAMO_DISABLE: "1" } : {}), ...model.env },
+      port,
+      health: httpHealth(listen, port, 600),
+      binds: model.binds,
+      filesDir: "/tmp"
+    }
+  })
+}
+
+export const trainerSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): ServiceSpec => {
+  const t = config.compute.trainer
+  const gpus = hostGpus(host)
+  const model = modelSource(config.model.base)
+  const target = listen.includes(":") ? `[${listen}]` : listen
+  return {
+    role: "trainer",
+    name: "trainer",
+    image: gpus === null ? (t.cpu_image ?? DEFAULT_TRAINER_CPU_IMAGE) : t.image,
+    cmd: ["python3", "-m", "dart_trainer.server", "--host", listen, "--port", String(t.port), "--data-dir", "/data"],
+    env: { HF_HUB_OFFLINE: "1", PYTHONUNBUFFERED: "1", ...model.env },
+    secretEnv: secrets(hfToken),
+    port: t.port,
+    protocol: "grpc",
+    health: {
+      shell: `python3 -c "import grpc; from grpc_health.v1 import health_pb2, health_pb2_grpc; ` +
+        `health_pb2_grpc.HealthStub(grpc.insecure_channel('${target}:${t.port}')).Check(health_pb2.HealthCheckRequest(), timeout=4)"`,
+      intervalS: 5, timeoutS: 5, startPeriodS: 300, retries: 3
+    },
+    gpus,
+    shmBytes: 1024 ** 3,
+    ipcHost: false,
+    volumes: [{ name: HF_CACHE_VOLUME, target: "/root/.cache/huggingface" }],
+    binds: model.binds,
+    filesDir: "/data"
+  }
+}
+
+/** Identity of a spec for reuse: everything but secret values (their names count). */
+export const specHash = (spec: ServiceSpec): string =>
+  createHash("sha256").update(JSON.stringify({ ...spec, secretEnv: Object.keys(spec.secretEnv).sort() })).digest("hex").slice(0, 16)
+
+export const LABEL = {
+  managed: "dart.managed",
+  exp: "dart.exp",
+  role: "dart.role",
+  service: "dart.service",
+  spec: "dart.spec",
+  owner: "dart.owner"
+} as const
+
+/** Containers kept by `dart compute up` carry this owner; they live until `dart compute down`. */
+export const KEPT_OWNER = "kept"
+
+export const containerName = (expId: string, spec: ServiceSpec) => `dart-${expId}-${spec.name}`.replace(/[^A-Za-z0-9_.-]/g, "_")
+
+const NS = 1_000_000_000
+
+/** Docker's create body. Secrets are inserted here and nowhere else; the caller sends it as `_body`. */
+export const createBody = (spec: ServiceSpec, labels: Readonly<Record<string, string>>): Record<string, unknown> => ({
+  Image: spec.image,
+  ...(spec.entrypoint ? { Entrypoint: [...spec.entrypoint] } : {}),
+  Cmd: [...spec.cmd],
+  Env: [
+    ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    ...Object.entries(spec.secretEnv).map(([k, v]) => `${k}=${Redacted.value(v)}`)
+  ],
+  Labels: { ...labels },
+  Healthcheck: {
+    Test: ["CMD-SHELL", spec.health.shell],
+    Interval: spec.health.intervalS * NS,
+    Timeout: spec.health.timeoutS * NS,
+    StartPeriod: spec.health.startPeriodS * NS,
+    Retries: spec.health.retries
+  },
+  HostConfig: {
+    // Host networking, listening on loopback: nothing is published, nothing is reachable from outside the box.
+    NetworkMode: "host",
+    // Without an init, a Python PID 1 ignores SIGTERM and every stop waits for the kill timeout.
+    Init: true,
+    RestartPolicy: { Name: "no" },
+    ...(spec.gpus === null ? {} : {
+      DeviceRequests: [spec.gpus === "all"
+        ? { Driver: "nvidia", Count: -1, Capabilities: [["gpu"]], Options: {} }
+        : { Driver: "nvidia", DeviceIDs: [...spec.gpus], Capabilities: [["gpu"]], Options: {} }]
+    }),
+    ...(spec.ipcHost ? { IpcMode: "host" } : {}),
+    ...(spec.shmBytes !== null ? { ShmSize: spec.shmBytes } : {}),
+    Mounts: [
+      ...spec.volumes.map((v) => ({ Type: "volume", Source: v.name, Target: v.target, VolumeOptions: { Labels: { [LABEL.managed]: "true" } } })),
+      ...spec.binds.map((b) => ({ Type: "bind", Source: b.source, Target: b.target, ReadOnly: b.readOnly }))
+    ]
+  }
+})

@@ -1,0 +1,315 @@
+import type Docker from "dockerode"
+import { Duration, Effect, Schedule, Scope } from "effect"
+import * as fs from "node:fs"
+import * as fsp from "node:fs/promises"
+import * as path from "node:path"
+import type { Readable } from "node:stream"
+import * as tar from "tar-stream"
+import { packDirectory, unpackInto } from "./Archive.ts"
+import { ComputeError, dockerMessage } from "./ComputeError.ts"
+import { containerName, createBody, KEPT_OWNER, LABEL, specHash } from "./ContainerSpecs.ts"
+import { type DockerHost, ownerGone, ownerId } from "./DockerHost.ts"
+import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
+
+/** The Docker implementation of the service backend: one engine reached through a `DockerHost`. */
+
+const attempt = <A>(host: DockerHost, what: string, f: () => Promise<A>) =>
+  Effect.tryPromise({ try: f, catch: (e) => new ComputeError({ host: host.name, message: `${what}: ${dockerMessage(e)}` }) })
+
+export interface HostReport {
+  readonly host: string
+  readonly engine: string
+  readonly api: string
+  readonly gpuRuntime: boolean
+  readonly gpuUsable: boolean | null
+  readonly missingImages: ReadonlyArray<string>
+}
+
+/**
+ * Reachable (within 15 s), engine version, NVIDIA support when GPUs are asked for (info, then a throwaway GPU
+ * container, removed whatever happens), and images present (or pullable, when `pull`).
+ */
+export const preflight = (host: DockerHost, options: { readonly images: ReadonlyArray<string>; readonly gpus: boolean; readonly pull: boolean; readonly probeImage?: string }) =>
+  Effect.gen(function*() {
+    const version: { Version: string; ApiVersion: string } = yield* attempt(host, `engine at ${host.address.kind === "unix" ? host.address.socket : `${host.address.host}:${host.address.port}`} does not answer`, () => host.docker.version()).pipe(
+      Effect.timeoutOrElse({ duration: "15 seconds", orElse: () => Effect.fail(new ComputeError({ host: host.name, message: "engine did not answer within 15 s" })) })
+    )
+    const info = (yield* attempt(host, "info", () => host.docker.info())) as { Runtimes?: Record<string, unknown>; DiscoveredDevices?: Array<{ Source?: string }> }
+    const gpuRuntime = Object.keys(info.Runtimes ?? {}).includes("nvidia") || (info.DiscoveredDevices ?? []).some((d) => d.Source === "cdi")
+    let gpuUsable: boolean | null = null
+    if (options.gpus) {
+      if (!gpuRuntime) {
+        return yield* new ComputeError({ host: host.name, message: "GPUs are configured (compute.hosts[].gpus) but the engine has no NVIDIA runtime or CDI devices: install nvidia-container-toolkit, or set gpus to [] for a CPU host" })
+      }
+      const probe = options.probeImage ?? options.images[0]
+      // The probe needs its image on the host; a missing one is pulled later, and start still catches GPU errors.
+      if (probe !== undefined && (yield* imagePresent(host, probe))) {
+        yield* gpuProbe(host, probe)
+        gpuUsable = true
+      }
+    }
+    const missing: Array<string> = []
+    for (const image of options.images) {
+      const present = yield* imagePresent(host, image)
+      if (present) continue
+      if (options.pull) yield* pullImage(host, image, () => {})
+      else missing.push(image)
+    }
+    return { host: host.name, engine: version.Version, api: version.ApiVersion, gpuRuntime, gpuUsable, missingImages: missing } satisfies HostReport
+  })
+
+/** A throwaway container with a GPU request: it fails at start, not create, so it is removed either way. */
+const gpuProbe = (host: DockerHost, image: string) =>
+  Effect.acquireUseRelease(
+    attempt(host, `GPU probe with ${image}`, () => host.docker.createContainer({
+      _query: {}, _body: { Image: image, Entrypoint: ["true"], Cmd: [], Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe" }, HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] } }
+    } as unknown as Docker.ContainerCreateOptions)),
+    (c) => attempt(host, "a container with a GPU request cannot start (is nvidia-container-toolkit installed?)", () => c.start()),
+    (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))
+  )
+
+export const imagePresent = (host: DockerHost, image: string) =>
+  Effect.tryPromise({ try: () => host.docker.getImage(image).inspect(), catch: (e) => e as { statusCode?: number } }).pipe(
+    Effect.as(true),
+    Effect.catch((e) => (e.statusCode === 404 ? Effect.succeed(false) : Effect.fail(new ComputeError({ host: host.name, message: `image ${image}: ${dockerMessage(e)}` }))))
+  )
+
+/** Pull with progress. Registry errors arrive as events inside an HTTP 200 stream, so every event is checked. */
+export const pullImage = (host: DockerHost, image: string, onProgress: (line: string) => void) =>
+  Effect.callback<void, ComputeError>((resume) => {
+    const fail = (m: string) => resume(Effect.fail(new ComputeError({ host: host.name, message: `image ${image} cannot be pulled: ${m}` })))
+    host.docker.pull(image, {}, (err: unknown, stream?: NodeJS.ReadableStream) => {
+      if (err || stream === undefined) return fail(dockerMessage(err))
+      let error: string | undefined
+      host.docker.modem.followProgress(stream, (e: Error | null) => {
+        if (e) return fail(e.message)
+        if (error !== undefined) return fail(error)
+        resume(Effect.void)
+      }, (event: { error?: string; errorDetail?: { message?: string }; status?: string; progress?: string; id?: string }) => {
+        if (event.error !== undefined || event.errorDetail !== undefined) error ??= event.errorDetail?.message ?? event.error
+        else if (event.status) onProgress(`${event.id ? `${event.id}: ` : ""}${event.status}${event.progress ? ` ${event.progress}` : ""}`)
+      })
+    })
+  })
+
+/** Build an image on the host from local files (tarred here, streamed there); the build log goes to `onLog`. */
+export const buildImage = (host: DockerHost, options: { readonly context: string; readonly dockerfile: string; readonly tag: string; readonly include?: ReadonlyArray<string>; readonly buildArgs?: Record<string, string> }, onLog: (line: string) => void) =>
+  Effect.gen(function*() {
+    const pack = tar.pack()
+    const roots = options.include ?? ["."]
+    const adding = (async () => {
+      const add = async (rel: string): Promise<void> => {
+        const full = path.join(options.context, rel)
+        const st = await fsp.lstat(full)
+        if (st.isDirectory()) {
+          if (path.basename(rel) === "node_modules" || path.basename(rel) === ".venv" || path.basename(rel) === "__pycache__" || path.basename(rel) === ".git") return
+          for (const e of (await fsp.readdir(full)).sort()) await add(rel === "." ? e : `${rel}/${e}`)
+        } else if (st.isFile()) {
+          await new Promise<void>((res, rej) => pack.entry({ name: rel, size: st.size, mode: st.mode & 0o777 }, fs.readFileSync(full), (e) => (e ? rej(e) : res())))
+        }
+      }
+      for (const r of roots) await add(r)
+      pack.finalize()
+    })()
+    adding.catch((e) => pack.destroy(e as Error))
+    const stream = yield* attempt(host, `build ${options.tag}`, () =>
+      host.docker.buildImage(pack as unknown as NodeJS.ReadableStream, { t: options.tag, dockerfile: options.dockerfile, networkmode: "host", rm: true, forcerm: true, ...(options.buildArgs ? { buildargs: options.buildArgs } : {}) }))
+    yield* Effect.callback<void, ComputeError>((resume) => {
+      let error: string | undefined
+      host.docker.modem.followProgress(stream, (e: Error | null) => {
+        if (e || error !== undefined) return resume(Effect.fail(new ComputeError({ host: host.name, message: `build ${options.tag} failed: ${error ?? e?.message}` })))
+        resume(Effect.void)
+      }, (event: { stream?: string; error?: string; errorDetail?: { message?: string } }) => {
+        if (event.error !== undefined) error ??= event.errorDetail?.message ?? event.error
+        else if (event.stream) onLog(event.stream.replace(/\n$/, ""))
+      })
+    })
+    yield* Effect.promise(() => adding)
+  })
+
+interface ContainerSummary {
+  readonly Id: string
+  readonly Names: ReadonlyArray<string>
+  readonly Image: string
+  readonly State: string
+  readonly Status: string
+  readonly Labels: Readonly<Record<string, string>>
+}
+
+/** Every DART container of an experiment (or of all experiments) on the host. */
+export const listServices = (host: DockerHost, expId?: string) =>
+  attempt(host, "list containers", () =>
+    host.docker.listContainers({ all: true, filters: { label: [`${LABEL.managed}=true`, ...(expId === undefined ? [] : [`${LABEL.exp}=${expId}`])] } })
+  ).pipe(Effect.map((l) => l as unknown as ReadonlyArray<ContainerSummary>))
+
+const removeContainer = (host: DockerHost, id: string) =>
+  Effect.tryPromise({ try: () => host.docker.getContainer(id).remove({ force: true, v: true }), catch: (e) => e as { statusCode?: number } }).pipe(
+    // Already gone (another process cleaned up): that is what we wanted.
+    Effect.catch((e) => (e.statusCode === 404 || e.statusCode === 409 ? Effect.void : Effect.fail(new ComputeError({ host: host.name, message: `remove ${id.slice(0, 12)}: ${dockerMessage(e)}` }))))
+  )
+
+/** Stop (SIGTERM, then SIGKILL after `graceS`) and remove; the anonymous volumes go with it. */
+export const stopService = (host: DockerHost, id: string, graceS = 10) =>
+  Effect.tryPromise({ try: () => host.docker.getContainer(id).stop({ t: graceS }), catch: (e) => e }).pipe(
+    Effect.ignore,
+    Effect.andThen(removeContainer(host, id))
+  )
+
+/** Containers of `expId` whose owning process (on this machine) is gone: a SIGKILLed run left them. */
+export const removeOrphans = (host: DockerHost, expId: string) =>
+  Effect.gen(function*() {
+    const all = yield* listServices(host, expId)
+    const orphans = all.filter((c) => c.Labels[LABEL.owner] !== KEPT_OWNER && ownerGone(c.Labels[LABEL.owner] ?? ""))
+    yield* Effect.forEach(orphans, (c) => removeContainer(host, c.Id), { concurrency: 4 })
+    return orphans.map((c) => c.Names[0]?.replace(/^\//, "") ?? c.Id)
+  })
+
+export const removeAll = (host: DockerHost, expId: string) =>
+  Effect.gen(function*() {
+    const all = yield* listServices(host, expId)
+    yield* Effect.forEach(all, (c) => stopService(host, c.Id, 10), { concurrency: 4 })
+    return all.map((c) => c.Names[0]?.replace(/^\//, "") ?? c.Id)
+  })
+
+export const serviceStatus = (host: DockerHost, expId?: string) =>
+  Effect.gen(function*() {
+    const all = yield* listServices(host, expId)
+    return yield* Effect.forEach(all, (c) =>
+      attempt(host, "inspect", () => host.docker.getContainer(c.Id).inspect()).pipe(Effect.map((i): ServiceStatus => ({
+        host: host.name,
+        name: c.Labels[LABEL.service] ?? "",
+        role: c.Labels[LABEL.role] ?? "",
+        id: c.Id.slice(0, 12),
+        image: c.Image,
+        state: i.State.Status,
+        health: i.State.Health?.Status ?? "none",
+        gpus: (i.HostConfig.DeviceRequests ?? []).length > 0 ? "gpu" : "cpu",
+        owner: c.Labels[LABEL.owner] ?? "",
+        startedAt: i.State.StartedAt
+      }))))
+  })
+
+/** Streams the container's stdout+stderr (demultiplexed, timestamped) into `file` for the scope. */
+const streamLogs = (host: DockerHost, container: Docker.Container, file: string) =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      yield* Effect.promise(() => fsp.mkdir(path.dirname(file), { recursive: true }))
+      const out = fs.createWriteStream(file, { flags: "a" })
+      const stream = (yield* attempt(host, "logs", () => container.logs({ follow: true, stdout: true, stderr: true, timestamps: true }))) as unknown as Readable
+      host.docker.modem.demuxStream(stream, out, out)
+      stream.on("error", () => {})
+      return { stream, out }
+    }),
+    ({ stream, out }) => Effect.callback<void>((resume) => {
+      // Let the last lines arrive before closing the file.
+      setTimeout(() => {
+        stream.destroy()
+        out.end(() => resume(Effect.void))
+      }, 200)
+    })
+  )
+
+const tailLogs = (file: string) =>
+  Effect.promise(() => fsp.readFile(file, "utf8").then((t) => t.trimEnd().split("\n").slice(-15).join("\n"), () => ""))
+
+/** Poll the health check until healthy; an exit or an unhealthy verdict ends the wait with the log's tail. */
+const waitHealthy = (host: DockerHost, container: Docker.Container, spec: ServiceSpec, logFile: string, timeout: Duration.Duration) =>
+  Effect.gen(function*() {
+    const check = Effect.gen(function*() {
+      const i = yield* attempt(host, "inspect", () => container.inspect())
+      if (i.State.Status === "exited" || i.State.Status === "dead") {
+        return yield* Effect.fail({ fatal: true as const, message: `${spec.name} exited with code ${i.State.ExitCode} before it was healthy` })
+      }
+      const health = i.State.Health?.Status
+      if (health === "healthy") return
+      if (health === "unhealthy") return yield* Effect.fail({ fatal: true as const, message: `${spec.name} is unhealthy: ${i.State.Health?.Log?.at(-1)?.Output?.trim() ?? ""}` })
+      return yield* Effect.fail({ fatal: false as const, message: `${spec.name} is ${health ?? i.State.Status}` })
+    })
+    yield* check.pipe(
+      Effect.retry({ schedule: Schedule.spaced("500 millis"), while: (e) => !(e instanceof ComputeError) && !e.fatal }),
+      Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail({ fatal: true as const, message: `${spec.name} did not become healthy within ${Duration.format(timeout)}` }) }),
+      Effect.catch((e) => e instanceof ComputeError ? Effect.fail(e) : tailLogs(logFile).pipe(
+        Effect.flatMap((tail) => Effect.fail(new ComputeError({ host: host.name, message: `${e.message}${tail ? `; last log lines (${logFile}):\n${tail}` : ""}` })))
+      ))
+    )
+  })
+
+export interface StartOptions {
+  readonly expId: string
+  /** Folder for `{service}.log` (runs/{EXP_ID}/logs). */
+  readonly logsDir: string
+  /** Keep running when the scope closes (`dart compute up`); otherwise stop and remove it then. */
+  readonly keep: boolean
+  readonly healthTimeout: Duration.Input
+  readonly pull: boolean
+}
+
+/**
+ * Ensure the service runs on the host, healthy, for the scope: reuse a healthy container with the same spec hash,
+ * otherwise replace it. A container this call created is stopped and removed when the scope closes (normal exit,
+ * failure or Ctrl-C) unless `keep`; a reused one is left to whoever started it.
+ */
+export const startService = (host: DockerHost, spec: ServiceSpec, options: StartOptions): Effect.Effect<RunningService, ComputeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    yield* removeOrphans(host, options.expId)
+    const hash = specHash(spec)
+    const logFile = path.join(options.logsDir, `${host.name}-${spec.name}.log`)
+    const existing = (yield* listServices(host, options.expId)).filter((c) => c.Labels[LABEL.service] === spec.name)
+    for (const c of existing) {
+      if (c.Labels[LABEL.spec] === hash && c.State === "running") {
+        const i = yield* attempt(host, "inspect", () => host.docker.getContainer(c.Id).inspect())
+        if (i.State.Health?.Status === "healthy") {
+          const reach = yield* host.reach(spec.port)
+          return { spec, host: host.name, id: c.Id, endpoint: endpointOf(spec, reach), reused: true }
+        }
+      }
+      yield* stopService(host, c.Id, 10)
+    }
+    if (!(yield* imagePresent(host, spec.image))) {
+      if (!options.pull) return yield* new ComputeError({ host: host.name, message: `image ${spec.image} is not on the host (build it there, or pull it)` })
+      let last = 0
+      yield* pullImage(host, spec.image, (line) => {
+        // Progress for a multi-GB image, at most a line a second.
+        if (Date.now() - last > 1000) {
+          last = Date.now()
+          process.stderr.write(`pull ${spec.image} on ${host.name}: ${line}\n`)
+        }
+      })
+    }
+    const labels = {
+      [LABEL.managed]: "true", [LABEL.exp]: options.expId, [LABEL.role]: spec.role, [LABEL.service]: spec.name,
+      [LABEL.spec]: hash, [LABEL.owner]: options.keep ? KEPT_OWNER : ownerId()
+    }
+    // `_query` / `_body`: the modem would otherwise also put the whole body (secrets included) into the URL.
+    const container = yield* Effect.acquireRelease(
+      attempt(host, `create ${spec.name}`, () => host.docker.createContainer({ _query: { name: containerName(options.expId, spec) }, _body: createBody(spec, labels) } as unknown as Docker.ContainerCreateOptions)),
+      (c, exit) => (options.keep && exit._tag === "Success" ? Effect.void : stopService(host, c.id, 10).pipe(Effect.ignore))
+    )
+    yield* attempt(host, `start ${spec.name}`, () => container.start())
+    yield* streamLogs(host, container, logFile)
+    yield* waitHealthy(host, container, spec, logFile, Duration.fromInputUnsafe(options.healthTimeout))
+    const reach = yield* host.reach(spec.port)
+    return { spec, host: host.name, id: container.id, endpoint: endpointOf(spec, reach), reused: false }
+  })
+
+const endpointOf = (spec: ServiceSpec, reach: { host: string; port: number }) => {
+  const h = reach.host.includes(":") ? `[${reach.host}]` : reach.host
+  return spec.protocol === "http" ? `http://${h}:${reach.port}` : `${h}:${reach.port}`
+}
+
+/** Put a local folder at `target` (absolute) inside the service's container; parents are created by the archive. */
+export const putDirectory = (host: DockerHost, containerId: string, localDir: string, target: string) =>
+  Effect.gen(function*() {
+    const { stream, files } = yield* Effect.promise(() => packDirectory(localDir, target))
+    yield* attempt(host, `put ${localDir} into ${target}`, () => host.docker.getContainer(containerId).putArchive(stream as unknown as NodeJS.ReadableStream, { path: "/" }))
+    return { path: target, files: yield* Effect.promise(() => files) }
+  })
+
+/** Copy `remotePath` (file or folder) out of the container into `localDir`, all or nothing, with sha256s. */
+export const getPath = (host: DockerHost, containerId: string, remotePath: string, localDir: string) =>
+  Effect.gen(function*() {
+    const stream = (yield* attempt(host, `get ${remotePath}`, () => host.docker.getContainer(containerId).getArchive({ path: remotePath }))) as unknown as Readable
+    return yield* Effect.tryPromise({ try: () => unpackInto(stream, localDir), catch: (e) => new ComputeError({ host: host.name, message: `get ${remotePath} into ${localDir}: ${(e as Error).message}` }) })
+  })
+
+export type { CopiedFile }
