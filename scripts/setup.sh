@@ -45,4 +45,12 @@ containers/trainer/setup-venv.sh
 step "vLLM (CPU) Python environment"
 containers/vllm-cpu/setup-venv.sh
 
+# No image registry is reachable from these machines: the images are built here, on a Debian base made with
+# debootstrap. Rebuilds hit Docker's layer cache, so this is quick once done.
+step "local Debian base image"
+containers/base/make-base.sh
+step "trainer CPU image (first build: a few minutes, ~6.5 GB)"
+containers/base/build-trainer.sh cpu >/tmp/dart-build-trainer.log 2>&1 || { tail -30 /tmp/dart-build-trainer.log >&2; exit 1; }
+docker image inspect dart-trainer-cpu:0.1.0 --format 'dart-trainer-cpu:0.1.0 {{.Id}}'
+
 step "set-up done"
