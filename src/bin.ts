@@ -3,6 +3,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Layer, Runtime } from "effect"
 import { CliError, Command } from "effect/cli"
+import { auditCommand } from "./cli/AuditCommand.ts"
 import { datasetsCommand } from "./cli/DatasetsCommand.ts"
 import { evaluateCommand } from "./cli/EvaluateCommand.ts"
 import { teacherCommand } from "./cli/TeacherCommand.ts"
@@ -19,7 +20,7 @@ const reported = (code: number) =>
   Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
 
 const cli = root.pipe(
-  Command.withSubcommands([initCommand, teacherCommand, trainCommand, evaluateCommand, statusCommand, datasetsCommand]),
+  Command.withSubcommands([initCommand, teacherCommand, trainCommand, auditCommand, evaluateCommand, statusCommand, datasetsCommand]),
   Command.run({ version: toolVersion })
 )
 
