@@ -120,11 +120,11 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
       },
       catch: (e) => fail(`${method} ${route}: ${e instanceof Error ? e.message : String(e)}`, true)
     })
-  const retrySchedule = Schedule.exponential("200 millis", 2).pipe(
+  const retrySchedule = Schedule.exponential("100 millis", 2).pipe(
     Schedule.jittered,
     Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(10))))
   )
-  const withRetry = <A>(e: Effect.Effect<A, ClassifierError>) => e.pipe(Effect.retry({ schedule: retrySchedule, times: 5, while: (x) => x.retryable }))
+  const withRetry = <A>(e: Effect.Effect<A, ClassifierError>) => e.pipe(Effect.retry({ schedule: retrySchedule, times: 4, while: (x) => x.retryable }))
 
   // Which model the server serves: the configured one, or its only model.
   const models = yield* withRetry(http("GET", "/v1/models").pipe(Effect.flatMap((r) => {
