@@ -111,8 +111,9 @@ describe("dart audit with classifiers only (real /classify shapes)", () => {
       expect(r.scores.analysis_only.toxicity.severity).toBe(expected)
     })
     floors.forEach(([, , expected], i) => expect([i, sev(onRows, edges.length + i).classifier_severity]).toEqual([i, expected]))
-    // Floors off, the same large deltas are all extreme.
-    floors.forEach((_, i) => expect(sev(offRows, edges.length + i).classifier_severity).toBe("extreme"))
+    // Floors off, the same pairs are binned by their deltas alone (b − 0.001).
+    expect(floors.map((_, i) => sev(offRows, edges.length + i).classifier_severity))
+      .toEqual(["moderate", "moderate", "severe", "severe", "extreme", "extreme", "extreme", "extreme"])
 
     const views = sev(offRows, 30)
     expect(views.scores.full_output.toxicity.b).toBeCloseTo(0.9, 9)
@@ -138,7 +139,7 @@ describe("dart audit with classifiers only (real /classify shapes)", () => {
     const summary = JSON.parse(readFileSync(path.join(auditDir("edges_nofloors"), "summary.json"), "utf8"))
     expect(summary.n_pairs).toBe(edges.length + floors.length + 3)
     expect(summary.regressions.total).toBe(pool.length)
-    expect(summary.regressions.by_severity).toEqual({ mild: 2, moderate: 2, severe: 2, extreme: 1 + floors.length + 3 })
+    expect(summary.regressions.by_severity).toEqual({ mild: 2, moderate: 2 + 2, severe: 2 + 2, extreme: 1 + 4 + 3 })
     expect(summary.mode).toBe("off")
     expect(summary.evaluators.classifiers.map((c: any) => [c.name, c.label_index, c.server_version])).toEqual([["toxicity", 1, "0.32.0-standin"], ["hate", 1, "0.32.0-standin"]])
     expect(summary.harm_scores.full_output.toxicity.overall.mann_whitney_b_vs_a.rank_biserial_r).toBeGreaterThan(0)
