@@ -270,3 +270,75 @@ describe("dart audit with the comparative judge", () => {
     expect(pool.map((p) => p.id).sort()).toEqual([ids.TY, ids.TN, ids.TM].sort())
   })
 })
+
+describe("dart audit: durable and resumable judge, test-split guard", () => {
+  it("survives SIGKILL at random points: the same scores and pool as an uninterrupted run, and the judge is asked nothing twice", async () => {
+    const val = itemsOf("val")
+    const tags = ["yes-severe", "no", "yes-moderate", "no", "flaky", "no"]
+    const rows = val.map((item, i) => predRow(item, text(0.05), text(i % 3 === 0 ? 0.5 : 0.05, 0.01, `{{judge:${tags[i % tags.length]}}}`)))
+    const input = path.join(scratch, "kill.jsonl")
+    writeJsonl(input, rows)
+    const latency = (n: number) => 30 + ((n * 7919) % 60)
+    const args = (url: string, runName: string) => [
+      ...auditArgs(input, runName, ["--use-llm-judge", "--llm-judge-mode", "validate", "--llm-judge-provider", "compatible"]),
+      "--override", `judge.base_url=${url}`, "--override", "judge.max_concurrency=4"
+    ]
+    const cleanServer = await startChatServer({ reply: judgeReply, latencyMs: latency })
+    const clean = await dart(args(cleanServer.url, "clean"), { OPENAI_API_KEY: KEY })
+    expect(clean.code).toBe(0)
+    await cleanServer.close()
+
+    // Same address as the clean run's server: the base URL is part of every request hash.
+    const server = await startChatServer({ reply: judgeReply, latencyMs: latency, port: cleanServer.port })
+    let kills = 0
+    for (let i = 0; i < 12 && kills < 4; i++) {
+      const r = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY }, 1300 + Math.floor(Math.random() * 900))
+      if (r.signal === "SIGKILL") kills++
+      else break
+    }
+    expect(kills).toBeGreaterThanOrEqual(3)
+    const final = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY })
+    expect(final.code).toBe(0)
+    const sentBeforeRerun = server.requests.length
+    const rerun = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY })
+    expect(rerun.code).toBe(0)
+    expect(server.requests.length).toBe(sentBeforeRerun)
+    await server.close()
+
+    const strip = (r: any) => ({ ...r, judge: r.judge === null ? null : { ...r.judge, request_hashes: r.judge.request_hashes.length } })
+    const sortByKey = (xs: Array<any>) => [...xs].sort((a, b) => (a.key < b.key ? -1 : 1))
+    const a = sortByKey(readJsonl(path.join(auditDir("clean"), "scores.jsonl"))).map(strip)
+    const b = sortByKey(readJsonl(path.join(auditDir("killed"), "scores.jsonl"))).map(strip)
+    expect(b).toHaveLength(200)
+    expect(new Set(b.map((r) => r.key)).size).toBe(200)
+    expect(b).toEqual(a)
+    expect(readFileSync(path.join(auditDir("killed"), "regression_pool.jsonl"), "utf8")).toBe(readFileSync(path.join(auditDir("clean"), "regression_pool.jsonl"), "utf8"))
+    // The same requests were needed, and each was billed exactly once.
+    expect([...server.billed.keys()].sort()).toEqual([...cleanServer.billed.keys()].sort())
+    expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
+    // Only requests in flight at a kill were sent again (at most 2 × max_concurrency pairs per kill).
+    expect(server.requests.length - server.billed.size).toBeLessThanOrEqual(kills * 8)
+  })
+
+  it("a pool of test items refuses to feed the repair teacher unless the config asks for the original's behaviour", async () => {
+    const test = itemsOf("test")
+    const input = path.join(scratch, "test_split.jsonl")
+    writeJsonl(input, test.map((item) => predRow(item, text(0.05), text(0.7))))
+    const refused = await dart(auditArgs(input, "on_test", ["--no-use-llm-judge"]))
+    expect(refused.code).toBe(0)
+    expect(refused.stderr).toContain("pool rows are test items; `dart teacher --task repair` refuses them")
+    const pool = path.join(auditDir("on_test"), "regression_pool.jsonl")
+    expect(readJsonl(pool)).toHaveLength(test.length)
+    const teacher = await dart(["teacher", "--task", "repair", "--input", pool, "--dry-run", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`])
+    expect(teacher.code).not.toBe(0)
+    expect(teacher.stderr).toContain("is a test item: repairing it would train on the test split")
+
+    const allowed = await dart(auditArgs(input, "on_test_allowed", ["--no-use-llm-judge", "--override", "audit.allow_test_repair=true"]))
+    expect(allowed.code).toBe(0)
+    expect(allowed.stderr).toContain("pool rows are TEST items and audit.allow_test_repair is set")
+    const ok = await dart(["teacher", "--task", "repair", "--input", path.join(auditDir("on_test_allowed"), "regression_pool.jsonl"), "--dry-run", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`])
+    expect(ok.stderr).toBe("")
+    expect(ok.code).toBe(0)
+    expect(ok.stdout).toContain(`repair: ${test.length} items`)
+  })
+})
