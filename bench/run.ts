@@ -60,3 +60,7 @@ else {
 // 3. teacher throughput (issue: 10,000 requests, 2 s latency, concurrency 500).
 const teacher = spawnSync(process.execPath, ["bench/teacherThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(teacher.stdout)
+
+// 4. audit throughput (issue 10: 16,000 pairs, both views, both classifiers, judge on, zero-latency servers).
+const audit = spawnSync(process.execPath, ["bench/auditThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(audit.stdout)

@@ -131,6 +131,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   }
 
   // The paired rows, with each item's question and split from the run's datasets when the rows lack them.
+  const readStarted = Date.now()
   const items = yield* readItems(run.file)
   const pairs: Array<Pair> = []
   const seen = new Set<string>()
@@ -159,6 +160,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   const scoresExist = yield* Effect.promise(() => fs.access(scoresFile).then(() => true, () => false))
   if (scoresExist) for (const r of yield* readRows(scoresFile, Schema.Struct({ key: Schema.String }))) done.add(r.key)
   const pending = pairs.filter((p) => !done.has(p.key))
+  const readSeconds = (Date.now() - readStarted) / 1000
   if (previous === undefined) yield* store.writeFile(run, `${dir}/settings.json`, settingsText)
   const inputsHash = hashJson(settings)
   yield* store.stageStarted(run, `audit/${request.runName}`, inputsHash)
@@ -179,7 +181,8 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
 
     const state = { done: done.size, total: pairs.length, failed: 0, tokens: 0, costUsd: 0 }
     const judgeRun = { requests: 0, replayed: 0, bad_replies: 0, budget_skipped: 0, tokens: 0, cost_usd: 0 }
-    const timings = { classify_s: 0, judge_s: 0, write_s: 0 }
+    // Busy time per phase, summed over chunks (two chunks overlap, so the sum can exceed the wall time).
+    const timings = { read_s: readSeconds, classify_busy_s: 0, judge_and_write_busy_s: 0, finalize_s: 0, total_s: 0 }
     let budgetHit = false
     const finalLine = yield* reportProgress("audit", state, () => "", request.progressEveryMs ?? 5000)
 
@@ -257,7 +260,8 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
         const texts: Array<string> = []
         for (const p of chunk) for (const v of views) texts.push(textOf(p.aText, v), textOf(p.bText, v))
         const perClassifier = yield* Effect.forEach(classifiers, (c) => c.score(texts), { concurrency: "unbounded" })
-        timings.classify_s += (Date.now() - t0) / 1000
+        timings.classify_busy_s += (Date.now() - t0) / 1000
+        const t1 = Date.now()
         const scored = chunk.map((p, i) => {
           const byView: Record<string, Record<string, PairScore>> = {}
           let sev: SeverityOrNone = "none"
@@ -311,7 +315,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
               })),
             Effect.catchTag("BudgetStop", () => Effect.sync(() => void judgeRun.budget_skipped++))
           ), { concurrency: mode === "off" ? "unbounded" : 2 * j.max_concurrency, discard: true })
-        timings.judge_s += 0
+        timings.judge_and_write_busy_s += (Date.now() - t1) / 1000
       })
 
     const started = Date.now()
@@ -324,6 +328,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     yield* Console.error(finalLine())
 
     // Pool and summary from every row on disk (this run's and earlier runs').
+    const finalizeStarted = Date.now()
     const rows = yield* readRows(scoresFile, ScoreRow)
     const pool = poolRows(rows, audit.allow_test_repair)
     const summary = buildSummary(rows, {
@@ -354,6 +359,8 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
       allowTestRepair: audit.allow_test_repair
     })
     const complete = rows.length === pairs.length
+    timings.finalize_s = (Date.now() - finalizeStarted) / 1000
+    timings.total_s = timings.read_s + elapsed + timings.finalize_s
     const poolOut = yield* store.writeFile(run, `${dir}/regression_pool.jsonl`, pool.map((r) => `${JSON.stringify(r)}\n`).join(""))
     const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify({ ...summary, complete, timings }, null, 2)}\n`)
     const scoresOut = yield* store.describeFile(run, `${dir}/scores.jsonl`)
