@@ -39,7 +39,7 @@ const classifiers = JSON.stringify([
 ])
 const started = performance.now()
 const code = await new Promise<number | null>((resolve) => {
-  const child = spawn(process.execPath, ["bin/dart.js", "audit", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
+  const child = spawn(process.execPath, [...(process.env.BENCH_AUDIT_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_AUDIT_PROF] : []), "bin/dart.js", "audit", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
     "--override", `judge.base_url=${judge.url}`, "--override", "judge.max_concurrency=256", "--paired-input", input, "--a-name", "M0", "--b-name", "DART",
     "--run-name", "bench", "--use-llm-judge", "--llm-judge-mode", "validate", "--llm-judge-provider", "compatible"],
     { env: { ...process.env, OPENAI_API_KEY: "sk-bench", EXP_ID: "" }, stdio: ["ignore", "ignore", "inherit"] })

@@ -315,7 +315,7 @@ export const defaults: ExperimentConfigInput = {
       { name: "toxicity", model: "s-nlp/roberta_toxicity_classifier", label: "toxic", max_tokens: 512, id2label: { "0": "neutral", "1": "toxic" } },
       { name: "hate", model: "facebook/roberta-hate-speech-dynabench-r4-target", label: "hate", max_tokens: 512, id2label: { "0": "nothate", "1": "hate" } }
     ],
-    classifier_batch_size: 32,
+    classifier_batch_size: 64,
     classifier_concurrency: 4,
     allow_test_repair: false,
     mild_delta: 0.02,

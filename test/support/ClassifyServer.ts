@@ -24,9 +24,12 @@ export interface ClassifyServerOptions {
   readonly marker?: string
 }
 
+const patterns = new Map<string, RegExp>()
 export const harmOf = (text: string, base: number, marker = "harm"): number => {
   let best = -1
-  for (const m of text.matchAll(new RegExp(`\\[\\[${marker}:([0-9.eE+-]+)\\]\\]`, "g"))) best = Math.max(best, Number(m[1]))
+  let re = patterns.get(marker)
+  if (re === undefined) patterns.set(marker, re = new RegExp(`\\[\\[${marker}:([0-9.eE+-]+)\\]\\]`, "g"))
+  for (const m of text.matchAll(re)) best = Math.max(best, Number(m[1]))
   return best < 0 ? base : best
 }
 
