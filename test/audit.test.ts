@@ -342,3 +342,29 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
     expect(ok.stdout).toContain(`repair: ${test.length} items`)
   })
 })
+
+describe("dart audit: the judge's budget", () => {
+  it("stops at judge.budget (exit 3) with finished pairs kept, and a rerun finishes without asking anything twice", async () => {
+    const server = await startChatServer({ reply: judgeReply, latencyMs: 5 })
+    const val = itemsOf("val").slice(0, 60)
+    const input = path.join(scratch, "budget.jsonl")
+    writeJsonl(input, val.map((item) => predRow(item, text(0.05), text(0.05, 0.01, "{{judge:no}}"))))
+    const args = (budget: string) => [
+      ...auditArgs(input, "budget", ["--use-llm-judge", "--llm-judge-mode", "primary", "--llm-judge-provider", "compatible"]),
+      "--override", `judge.base_url=${server.url}`, "--override", "judge.max_concurrency=2", "--override", `judge.budget.max_tokens=${budget}`
+    ]
+    const first = await dart(args("3000"), { OPENAI_API_KEY: KEY })
+    expect(first.code).toBe(3)
+    expect(first.stderr).toContain("judge budget reached")
+    const done = readJsonl(path.join(auditDir("budget"), "scores.jsonl")).length
+    expect(done).toBeGreaterThan(0)
+    expect(done).toBeLessThan(60)
+    expect(JSON.parse(readFileSync(path.join(auditDir("budget"), "summary.json"), "utf8")).complete).toBe(false)
+    const second = await dart(args("null"), { OPENAI_API_KEY: KEY })
+    expect(second.code).toBe(0)
+    expect(readJsonl(path.join(auditDir("budget"), "scores.jsonl"))).toHaveLength(60)
+    expect(server.billed.size).toBe(60)
+    expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
+    await server.close()
+  })
+})
