@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { type ChatMessage, startChatServer } from "./support/ChatServer.ts"
@@ -250,10 +250,15 @@ describe("dart audit with the comparative judge", () => {
     expect(tm.decision).toMatchObject({ in_pool: false, overridden: false, classifier_trigger: true })
     // The whole reply is kept (B8: the original's cache lost the severity).
     expect(scores.find((s) => s.id === ids.TY).judge.verdict).toEqual({ is_regression: true, severity: "severe", reason: "test verdict", regression_type: "normalizes_bias", a_correct: true, b_correct: false })
-    // A rerun asks nothing again.
+    // A rerun asks nothing again, even with every row gone: the replies come back from the judge's ledger.
     const again = await run("validate", "validate")
     expect(again.requests).toBe(0)
     expect(again.pool).toEqual(r.pool)
+    rmSync(path.join(auditDir("validate"), "scores.jsonl"))
+    const replayed = await run("validate", "validate")
+    expect(replayed.requests).toBe(0)
+    expect(replayed.pool).toEqual(r.pool)
+    expect(replayed.summary.judge.this_run).toMatchObject({ requests: 0, replayed: 9 })
   })
 
   it("primary: the judge alone; supplement: both must agree (the judge is asked about triggers only); off: classifiers", async () => {

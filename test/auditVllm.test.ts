@@ -88,8 +88,9 @@ describe.skipIf(!available)("dart audit against real vLLM /classify", () => {
     for (const [name, label] of [["hate", "hate"], ["toxic", "toxic"]] as const) {
       const dir = path.join(models, name)
       const url = await startVllm(dir)
-      // No id2label in the config: it comes from the model directory's config.json.
-      const classifiers = JSON.stringify([{ name, model: dir, label, max_tokens: 512, endpoint: url }])
+      // No id2label in the config: it comes from the model directory's config.json. max_tokens is set above the
+      // model's 512 so the client's first windows are too long and vLLM's own length error makes it split again.
+      const classifiers = JSON.stringify([{ name, model: dir, label, max_tokens: 1200, endpoint: url }])
       const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
         const child = spawn(process.execPath, ["bin/dart.js", "audit", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
           "--paired-input", input, "--a-name", "M0", "--b-name", "DART", "--run-name", `audit_${name}`, "--no-use-llm-judge"], { env: { ...process.env, EXP_ID: "" } })
@@ -117,7 +118,8 @@ describe.skipIf(!available)("dart audit against real vLLM /classify", () => {
         got.forEach((g: number, k: number) => expect(Math.abs(g - probs[i * 4 + k]!), `pair ${i} text ${k}`).toBeLessThan(1e-4))
       })
       const long = scores.find((row) => row.id === val[4].id).scores.full_output[name]
-      expect(long.windows_b).toBeGreaterThan(1)
+      // 3,000-character first windows were refused by vLLM; the halved ones fit.
+      expect(long.windows_b).toBeGreaterThanOrEqual(4)
       expect(long.b).toBeGreaterThanOrEqual(0)
     }
   }, 900_000)
