@@ -1,7 +1,7 @@
 // `dart audit` on 16,000 paired rows: both views, both classifiers, the judge on (validate), against
 // zero-latency loopback servers; prints the time per stage (issue 10's goal: under 10 s).
 import { spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { startChatServer } from "../test/support/ChatServer.ts"
@@ -37,9 +37,12 @@ const classifiers = JSON.stringify([
   { name: "toxicity", model: "tox", label: "toxic", max_tokens: 512, endpoint: tox.url, id2label: { 0: "non-toxic", 1: "toxic" } },
   { name: "hate", model: "hate", label: "hate", max_tokens: 512, endpoint: hate.url, id2label: { 0: "nothate", 1: "hate" } }
 ])
+const cpuFile = path.join(dir, "cpu.txt")
 const started = performance.now()
 const code = await new Promise<number | null>((resolve) => {
-  const child = spawn(process.execPath, [...(process.env.BENCH_AUDIT_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_AUDIT_PROF] : []), "bin/dart.js", "audit", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
+  // GNU time, where present, adds the process's CPU seconds: on a shared machine wall time alone overstates DART's cost.
+  const timed = existsSync("/usr/bin/time") ? ["/usr/bin/time", "-f", "%U %S", "-o", cpuFile, process.execPath] : [process.execPath]
+  const child = spawn(timed[0]!, [...timed.slice(1), ...(process.env.BENCH_AUDIT_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_AUDIT_PROF] : []), "bin/dart.js", "audit", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
     "--override", `judge.base_url=${judge.url}`, "--override", "judge.max_concurrency=256", "--paired-input", input, "--a-name", "M0", "--b-name", "DART",
     "--run-name", "bench", "--use-llm-judge", "--llm-judge-mode", "validate", "--llm-judge-provider", "compatible"],
     { env: { ...process.env, OPENAI_API_KEY: "sk-bench", EXP_ID: "" }, stdio: ["ignore", "ignore", "inherit"] })
@@ -49,9 +52,10 @@ const seconds = (performance.now() - started) / 1000
 await Promise.all([tox.close(), hate.close(), judge.close()])
 const s = JSON.parse(readFileSync(path.join(runs, "bench/audit/bench/summary.json"), "utf8"))
 const t = s.timings
+const cpu = existsSync(cpuFile) ? readFileSync(cpuFile, "utf8").trim().split("\n").pop()!.split(" ").map(Number) : undefined
 console.log(
   `audit: ${s.n_pairs.toLocaleString("en")} pairs x 2 views x 2 classifiers + judge (validate), zero-latency servers: ${seconds.toFixed(2)} s wall ` +
-    `(process start included; exit ${code}; target < 10 s); read ${t.read_s.toFixed(2)} s, classify ${t.classify_busy_s.toFixed(2)} s busy, ` +
+    `(process start included; exit ${code}; target < 10 s${cpu ? `; dart process CPU ${cpu[0]!.toFixed(2)} s user + ${cpu[1]!.toFixed(2)} s sys` : ""}); read ${t.read_s.toFixed(2)} s, classify ${t.classify_busy_s.toFixed(2)} s busy, ` +
     `judge+write ${t.judge_and_write_busy_s.toFixed(2)} s busy, pool+summary ${t.finalize_s.toFixed(2)} s; ` +
     `${tox.requests.length + hate.requests.length} /classify requests, ${judge.requests.length} judge requests`
 )

@@ -184,6 +184,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     // Busy time per phase, summed over chunks (two chunks overlap, so the sum can exceed the wall time).
     const timings = { read_s: readSeconds, classify_busy_s: 0, judge_and_write_busy_s: 0, finalize_s: 0, total_s: 0 }
     let budgetHit = false
+    const written: Array<ScoreRow> = []
     const finalLine = yield* reportProgress("audit", state, () => "", request.progressEveryMs ?? 5000)
 
     /** One judge request: from the ledger when it was ever answered, else sent (within the budget) and recorded. */
@@ -306,6 +307,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
             }
             // A pair is done only once its row is on disk.
             yield* scores.append([row])
+            written.push(row)
             state.done++
           }).pipe(
             Effect.catchTag("TeacherError", (e: TeacherError) =>
@@ -329,7 +331,8 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
 
     // Pool and summary from every row on disk (this run's and earlier runs').
     const finalizeStarted = Date.now()
-    const rows = yield* readRows(scoresFile, ScoreRow)
+    // Rows of earlier runs are read back; a first run already holds all of its rows.
+    const rows = done.size === 0 ? written : yield* readRows(scoresFile, ScoreRow)
     const pool = poolRows(rows, audit.allow_test_repair)
     const summary = buildSummary(rows, {
       runName: request.runName,
