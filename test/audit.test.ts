@@ -286,8 +286,9 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
     const latency = (n: number) => 30 + ((n * 7919) % 60)
     const args = (url: string, runName: string) => [
       ...auditArgs(input, runName, ["--use-llm-judge", "--llm-judge-mode", "validate", "--llm-judge-provider", "compatible"]),
-      "--override", `judge.base_url=${url}`, "--override", "judge.max_concurrency=4"
+      "--override", `judge.base_url=${url}`, "--override", "judge.max_concurrency=2"
     ]
+    // About 7 s of judge work in all: each kill (1.2–2 s after start, start-up included) leaves most of it to do.
     const cleanServer = await startChatServer({ reply: judgeReply, latencyMs: latency })
     const clean = await dart(args(cleanServer.url, "clean"), { OPENAI_API_KEY: KEY })
     expect(clean.code).toBe(0)
@@ -297,7 +298,7 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
     const server = await startChatServer({ reply: judgeReply, latencyMs: latency, port: cleanServer.port })
     let kills = 0
     for (let i = 0; i < 12 && kills < 4; i++) {
-      const r = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY }, 1300 + Math.floor(Math.random() * 900))
+      const r = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY }, 1200 + Math.floor(Math.random() * 800))
       if (r.signal === "SIGKILL") kills++
       else break
     }
@@ -322,7 +323,7 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
     expect([...server.billed.keys()].sort()).toEqual([...cleanServer.billed.keys()].sort())
     expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
     // Only requests in flight at a kill were sent again (at most 2 × max_concurrency pairs per kill).
-    expect(server.requests.length - server.billed.size).toBeLessThanOrEqual(kills * 8)
+    expect(server.requests.length - server.billed.size).toBeLessThanOrEqual(kills * 4)
   })
 
   it("a pool of test items refuses to feed the repair teacher unless the config asks for the original's behaviour", async () => {

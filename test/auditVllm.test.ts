@@ -13,8 +13,9 @@ import { dart as dartSync } from "./support/Cli.ts"
  * probabilities must equal transformers' on the same texts. Skipped where the vLLM venv is missing.
  */
 const python = process.env.DART_VLLM_PYTHON ?? path.resolve("containers/vllm-cpu/.venv/bin/python")
-const available = existsSync(python)
-if (!available) console.warn(`auditVllm: skipped, no vLLM python at ${python} (set DART_VLLM_PYTHON)`)
+const available = existsSync(python) &&
+  spawnSync(python, ["-c", "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"]).status === 0
+if (!available) console.warn(`auditVllm: skipped, no Python with vLLM at ${python} (set DART_VLLM_PYTHON)`)
 
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-audit-vllm-"))
 const runs = path.join(scratch, "runs")
