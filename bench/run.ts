@@ -64,3 +64,7 @@ process.stdout.write(teacher.stdout)
 // 4. Docker API over ssh: one persistent SSH connection vs dockerode's own ssh mode (issue 8).
 const dockerSsh = spawnSync(process.execPath, ["--no-deprecation", "bench/dockerSsh.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(dockerSsh.stdout)
+
+// 5. audit throughput (issue 10: 16,000 pairs, both views, both classifiers, judge on, zero-latency servers).
+const audit = spawnSync(process.execPath, ["bench/auditThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(audit.stdout)

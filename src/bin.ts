@@ -3,6 +3,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Layer, Runtime } from "effect"
 import { CliError, Command } from "effect/cli"
+import { auditCommand } from "./cli/AuditCommand.ts"
 import { computeCommand } from "./cli/ComputeCommand.ts"
 import { configCommand } from "./cli/ConfigCommand.ts"
 import { datasetsCommand } from "./cli/DatasetsCommand.ts"
@@ -31,6 +32,7 @@ const cli = root.pipe(
     initCommand,
     teacherCommand,
     trainCommand,
+    auditCommand,
     evaluateCommand,
     runCommand,
     computeCommand,

@@ -1,0 +1,395 @@
+import { Console, Context, Effect, Layer, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeRetryMessages, JudgeVerdict } from "../audit/JudgePrompt.ts"
+import type { Severity } from "../audit/RegressionPool.ts"
+import { decide, type JudgeMode, needsJudge } from "../audit/Routing.ts"
+import { type JudgeRecord, type PairScore, ScoreRow } from "../audit/ScoreRow.ts"
+import { maxSeverity, severityOf, type SeverityOrNone, type SeverityThresholds } from "../audit/Severity.ts"
+import { buildSummary, poolRows } from "../audit/SummaryBuilder.ts"
+import { canonicalJson, hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
+import { reportProgress } from "../common/Progress.ts"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import { NormalizedItemSchema, splits } from "../datasets/BenchmarkItem.ts"
+import { analysisOf, parseConclusion } from "../evaluation/ConclusionParser.ts"
+import { PredictionRow } from "../evaluation/PredictionReader.ts"
+import { decodeJsonLine, forEachLine, LineError, openAppender, readRows } from "../runs/Jsonl.ts"
+import { RunStore } from "../runs/RunStore.ts"
+import { type Classifier, ClassifierClient, type ClassifierError, type ClassifierSpec } from "../serving/ClassifierClient.ts"
+import type { ChatMessage } from "../teacher/Prompts.ts"
+import { openLedger } from "../teacher/ResponseLedger.ts"
+import { providerBaseUrl, TeacherClient, TeacherError } from "../teacher/TeacherClient.ts"
+import { BudgetStop, TeacherIncomplete } from "../teacher/TeacherStage.ts"
+
+export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", { message: Schema.String }) {}
+
+export interface AuditRequest {
+  readonly pairedInput: string
+  readonly aName: string
+  readonly bName: string
+  readonly runName: string
+  /** null = classifiers only. */
+  readonly judgeMode: Exclude<JudgeMode, "off"> | null
+  /** The judge's API, built only when a request is really sent (so a classifier-only audit needs no key). */
+  readonly judgeClient: (judge: ExperimentConfig["judge"]) => Layer.Layer<TeacherClient, TeacherError>
+  readonly progressEveryMs?: number
+  /** Pairs scored and judged together: classifier batches fill across them. */
+  readonly chunkSize?: number
+}
+
+/** Bad replies are asked again this many times (with the problem stated) before the pair counts as a judge failure. */
+const JUDGE_REPLY_RETRIES = 2
+
+interface Pair {
+  readonly key: string
+  readonly row: PredictionRow
+  readonly question: string
+  readonly gold: "YES" | "NO"
+  readonly split: string | null
+  readonly aText: string
+  readonly bText: string
+}
+
+const readItems = (dir: (rel: string) => string) =>
+  Effect.gen(function*() {
+    const items = new Map<string, { readonly question: string; readonly split: string }>()
+    for (const split of splits) {
+      const file = dir(`datasets/${split}.jsonl`)
+      const exists = yield* Effect.promise(() => fs.access(file).then(() => true, () => false))
+      if (!exists) continue
+      for (const r of yield* readRows(file, NormalizedItemSchema)) items.set(r.id, { question: r.question, split: r.split })
+    }
+    return items
+  })
+
+const QuestionFields = Schema.Struct({ question: Schema.optionalKey(Schema.String), split: Schema.optionalKey(Schema.String) })
+const decodePrediction = Schema.decodeUnknownResult(Schema.Struct({ ...PredictionRow.fields, ...QuestionFields.fields }))
+
+/** Original step 5: classifiers on two views, severity bins, the comparative judge, the regression pool. */
+export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: ResolvedConfig, request: AuditRequest) {
+  const store = yield* RunStore
+  const classifierClient = yield* ClassifierClient
+  const { config } = resolved
+  const audit = config.audit
+  const j = config.judge
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(request.runName)) {
+    return yield* new AuditError({ message: `--run-name "${request.runName}": use letters, digits, '.', '_' or '-'` })
+  }
+  if (request.aName === request.bName) return yield* new AuditError({ message: "--a-name and --b-name must differ" })
+  const mode: JudgeMode = request.judgeMode ?? "off"
+  if (mode === "off" && audit.classifiers.length === 0) {
+    return yield* new AuditError({ message: "nothing to audit with: audit.classifiers is empty and the LLM judge is off (--use-llm-judge)" })
+  }
+  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
+  const dir = `audit/${request.runName}`
+  yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
+
+  // Classifier endpoints: per classifier, else the shared one; never two classifiers on one served model.
+  const specs: Array<ClassifierSpec> = []
+  for (const [i, c] of audit.classifiers.entries()) {
+    const endpoint = c.endpoint ?? config.compute.classifier_endpoint
+    if (endpoint === null || endpoint === undefined) {
+      return yield* new AuditError({
+        message: `audit.classifiers[${i}] ("${c.name}"): no endpoint; set audit.classifiers[${i}].endpoint or compute.classifier_endpoint to its vLLM /classify server`
+      })
+    }
+    specs.push({ name: c.name, model: c.model, label: c.label, max_tokens: c.max_tokens, endpoint, activation: c.activation ?? "softmax", id2label: c.id2label })
+  }
+  const names = specs.map((s) => s.name)
+  if (new Set(names).size !== names.length) return yield* new AuditError({ message: `audit.classifiers: duplicate names ${JSON.stringify(names)}` })
+
+  const thresholds: SeverityThresholds = {
+    mild_delta: audit.mild_delta,
+    moderate_delta: audit.moderate_delta,
+    severe_delta: audit.severe_delta,
+    extreme_delta: audit.extreme_delta,
+    abs_floors: audit.abs_floors
+  }
+  const judgeIdentity = { provider: j.provider, base_url: providerBaseUrl(j) ?? null, model: j.model, temperature: j.temperature, max_tokens: j.max_tokens, seed: j.seed, prompt_version: JUDGE_PROMPT_VERSION }
+  // A rerun continues only with the same settings: scores.jsonl rows were decided under them.
+  const settings = {
+    paired_input_sha256: (yield* Effect.promise(() => sha256File(request.pairedInput).catch(() => undefined)))?.sha256,
+    a_name: request.aName,
+    b_name: request.bName,
+    views: audit.views,
+    classifiers: specs.map((s) => ({ name: s.name, model: s.model, label: s.label, max_tokens: s.max_tokens, activation: s.activation, id2label: s.id2label ?? null })),
+    thresholds,
+    min_severity: audit.min_severity,
+    mode,
+    judge: mode === "off" ? null : judgeIdentity
+  }
+  if (settings.paired_input_sha256 === undefined) return yield* new AuditError({ message: `${request.pairedInput}: cannot read the paired predictions` })
+  const settingsText = `${JSON.stringify(settings, null, 2)}\n`
+  const previous = yield* store.readText(run, `${dir}/settings.json`)
+  if (previous !== undefined && canonicalJson(JSON.parse(previous)) !== canonicalJson(settings)) {
+    const before = JSON.parse(previous) as Record<string, unknown>
+    const differ = Object.keys(settings).filter((k) => canonicalJson(before[k]) !== canonicalJson((settings as Record<string, unknown>)[k]))
+    return yield* new AuditError({
+      message: `${run.file(`${dir}/settings.json`)}: this audit was started with different settings (${differ.join(", ")}); ` +
+        "use another --run-name, or delete that folder to start over"
+    })
+  }
+
+  // The paired rows, with each item's question and split from the run's datasets when the rows lack them.
+  const readStarted = Date.now()
+  const items = yield* readItems(run.file)
+  const pairs: Array<Pair> = []
+  const seen = new Set<string>()
+  yield* forEachLine(request.pairedInput, (text) => {
+    if (text.trim() === "") return
+    const row = decodeJsonLine(text, decodePrediction)
+    if (row.task !== "dart") throw new LineError(`task "${row.task}": the audit reads paired dart predictions`)
+    const key = `${row.id}#${row.sample}`
+    if (seen.has(key)) throw new LineError(`duplicate prediction for ${row.id} sample ${row.sample}`)
+    seen.add(key)
+    const a = row.outputs[request.aName]
+    const b = row.outputs[request.bName]
+    const have = Object.keys(row.outputs).join(", ") || "none"
+    if (a === undefined) throw new LineError(`no output for model A "${request.aName}" (has: ${have})`)
+    if (b === undefined) throw new LineError(`no output for model B "${request.bName}" (has: ${have})`)
+    const item = items.get(row.id)
+    const question = row.question ?? item?.question
+    if (question === undefined) throw new LineError(`item ${row.id} has no question: not in the row and not in this run's datasets/`)
+    const gold = row.condition === "neq" ? "YES" : "NO"
+    if (row.gold_label !== undefined && row.gold_label !== gold) throw new LineError(`gold_label ${row.gold_label} contradicts condition ${row.condition}`)
+    pairs.push({ key, row, question, gold, split: row.split ?? item?.split ?? null, aText: a.text, bText: b.text })
+  }).pipe(Effect.mapError((e) => new AuditError({ message: e.message })))
+
+  const scoresFile = run.file(`${dir}/scores.jsonl`)
+  const done = new Set<string>()
+  const scoresExist = yield* Effect.promise(() => fs.access(scoresFile).then(() => true, () => false))
+  if (scoresExist) for (const r of yield* readRows(scoresFile, Schema.Struct({ key: Schema.String }))) done.add(r.key)
+  const pending = pairs.filter((p) => !done.has(p.key))
+  const readSeconds = (Date.now() - readStarted) / 1000
+  if (previous === undefined) yield* store.writeFile(run, `${dir}/settings.json`, settingsText)
+  const inputsHash = hashJson(settings)
+  yield* store.stageStarted(run, `audit/${request.runName}`, inputsHash)
+
+  const cost = (prompt: number, completion: number) => (prompt * j.prices.input_per_mtok + completion * j.prices.output_per_mtok) / 1e6
+  const identityText = JSON.stringify([judgeIdentity.provider, judgeIdentity.base_url, j.model, j.temperature, j.max_tokens, j.seed, JUDGE_PROMPT_VERSION])
+  const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
+    sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
+
+  return yield* Effect.scoped(Effect.gen(function*() {
+    const classifiers: Array<Classifier> = yield* Effect.forEach(specs, (s) =>
+      classifierClient.open(s, { batchSize: audit.classifier_batch_size, concurrency: audit.classifier_concurrency }))
+    const ledger = mode === "off" ? undefined : yield* openLedger(run.file(`${dir}/judge_responses.jsonl`))
+    const judgeNeeded = mode !== "off" && pending.length > 0
+    const client = judgeNeeded ? Context.get(yield* Layer.build(request.judgeClient(j)), TeacherClient) : undefined
+    const scores = yield* openAppender(scoresFile)
+    const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
+
+    const state = { done: done.size, total: pairs.length, failed: 0, tokens: 0, costUsd: 0 }
+    const judgeRun = { requests: 0, replayed: 0, bad_replies: 0, budget_skipped: 0, tokens: 0, cost_usd: 0 }
+    // Busy time per phase, summed over chunks (two chunks overlap, so the sum can exceed the wall time).
+    const timings = { read_s: readSeconds, classify_busy_s: 0, judge_and_write_busy_s: 0, finalize_s: 0, total_s: 0 }
+    let budgetHit = false
+    const written: Array<ScoreRow> = []
+    const finalLine = yield* reportProgress("audit", state, () => "", request.progressEveryMs ?? 5000)
+
+    /** One judge request: from the ledger when it was ever answered, else sent (within the budget) and recorded. */
+    const ask = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
+      Effect.gen(function*() {
+        const key = requestKey(messages, attempt)
+        const recorded = ledger!.get(key)
+        if (recorded !== undefined) {
+          judgeRun.replayed++
+          return { key, content: recorded.content, model: recorded.model }
+        }
+        const overTokens = j.budget.max_tokens !== null && state.tokens >= j.budget.max_tokens
+        const overUsd = j.budget.max_usd !== null && state.costUsd >= j.budget.max_usd
+        if (overTokens || overUsd || budgetHit) {
+          budgetHit = true
+          return yield* new BudgetStop({ message: "judge budget reached" })
+        }
+        judgeRun.requests++
+        const c = yield* client!.complete({ messages, key })
+        state.tokens += c.promptTokens + c.completionTokens
+        state.costUsd += cost(c.promptTokens, c.completionTokens)
+        judgeRun.tokens += c.promptTokens + c.completionTokens
+        judgeRun.cost_usd += cost(c.promptTokens, c.completionTokens)
+        // Durable before it is used: a kill after this point never pays for this reply again.
+        yield* ledger!.record({ key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model })
+        return { key, content: c.content, model: c.model }
+      })
+
+    const decodeVerdict = Schema.decodeUnknownResult(JudgeVerdict)
+    const judgePair = (p: Pair) =>
+      Effect.gen(function*() {
+        const first = judgeMessages({
+          question: p.question,
+          gold: p.gold,
+          aText: p.aText,
+          bText: p.bText,
+          aConclusion: parseConclusion(p.aText),
+          bConclusion: parseConclusion(p.bText)
+        })
+        let messages = first
+        const hashes: Array<string> = []
+        let model = j.model
+        let problem = ""
+        for (let attempt = 0; attempt <= JUDGE_REPLY_RETRIES; attempt++) {
+          const reply = yield* ask(messages, attempt)
+          hashes.push(reply.key)
+          model = reply.model
+          let json: unknown
+          try {
+            json = JSON.parse(extractJson(reply.content))
+          } catch {
+            problem = "the reply is not JSON"
+          }
+          if (json !== undefined) {
+            const d = decodeVerdict(json, { errors: "all" })
+            if (d._tag === "Success") {
+              return { ok: true, verdict: d.success, model, prompt_version: JUDGE_PROMPT_VERSION, attempts: attempt + 1, request_hashes: hashes } satisfies JudgeRecord
+            }
+            problem = `the JSON does not match the schema: ${d.failure.message.replace(/\s+/g, " ").slice(0, 300)}`
+          }
+          judgeRun.bad_replies++
+          messages = judgeRetryMessages(first, reply.content, problem)
+        }
+        return { ok: false, reason: `malformed judge reply: ${problem}`, model, prompt_version: JUDGE_PROMPT_VERSION, attempts: JUDGE_REPLY_RETRIES + 1, request_hashes: hashes } satisfies JudgeRecord
+      })
+
+    const views = audit.views
+    const textOf = (t: string, view: string) => (view === "analysis_only" ? analysisOf(t) : t)
+
+    const processChunk = (chunk: ReadonlyArray<Pair>) =>
+      Effect.gen(function*() {
+        // Classifiers: every text of the chunk in one call per classifier (batched and windowed by the client).
+        const t0 = Date.now()
+        const texts: Array<string> = []
+        for (const p of chunk) for (const v of views) texts.push(textOf(p.aText, v), textOf(p.bText, v))
+        const perClassifier = yield* Effect.forEach(classifiers, (c) => c.score(texts), { concurrency: "unbounded" })
+        timings.classify_busy_s += (Date.now() - t0) / 1000
+        const t1 = Date.now()
+        const scored = chunk.map((p, i) => {
+          const byView: Record<string, Record<string, PairScore>> = {}
+          let sev: SeverityOrNone = "none"
+          views.forEach((v, vi) => {
+            const byClf: Record<string, PairScore> = {}
+            classifiers.forEach((c, ci) => {
+              const a = perClassifier[ci]![(i * views.length + vi) * 2]!
+              const b = perClassifier[ci]![(i * views.length + vi) * 2 + 1]!
+              const delta = b.score - a.score
+              const severity = severityOf(delta, b.score, thresholds)
+              sev = maxSeverity(sev, severity)
+              byClf[c.spec.name] = { a: a.score, b: b.score, delta, severity, windows_a: a.windows, windows_b: b.windows }
+            })
+            byView[v] = byClf
+          })
+          return { p, byView, sev }
+        })
+        yield* Effect.forEach(scored, ({ p, byView, sev }) =>
+          Effect.gen(function*() {
+            const judge = needsJudge(mode, sev, audit.min_severity) ? yield* judgePair(p) : null
+            const decision = decide(mode, sev, judge, audit.min_severity)
+            const row: ScoreRow = {
+              key: p.key,
+              id: p.row.id,
+              sample: p.row.sample,
+              benchmark: p.row.benchmark,
+              condition: p.row.condition,
+              scenario: p.row.scenario,
+              gold_label: p.gold,
+              split: p.split,
+              question: p.question,
+              a_name: request.aName,
+              b_name: request.bName,
+              a_text: p.aText,
+              b_text: p.bText,
+              a_conclusion: parseConclusion(p.aText),
+              b_conclusion: parseConclusion(p.bText),
+              scores: byView,
+              classifier_severity: sev,
+              judge,
+              decision
+            }
+            // A pair is done only once its row is on disk.
+            yield* scores.append([row])
+            written.push(row)
+            state.done++
+          }).pipe(
+            Effect.catchTag("TeacherError", (e: TeacherError) =>
+              Effect.gen(function*() {
+                state.failed++
+                yield* failures.append([{ key: p.key, reason: e.reason }])
+              })),
+            Effect.catchTag("BudgetStop", () => Effect.sync(() => void judgeRun.budget_skipped++))
+          ), { concurrency: mode === "off" ? "unbounded" : 2 * j.max_concurrency, discard: true })
+        timings.judge_and_write_busy_s += (Date.now() - t1) / 1000
+      })
+
+    const started = Date.now()
+    const chunkSize = request.chunkSize ?? 512
+    const chunks: Array<Array<Pair>> = []
+    for (let i = 0; i < pending.length; i += chunkSize) chunks.push(pending.slice(i, i + chunkSize))
+    // Two chunks at once: one is being classified while the other waits on the judge.
+    yield* Effect.forEach(chunks, processChunk, { concurrency: 2, discard: true })
+    const elapsed = (Date.now() - started) / 1000
+    yield* Console.error(finalLine())
+
+    // Pool and summary from every row on disk (this run's and earlier runs').
+    const finalizeStarted = Date.now()
+    // Rows of earlier runs are read back; a first run already holds all of its rows.
+    const rows = done.size === 0 ? written : yield* readRows(scoresFile, ScoreRow)
+    const pool = poolRows(rows, audit.allow_test_repair)
+    const summary = buildSummary(rows, {
+      runName: request.runName,
+      aName: request.aName,
+      bName: request.bName,
+      mode,
+      minSeverity: audit.min_severity as Severity,
+      views,
+      classifiers: specs.map((s) => s.name),
+      thresholds,
+      evaluators: {
+        classifiers: classifiers.map((c) => ({
+          name: c.spec.name,
+          model: c.spec.model,
+          served_model: c.served.model,
+          label: c.spec.label,
+          label_index: c.served.labelIndex,
+          labels: c.served.labels,
+          activation: c.spec.activation,
+          max_tokens: c.spec.max_tokens,
+          server_version: c.served.version
+        })),
+        judge: mode === "off" ? null : { ...judgeIdentity, mode }
+      },
+      judgeRun: { ...judgeRun, seconds: elapsed },
+      input: { file: request.pairedInput, sha256: settings.paired_input_sha256! },
+      allowTestRepair: audit.allow_test_repair
+    })
+    const complete = rows.length === pairs.length
+    timings.finalize_s = (Date.now() - finalizeStarted) / 1000
+    timings.total_s = timings.read_s + elapsed + timings.finalize_s
+    const poolOut = yield* store.writeFile(run, `${dir}/regression_pool.jsonl`, pool.map((r) => `${JSON.stringify(r)}\n`).join(""))
+    const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify({ ...summary, complete, timings }, null, 2)}\n`)
+    const scoresOut = yield* store.describeFile(run, `${dir}/scores.jsonl`)
+    yield* store.stageFinished(run, `audit/${request.runName}`, {
+      status: complete ? "done" : budgetHit ? "stopped" : "failed",
+      outputs: [poolOut, summaryOut, ...(scoresOut === undefined ? [] : [scoresOut])],
+      ...(complete ? {} : { error: budgetHit ? "judge budget reached" : `${pairs.length - rows.length} pairs not done` })
+    })
+    const testInPool = pool.filter((r) => r.split === "test").length
+    if (testInPool > 0) {
+      yield* Console.error(audit.allow_test_repair
+        ? `dart: warning: ${testInPool} pool rows are TEST items and audit.allow_test_repair is set: repairing them trains on the test split (the original's behaviour, protocol B3)`
+        : `dart: warning: ${testInPool} pool rows are test items; \`dart teacher --task repair\` refuses them (audit the val split, or set audit.allow_test_repair=true to reproduce the original)`)
+    }
+    yield* Console.log(
+      `audit ${request.runName}: ${rows.length}/${pairs.length} pairs, ${pool.length} regressions ` +
+        `(${["mild", "moderate", "severe", "extreme"].map((s) => `${s} ${summary.regressions.by_severity[s as Severity]}`).join(", ")}), mode ${mode}` +
+        (mode === "off" ? "" : `; judge: ${judgeRun.requests} requests, ${judgeRun.replayed} replayed from the ledger, ${summary.judge?.failures ?? 0} failures, $${judgeRun.cost_usd.toFixed(4)} this run`)
+    )
+    if (budgetHit) return yield* new BudgetStop({ message: `judge budget reached (${JSON.stringify(j.budget)}): ${pairs.length - rows.length} pairs left; run again (with a larger budget) to resume` })
+    if (!complete) return yield* new TeacherIncomplete({ message: `${pairs.length - rows.length} pairs not done (judge request failures, see ${dir}/failures.jsonl); run again to retry them` })
+  }))
+}, Effect.mapError((e) =>
+  e._tag === "RunStoreError" || e._tag === "NoSuchRunError" || e._tag === "ClassifierError"
+    ? new AuditError({ message: e.message })
+    : e
+))
+
+export type { ClassifierError }
