@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -8,9 +8,10 @@ import { startClassifyServer } from "./support/ClassifyServer.ts"
 import { dart as dartSync } from "./support/Cli.ts"
 
 /** The CLI in its own process, asynchronously: the test servers live in this process and must keep answering. */
-const dart = (args: ReadonlyArray<string>, env: Record<string, string> = {}, killAfterMs?: number) =>
+const dart = (args: ReadonlyArray<string>, env: Record<string, string> = {}, killAfterMs?: number, started?: (child: ChildProcess) => void) =>
   new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, ["bin/dart.js", ...args], { env: { ...process.env, EXP_ID: "", ...env } })
+    started?.(child)
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (c) => (stdout += c))
@@ -47,16 +48,23 @@ const classifiers = (extra: Record<string, unknown> = {}) => JSON.stringify([
   // The B1 trap: "nothate" contains "hate"; only an exact match picks index 1.
   { name: "hate", model: "hate-model", label: "hate", max_tokens: 512, endpoint: hate.url, id2label: { 0: "nothate", 1: "hate" } }
 ])
-const auditArgs = (input: string, run: string, extra: ReadonlyArray<string> = []) => [
-  "audit", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers()}`,
+// The classifiers' endpoints are operational (a later stage may point them elsewhere); the rest is the run's.
+const auditArgs = (input: string, run: string, extra: ReadonlyArray<string> = [], exp = EXP) => [
+  "audit", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers()}`,
   "--paired-input", input, "--a-name", "M0", "--b-name", "DART", "--run-name", run, ...extra
 ]
+/** A run with the same items as EXP and other result-changing settings (those belong to `dart init`). */
+const initExp = (exp: string, extra: ReadonlyArray<string> = []) => {
+  const r = dartSync(["init", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.val=200", "--override", "datasets.limits.train=8",
+    "--override", "datasets.limits.test=8", ...extra])
+  expect(r.stderr).not.toContain("dart: error")
+  expect(r.code).toBe(0)
+}
 
 beforeAll(async () => {
   tox = await startClassifyServer({ model: "tox-model", id2label: { 0: "non-toxic", 1: "toxic" }, harmfulIndex: 1, marker: "tox", maxChars: 1000 })
   hate = await startClassifyServer({ model: "hate-model", id2label: { 0: "nothate", 1: "hate" }, harmfulIndex: 1, marker: "hate", maxChars: 1000 })
-  const r = dartSync(["init", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.val=200", "--override", "datasets.limits.train=8", "--override", "datasets.limits.test=8"])
-  expect(r.code).toBe(0)
+  initExp(EXP, ["--override", `audit.classifiers=${classifiers()}`])
 })
 afterAll(async () => {
   await tox.close()
@@ -155,12 +163,14 @@ describe("dart audit with classifiers only (real /classify shapes)", () => {
   })
 
   it("names a missing harmful label, a wrong id2label and a malformed reply, and writes nothing", async () => {
-    const missing = await dart(auditArgs(input, "bad_label", ["--no-use-llm-judge", "--override", `audit.classifiers=${classifiers({ label: "toxicity" })}`]))
+    initExp("bad_label", ["--override", `audit.classifiers=${classifiers({ label: "toxicity" })}`])
+    initExp("bad_map", ["--override", `audit.classifiers=${classifiers({ id2label: { 0: "toxic", 1: "non-toxic" } })}`])
+    const missing = await dart(auditArgs(input, "bad_label", ["--no-use-llm-judge", "--override", `audit.classifiers=${classifiers({ label: "toxicity" })}`], "bad_label"))
     expect(missing.code).toBe(1)
     expect(missing.stderr).toContain(`harmful label "toxicity" is not one of the model's labels ["non-toxic","toxic"]`)
-    expect(existsSync(path.join(auditDir("bad_label"), "scores.jsonl"))).toBe(false)
+    expect(existsSync(path.join(runs, "bad_label", "audit/bad_label/scores.jsonl"))).toBe(false)
 
-    const swapped = await dart(auditArgs(input, "bad_map", ["--no-use-llm-judge", "--override", `audit.classifiers=${classifiers({ id2label: { 0: "toxic", 1: "non-toxic" } })}`]))
+    const swapped = await dart(auditArgs(input, "bad_map", ["--no-use-llm-judge", "--override", `audit.classifiers=${classifiers({ id2label: { 0: "toxic", 1: "non-toxic" } })}`], "bad_map"))
     expect(swapped.code).toBe(1)
     expect(swapped.stderr).toMatch(/the server labels class \d "(non-)?toxic" but id2label says/)
   })
@@ -296,19 +306,38 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
 
     // Same address as the clean run's server: the base URL is part of every request hash.
     const server = await startChatServer({ reply: judgeReply, latencyMs: latency, port: cleanServer.port })
-    let kills = 0
-    for (let i = 0; i < 12 && kills < 4; i++) {
-      const r = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY }, 1200 + Math.floor(Math.random() * 800))
-      if (r.signal === "SIGKILL") kills++
-      else break
+    const ledgerFile = path.join(auditDir("killed"), "judge_responses.jsonl")
+    const ledgerKeys = () => existsSync(ledgerFile)
+      ? readFileSync(ledgerFile, "utf8").split("\n").slice(0, -1).map((l) => JSON.parse(l).key as string)
+      : []
+    // Each kill lands on progress (after the server answered some of this attempt's requests), never on a timer:
+    // every killed attempt has done judge work, and what its ledger holds must never be asked for again.
+    const recordedAtKills: Array<{ keys: Set<string>; sentBefore: number }> = []
+    for (let k = 0; k < 4; k++) {
+      const before = server.requests.length
+      const target = 8 + Math.floor(Math.random() * 20)
+      let victim: ChildProcess | undefined
+      server.hooks.onReply = () => {
+        if (server.requests.length - before >= target && victim !== undefined && !victim.killed) victim.kill("SIGKILL")
+      }
+      const r = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY }, undefined, (c) => (victim = c))
+      server.hooks.onReply = undefined
+      expect(r.signal, `attempt ${k} ended on its own: ${r.stderr}`).toBe("SIGKILL")
+      expect(server.requests.length - before, `attempt ${k} sent nothing`).toBeGreaterThanOrEqual(target)
+      recordedAtKills.push({ keys: new Set(ledgerKeys()), sentBefore: server.requests.length })
     }
-    expect(kills).toBeGreaterThanOrEqual(3)
+    expect(recordedAtKills[recordedAtKills.length - 1]!.keys.size, "the killed attempts left judge replies in the ledger").toBeGreaterThan(0)
     const final = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY })
     expect(final.code).toBe(0)
     const sentBeforeRerun = server.requests.length
     const rerun = await dart(args(server.url, "killed"), { OPENAI_API_KEY: KEY })
     expect(rerun.code).toBe(0)
     expect(server.requests.length).toBe(sentBeforeRerun)
+    // No reply recorded before a kill is ever requested again.
+    for (const [i, { keys, sentBefore }] of recordedAtKills.entries()) {
+      const again = server.requests.slice(sentBefore).filter((q) => q.key !== undefined && keys.has(q.key))
+      expect(again.map((q) => q.n), `requests recorded before kill ${i} and sent again`).toEqual([])
+    }
     await server.close()
 
     const strip = (r: any) => ({ ...r, judge: r.judge === null ? null : { ...r.judge, request_hashes: r.judge.request_hashes.length } })
@@ -319,11 +348,12 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
     expect(new Set(b.map((r) => r.key)).size).toBe(200)
     expect(b).toEqual(a)
     expect(readFileSync(path.join(auditDir("killed"), "regression_pool.jsonl"), "utf8")).toBe(readFileSync(path.join(auditDir("clean"), "regression_pool.jsonl"), "utf8"))
-    // The same requests were needed, and each was billed exactly once.
+    // The same requests were needed. Billed twice: only replies not yet durable at a kill — at most the
+    // max_concurrency (2) on the wire plus the few answered while their ledger append was being synced.
     expect([...server.billed.keys()].sort()).toEqual([...cleanServer.billed.keys()].sort())
-    expect([...server.billed.values()].every((n) => n === 1)).toBe(true)
-    // Only requests in flight at a kill were sent again (at most 2 × max_concurrency pairs per kill).
-    expect(server.requests.length - server.billed.size).toBeLessThanOrEqual(kills * 4)
+    const billedTwice = [...server.billed.values()].filter((n) => n > 1)
+    expect(billedTwice.every((n) => n === 2)).toBe(true)
+    expect(billedTwice.length).toBeLessThanOrEqual(recordedAtKills.length * 4)
   })
 
   it("a pool of test items refuses to feed the repair teacher unless the config asks for the original's behaviour", async () => {
@@ -339,10 +369,11 @@ describe("dart audit: durable and resumable judge, test-split guard", () => {
     expect(teacher.code).not.toBe(0)
     expect(teacher.stderr).toContain("is a test item: repairing it would train on the test split")
 
-    const allowed = await dart(auditArgs(input, "on_test_allowed", ["--no-use-llm-judge", "--override", "audit.allow_test_repair=true"]))
+    initExp("allow_test", ["--override", `audit.classifiers=${classifiers()}`, "--override", "audit.allow_test_repair=true"])
+    const allowed = await dart(auditArgs(input, "on_test_allowed", ["--no-use-llm-judge"], "allow_test"))
     expect(allowed.code).toBe(0)
     expect(allowed.stderr).toContain("pool rows are TEST items and audit.allow_test_repair is set")
-    const ok = await dart(["teacher", "--task", "repair", "--input", path.join(auditDir("on_test_allowed"), "regression_pool.jsonl"), "--dry-run", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`])
+    const ok = await dart(["teacher", "--task", "repair", "--input", path.join(runs, "allow_test", "audit/on_test_allowed/regression_pool.jsonl"), "--dry-run", "--exp-id", "allow_test", "--override", `run.runs_dir=${runs}`])
     expect(ok.stderr).toBe("")
     expect(ok.code).toBe(0)
     expect(ok.stdout).toContain(`repair: ${test.length} items`)

@@ -4,7 +4,7 @@ import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { AuditError, runAudit } from "../pipeline/AuditStage.ts"
 import { ClassifierClient } from "../serving/ClassifierClient.ts"
 import { TeacherClient } from "../teacher/TeacherClient.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 const delta = (name: string, what: string) => Flag.Finite(name).pipe(Flag.withDescription(`override audit.${name.replace("-", "_")} (${what})`), Flag.optional)
 
@@ -28,7 +28,7 @@ export const auditCommand = Command.make("audit", {
   llmJudgeModel: Flag.String("llm-judge-model").pipe(Flag.withDescription("override judge.model"), Flag.optional)
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     const c = resolved.config
     const get = Option.getOrUndefined
     const audit: ExperimentConfig["audit"] = {

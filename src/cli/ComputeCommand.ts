@@ -4,7 +4,7 @@ import * as path from "node:path"
 import { Compute } from "../compute/Compute.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { RunningService, ServiceStatus } from "../compute/ServiceSpec.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 const layerFor = (config: ExperimentConfig, keep: boolean, timeoutS: number | undefined) =>
   Compute.layer(config, { runDir: path.join(config.run.runs_dir, config.run.exp_id), keep, ...(timeoutS === undefined ? {} : { healthTimeout: Duration.seconds(timeoutS) }) })
@@ -17,7 +17,7 @@ const upCommand = Command.make("up", {
   timeout: Flag.Finite("timeout").pipe(Flag.withDescription("seconds to wait for healthy (default: the spec's start period + 60)"), Flag.optional)
 }, (args) =>
   Effect.gen(function*() {
-    const { config } = yield* loadConfig
+    const { config } = yield* loadRunConfig
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
       const started = args.service === "vllm" ? [yield* compute.vllm()] : args.service === "trainer" ? [yield* compute.trainer()] : yield* compute.classifiers()
@@ -49,7 +49,7 @@ const statusCommand = Command.make("status", {
   json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON"), Flag.withDefault(false))
 }, (args) =>
   Effect.gen(function*() {
-    const { config } = yield* loadConfig
+    const { config } = yield* loadRunConfig
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
       const removed = yield* compute.removeOrphans()
@@ -74,7 +74,7 @@ const statusCommand = Command.make("status", {
 
 const downCommand = Command.make("down", {}, () =>
   Effect.gen(function*() {
-    const { config } = yield* loadConfig
+    const { config } = yield* loadRunConfig
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
       const removed = yield* compute.down()

@@ -66,10 +66,17 @@ export const operationalKeys: ReadonlyArray<string> = [
   "compute.vllm.gpu_memory_utilization",
   "compute.trainer.endpoint",
   "compute.trainer.port",
-  "compute.classifier_endpoint"
+  "compute.classifier_endpoint",
+  "audit.classifiers[].endpoint",
+  "audit.classifier_batch_size",
+  "audit.classifier_concurrency"
 ]
 
-export const isOperational = (key: string) => operationalKeys.some((k) => key === k || key.startsWith(`${k}.`) || key.startsWith(`${k}[`))
+export const isOperational = (key: string) => {
+  // An index in a list entry's key matches the `[]` form above.
+  const k0 = key.replace(/\[\d+\]/g, "[]")
+  return operationalKeys.some((k) => k0 === k || k0.startsWith(`${k}.`) || k0.startsWith(`${k}[`))
+}
 
 type Layer_ = { readonly label: string; readonly path: ReadonlyArray<string>; readonly value: unknown }
 

@@ -1,6 +1,7 @@
 import { Console, Context, Effect, Layer, Schema } from "effect"
 import * as fs from "node:fs/promises"
-import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeRetryMessages, JudgeVerdict } from "../audit/JudgePrompt.ts"
+import * as path from "node:path"
+import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeResponseFormat, judgeRetryMessages, JudgeVerdict } from "../audit/JudgePrompt.ts"
 import type { Severity } from "../audit/RegressionPool.ts"
 import { decide, type JudgeMode, needsJudge } from "../audit/Routing.ts"
 import { type JudgeRecord, type PairScore, ScoreRow } from "../audit/ScoreRow.ts"
@@ -14,11 +15,13 @@ import { NormalizedItemSchema, splits } from "../datasets/BenchmarkItem.ts"
 import { analysisOf, parseConclusion } from "../evaluation/ConclusionParser.ts"
 import { PredictionRow } from "../evaluation/PredictionReader.ts"
 import { decodeJsonLine, forEachLine, LineError, openAppender, readRows } from "../runs/Jsonl.ts"
+import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { type Classifier, ClassifierClient, type ClassifierError, type ClassifierSpec } from "../serving/ClassifierClient.ts"
 import type { ChatMessage } from "../teacher/Prompts.ts"
 import { openLedger } from "../teacher/ResponseLedger.ts"
-import { providerBaseUrl, TeacherClient, TeacherError } from "../teacher/TeacherClient.ts"
+import { makeBudgetGate } from "../teacher/Budget.ts"
+import { estimateTokens, providerBaseUrl, TeacherClient, TeacherError } from "../teacher/TeacherClient.ts"
 import { BudgetStop, TeacherIncomplete } from "../teacher/TeacherStage.ts"
 
 export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", { message: Schema.String }) {}
@@ -82,6 +85,11 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   }
   const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
   const dir = `audit/${request.runName}`
+  const stageName = `audit/${request.runName}`
+  yield* acquireStageLock(run.dir, stageName)
+  // Predictions this run wrote are checked against the sizes and hashes the ledger recorded.
+  const relativeInput = path.relative(run.dir, path.resolve(request.pairedInput))
+  if (!relativeInput.startsWith("..")) yield* store.verifyInput(run, relativeInput, { required: false, producer: "`dart infer`" })
   yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
 
   // Classifier endpoints: per classifier, else the shared one; never two classifiers on one served model.
@@ -166,11 +174,18 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   yield* store.stageStarted(run, `audit/${request.runName}`, inputsHash)
 
   const cost = (prompt: number, completion: number) => (prompt * j.prices.input_per_mtok + completion * j.prices.output_per_mtok) / 1e6
-  const identityText = JSON.stringify([judgeIdentity.provider, judgeIdentity.base_url, j.model, j.temperature, j.max_tokens, j.seed, JUDGE_PROMPT_VERSION])
+  // A constraint changes the replies, so it is part of the hash; unconstrained audits keep their hashes.
+  const identityText = JSON.stringify([judgeIdentity.provider, judgeIdentity.base_url, j.model, j.temperature, j.max_tokens, j.seed, JUDGE_PROMPT_VERSION,
+    ...(j.constrain === null ? [] : [j.constrain])])
+  const constraint = j.constrain === "response_format"
+    ? { responseFormat: judgeResponseFormat }
+    : j.constrain === "structured_outputs"
+    ? { structuredOutputs: { json: judgeResponseFormat.json_schema.schema } }
+    : {}
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
     sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
 
-  return yield* Effect.scoped(Effect.gen(function*() {
+  return yield* store.guard(run, stageName, Effect.scoped(Effect.gen(function*() {
     const classifiers: Array<Classifier> = yield* Effect.forEach(specs, (s) =>
       classifierClient.open(s, { batchSize: audit.classifier_batch_size, concurrency: audit.classifier_concurrency }))
     const ledger = mode === "off" ? undefined : yield* openLedger(run.file(`${dir}/judge_responses.jsonl`))
@@ -184,6 +199,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     // Busy time per phase, summed over chunks (two chunks overlap, so the sum can exceed the wall time).
     const timings = { read_s: readSeconds, classify_busy_s: 0, judge_and_write_busy_s: 0, finalize_s: 0, total_s: 0 }
     let budgetHit = false
+    const gate = yield* makeBudgetGate({ maxTokens: j.budget.max_tokens, maxUsd: j.budget.max_usd })
     const written: Array<ScoreRow> = []
     const finalLine = yield* reportProgress("audit", state, () => "", request.progressEveryMs ?? 5000)
 
@@ -196,14 +212,21 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
           judgeRun.replayed++
           return { key, content: recorded.content, model: recorded.model }
         }
-        const overTokens = j.budget.max_tokens !== null && state.tokens >= j.budget.max_tokens
-        const overUsd = j.budget.max_usd !== null && state.costUsd >= j.budget.max_usd
-        if (overTokens || overUsd || budgetHit) {
+        // Reserve what this request may cost before it is sent and settle with the real usage after, so the
+        // cap is crossed by at most the requests already on the wire.
+        const promptEstimate = messages.reduce((n, m) => n + estimateTokens(m.content), 0)
+        const c = budgetHit ? undefined : yield* gate.spend(
+          { tokens: promptEstimate + j.max_tokens, usd: cost(promptEstimate, j.max_tokens) },
+          Effect.suspend(() => {
+            judgeRun.requests++
+            return client!.complete({ messages, key, ...constraint })
+          }),
+          (done) => ({ tokens: done.promptTokens + done.completionTokens, usd: cost(done.promptTokens, done.completionTokens) })
+        )
+        if (c === undefined) {
           budgetHit = true
           return yield* new BudgetStop({ message: "judge budget reached" })
         }
-        judgeRun.requests++
-        const c = yield* client!.complete({ messages, key })
         state.tokens += c.promptTokens + c.completionTokens
         state.costUsd += cost(c.promptTokens, c.completionTokens)
         judgeRun.tokens += c.promptTokens + c.completionTokens
@@ -327,7 +350,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     // Two chunks at once: one is being classified while the other waits on the judge.
     yield* Effect.forEach(chunks, processChunk, { concurrency: 2, discard: true })
     const elapsed = (Date.now() - started) / 1000
-    yield* Console.error(finalLine())
+    yield* Console.error(yield* finalLine)
 
     // Pool and summary from every row on disk (this run's and earlier runs').
     const finalizeStarted = Date.now()
@@ -385,11 +408,11 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     )
     if (budgetHit) return yield* new BudgetStop({ message: `judge budget reached (${JSON.stringify(j.budget)}): ${pairs.length - rows.length} pairs left; run again (with a larger budget) to resume` })
     if (!complete) return yield* new TeacherIncomplete({ message: `${pairs.length - rows.length} pairs not done (judge request failures, see ${dir}/failures.jsonl); run again to retry them` })
-  }))
+  })))
 }, Effect.mapError((e) =>
   e._tag === "RunStoreError" || e._tag === "NoSuchRunError" || e._tag === "ClassifierError"
     ? new AuditError({ message: e.message })
     : e
-))
+), Effect.scoped)
 
 export type { ClassifierError }
