@@ -7,6 +7,7 @@ import { datasetsCommand } from "./cli/DatasetsCommand.ts"
 import { evaluateCommand } from "./cli/EvaluateCommand.ts"
 import { teacherCommand } from "./cli/TeacherCommand.ts"
 import { trainCommand } from "./cli/TrainCommand.ts"
+import { inferCommand } from "./cli/InferCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
@@ -19,7 +20,7 @@ const reported = (code: number) =>
   Object.assign(new Error("reported"), { [Runtime.errorReported]: false, [Runtime.errorExitCode]: code })
 
 const cli = root.pipe(
-  Command.withSubcommands([initCommand, teacherCommand, trainCommand, evaluateCommand, statusCommand, datasetsCommand]),
+  Command.withSubcommands([initCommand, teacherCommand, trainCommand, inferCommand, evaluateCommand, statusCommand, datasetsCommand]),
   Command.run({ version: toolVersion })
 )
 
