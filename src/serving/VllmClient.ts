@@ -128,9 +128,14 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
     return fail("retryable", null, `${what}: ${e instanceof Error ? e.message : String(e)}`)
   }
 
+  // A pooled keep-alive socket the server closed while this process was busy fails with a reset on
+  // reuse; one immediate retry on a fresh socket tells that apart from a server that is really gone.
+  const staleSocket = (e: VllmError) => e.kind === "down" && /hang up|ECONNRESET|EPIPE/.test(e.message)
+  const onceMore = <A>(effect: Effect.Effect<A, VllmError>) => Effect.retry(effect, { times: 1, while: staleSocket })
+
   const headers = options.apiKey === undefined ? {} : { authorization: `Bearer ${options.apiKey}` }
   const request = (method: "GET" | "POST", path: string, body?: unknown) =>
-    Effect.tryPromise({
+    onceMore(Effect.tryPromise({
       try: async (signal) => {
         const res = await httpFetch(`${url}${path}`, {
           method,
@@ -141,7 +146,7 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
         return { status: res.status, text: await res.text() }
       },
       catch: classify(`${method} ${path}`)
-    })
+    }))
 
   const json = <S extends Schema.Codec<unknown, unknown, never, never>>(path: string, schema: S) =>
     request("GET", path).pipe(Effect.flatMap(({ status, text }) => {
@@ -171,7 +176,7 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
     }))
 
   const chat = (req: ChatRequest) =>
-    Effect.tryPromise({
+    onceMore(Effect.tryPromise({
       try: async (signal) => {
         const s = req.sampling
         const body: Record<string, unknown> = {
@@ -190,7 +195,7 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
         return response.text()
       },
       catch: classify(`chat ${req.model}`)
-    }).pipe(Effect.flatMap((text) => {
+    })).pipe(Effect.flatMap((text) => {
       let raw: unknown
       try {
         raw = JSON.parse(text)

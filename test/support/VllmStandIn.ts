@@ -23,6 +23,8 @@ export interface StandInOptions {
   readonly loadFault?: (name: string) => { readonly status: number; readonly message: string } | undefined
   /** Answer tag (which server answered); default the port. */
   readonly tag?: string
+  /** Keep each chat request (default true); benches turn it off so the stand-in's memory stays flat. */
+  readonly record?: boolean
 }
 
 export interface ChatRecord {
@@ -59,6 +61,7 @@ export const startVllmStandIn = async (options: StandInOptions = {}) => {
   let maxInFlight = 0
   let inFlight = 0
   let dead = false
+  let served = 0
   const sockets = new Set<Socket>()
 
   const send = (res: http.ServerResponse, status: number, body: string, type = "application/json") => {
@@ -157,17 +160,18 @@ export const startVllmStandIn = async (options: StandInOptions = {}) => {
         if (model !== base && !adapters.has(model)) return send(res, 404, errorBody(404, `The model \`${model}\` does not exist.`, "NotFoundError"))
         const messages = body.messages as Array<{ role: string; content: string }>
         const seed = typeof body.seed === "number" ? body.seed : undefined
-        chats.push({ model, seed, messages, body, at: Date.now() })
+        if (options.record !== false) chats.push({ model, seed, messages, body, at: Date.now() })
+        else served++
         maxInFlight = Math.max(maxInFlight, ++inFlight)
         await admit()
-        const latency = typeof options.latencyMs === "function" ? options.latencyMs(chats.length) : options.latencyMs ?? 0
+        const latency = typeof options.latencyMs === "function" ? options.latencyMs(chats.length + served) : options.latencyMs ?? 0
         if (latency > 0) await new Promise((r) => setTimeout(r, latency))
         leave()
         inFlight--
         if (res.destroyed) return
         const content = answer(model, messages, seed, options.tag ?? String(port))
         return send(res, 200, JSON.stringify({
-          id: `chatcmpl-${chats.length}`, object: "chat.completion", created: 1764000000, model,
+          id: `chatcmpl-${chats.length + served}`, object: "chat.completion", created: 1764000000, model,
           choices: [{ index: 0, message: { role: "assistant", content, reasoning_content: null }, logprobs: null, finish_reason: "stop", stop_reason: null }],
           usage: { prompt_tokens: 50, completion_tokens: 20, total_tokens: 70 }
         }))
@@ -211,6 +215,7 @@ export const startVllmStandIn = async (options: StandInOptions = {}) => {
     unloads,
     adapters,
     maxInFlight: () => maxInFlight,
+    served: () => chats.length + served,
     maxRunning: () => maxRunning,
     setDead: (d: boolean) => void (dead = d),
     stop,
