@@ -23,6 +23,8 @@ export interface StandInOptions {
   readonly loadFault?: (name: string) => { readonly status: number; readonly message: string } | undefined
   /** Answer tag (which server answered); default the port. */
   readonly tag?: string
+  /** Crash (stop, dropping every connection) on receiving this chat request instead of answering it. */
+  readonly crashWhen?: (chat: ChatRecord, n: number) => boolean
   /** Keep each chat request (default true); benches turn it off so the stand-in's memory stays flat. */
   readonly record?: boolean
 }
@@ -160,7 +162,9 @@ export const startVllmStandIn = async (options: StandInOptions = {}) => {
         if (model !== base && !adapters.has(model)) return send(res, 404, errorBody(404, `The model \`${model}\` does not exist.`, "NotFoundError"))
         const messages = body.messages as Array<{ role: string; content: string }>
         const seed = typeof body.seed === "number" ? body.seed : undefined
-        if (options.record !== false) chats.push({ model, seed, messages, body, at: Date.now() })
+        const record = { model, seed, messages, body, at: Date.now() }
+        if (options.crashWhen?.(record, chats.length + served)) return void stop()
+        if (options.record !== false) chats.push(record)
         else served++
         maxInFlight = Math.max(maxInFlight, ++inFlight)
         await admit()
