@@ -1,4 +1,4 @@
-// `npm run bench`: prints the evaluator's speed and memory figures (never asserted in tests).
+// `npm run bench`: prints the evaluator's, teacher's and inference figures (never asserted in tests).
 import { Effect } from "effect"
 import { spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync } from "node:fs"
@@ -60,3 +60,7 @@ else {
 // 3. teacher throughput (issue: 10,000 requests, 2 s latency, concurrency 500).
 const teacher = spawnSync(process.execPath, ["bench/teacherThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(teacher.stdout)
+
+// 4. infer: the vLLM client's request rate beside a plain openai loop, and whole-run peak RSS (200,000 vs 20,000 requests).
+const infer = spawnSync(process.execPath, ["bench/inferThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(infer.stdout)

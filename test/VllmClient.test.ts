@@ -67,6 +67,9 @@ describe("pure parts", () => {
     expect(nextConcurrency(32, { waiting: 10, running: 22, kvCacheUsage: 0.2 }, b)).toBe(23)
     expect(nextConcurrency(32, { waiting: 2, running: 30, kvCacheUsage: 0.2 }, b)).toBe(32)
     expect(nextConcurrency(1, { waiting: 50, running: 0, kvCacheUsage: null }, b)).toBe(1)
+    // A fast server shows few running requests; a client using all its slots may still grow.
+    expect(nextConcurrency(32, { waiting: 0, running: 2, kvCacheUsage: 0.1 }, b, 0)).toBe(32)
+    expect(nextConcurrency(32, { waiting: 0, running: 2, kvCacheUsage: 0.1 }, b, 32)).toBe(36)
   })
 
   it("model lists, output cut, policies and the suite's mc prompt", () => {

@@ -73,6 +73,7 @@ interface Server {
   version: string | null
   answered: number
   restarts: number
+  busy: number
 }
 
 /** Original steps 4 and 8: paired / multi-adapter inference on vLLM, resumable by request key. */
@@ -188,7 +189,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
         const initial = Math.min(maxC, 32)
         servers.push({
           idx, url, ep: vllm.endpoint(url), latch: yield* Latch.make(false), sem: yield* Semaphore.make(initial),
-          up: false, target: initial, minSeen: initial, maxSeen: initial, downSince: Date.now(), baseId: null, version: null, answered: 0, restarts: 0
+          up: false, target: initial, minSeen: initial, maxSeen: initial, downSince: Date.now(), baseId: null, version: null, answered: 0, restarts: 0, busy: 0
         })
       }
       const finished = yield* Deferred.make<void, InferStageError | CanaryError>()
@@ -281,7 +282,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
           }
           const m = yield* Effect.result(s.ep.metrics)
           if (m._tag === "Success") {
-            const next = nextConcurrency(s.target, m.success, { min: 1, max: maxC })
+            const next = nextConcurrency(s.target, m.success, { min: 1, max: maxC }, s.busy)
             if (next !== s.target) {
               s.target = next
               s.minSeen = Math.min(s.minSeen, next)
@@ -366,7 +367,8 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
           yield* s.latch.await
           yield* s.sem.take(1)
           const it = yield* Queue.take(queue)
-          const complete = yield* processItem(s, it).pipe(Effect.ensuring(s.sem.release(1)))
+          s.busy++
+          const complete = yield* processItem(s, it).pipe(Effect.ensuring(Effect.andThen(Effect.sync(() => void s.busy--), s.sem.release(1))))
           if (!complete) {
             yield* Queue.offer(queue, it)
             return
