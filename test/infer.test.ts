@@ -80,6 +80,10 @@ describe("dart infer against a loopback vLLM stand-in", () => {
     const again = await dartAsync(["infer", "--paired", "--model-a-id", "M0", "--model-b-id", "DART", "--model-b-adapter", dartA, "--run-name", "pair", ...base([s])]).done
     expect(again.code).toBe(0)
     expect(s.chats.length).toBe(before)
+    // The same run name with another policy would mix answers: refused, naming what differs.
+    const other = await dartAsync(["infer", "--paired", "--policy", "on", "--model-a-id", "M0", "--model-b-id", "DART", "--model-b-adapter", dartA, "--run-name", "pair", ...base([s])]).done
+    expect(other.code).toBe(1)
+    expect(other.stderr).toMatch(/run "pair" was made with different policy, system_prompt; use a new --run-name/)
   }, 60_000)
 
   it("an adapter with zero LoRA weights fails the canary", async () => {

@@ -228,7 +228,11 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
             const placed = yield* adapters.place(s.url, a.name, a.adapter).pipe(Effect.mapError((e) => new InferStageError({ message: e.message })))
             const card = cards.find((c) => c.id === a.name)
             if (card !== undefined && card.root === placed.serverPath) continue
-            yield* s.ep.loadAdapter(a.name, placed.serverPath, { inPlace: card !== undefined })
+            yield* s.ep.loadAdapter(a.name, placed.serverPath, { inPlace: card !== undefined }).pipe(
+              // A load whose reply was lost (reset socket, retried) may already have registered it: the listing decides.
+              Effect.catchIf((e) => e.status === 400 && /already been loaded/.test(e.message), (e) =>
+                s.ep.models.pipe(Effect.flatMap((now) => (now.some((c) => c.id === a.name && c.root === placed.serverPath) ? Effect.void : Effect.fail(e)))))
+            )
           }
           cards = yield* s.ep.models
           for (const a of arms) {
