@@ -1,6 +1,5 @@
 import { Context, Effect, Layer, Schema } from "effect"
 import OpenAI from "openai"
-import { httpFetch } from "../teacher/HttpFetch.ts"
 import type { ChatMessage } from "../teacher/Prompts.ts"
 import { parseMetrics, type ServerMetrics } from "./Metrics.ts"
 
@@ -88,11 +87,19 @@ export interface VllmEndpoint {
   readonly unloadAdapter: (name: string) => Effect.Effect<string, VllmError>
 }
 
-const isConnectionError = (e: unknown): boolean => {
-  const code = (e as { code?: string; cause?: { code?: string } })?.cause?.code ?? (e as { code?: string })?.code
-  return code === "ECONNREFUSED" || code === "ECONNRESET" || code === "EPIPE" || code === "EHOSTUNREACH" || code === "ECONNABORTED" ||
-    code === "UND_ERR_SOCKET" || (e instanceof Error && /socket hang up|ECONNREFUSED|ECONNRESET/.test(e.message))
+/** The innermost cause's code and message: fetch wraps socket errors as `TypeError: fetch failed`. */
+const connectionDetail = (e: unknown): string => {
+  const parts: Array<string> = []
+  for (let c: unknown = e, depth = 0; c !== undefined && c !== null && depth < 5; c = (c as { cause?: unknown }).cause, depth++) {
+    const code = (c as { code?: unknown }).code
+    if (typeof code === "string") parts.push(code)
+    if (c instanceof Error && c.message !== "" && !parts.includes(c.message)) parts.push(c.message)
+  }
+  return parts.join(": ")
 }
+
+const isConnectionError = (e: unknown): boolean =>
+  /ECONNREFUSED|ECONNRESET|EPIPE|EHOSTUNREACH|ECONNABORTED|UND_ERR_SOCKET|socket hang up|other side closed|fetch failed/.test(connectionDetail(e))
 
 export interface EndpointOptions {
   /** Requests queue server-side, so a long timeout; vLLM's own batching decides latency. */
@@ -107,15 +114,16 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
     apiKey: options.apiKey ?? "EMPTY",
     baseURL: `${url}/v1`,
     maxRetries: 0,
-    timeout: options.timeoutMs ?? 600_000,
-    fetch: httpFetch
+    // The platform fetch: its memory stays flat over 100,000s of requests (bench/inferThroughput.ts),
+    // where the teacher's node:http fetch grew by ~14 KB per request in the same loop.
+    timeout: options.timeoutMs ?? 600_000
   })
   const fail = (kind: VllmError["kind"], status: number | null, message: string) => new VllmError({ endpoint: url, kind, status, message })
 
   const classify = (what: string) => (e: unknown): VllmError => {
     if (e instanceof VllmError) return e
     if (e instanceof OpenAI.APIConnectionTimeoutError) return fail("retryable", null, `${what}: timeout`)
-    if (e instanceof OpenAI.APIConnectionError) return fail("down", null, `${what}: connection error: ${e.cause instanceof Error ? e.cause.message : e.message}`)
+    if (e instanceof OpenAI.APIConnectionError) return fail("down", null, `${what}: connection error: ${connectionDetail(e.cause ?? e)}`)
     if (e instanceof OpenAI.APIError) {
       const status = e.status ?? 0
       const text = e.message.replace(/^\d{3}\s+/, "")
@@ -124,20 +132,20 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
       if (status >= 500 || status === 408 || status === 429) return fail("retryable", status, `${what}: HTTP ${status}: ${text}`)
       return fail("fatal", status, `${what}: HTTP ${status}: ${text}`)
     }
-    if (isConnectionError(e)) return fail("down", null, `${what}: connection error: ${e instanceof Error ? e.message : String(e)}`)
+    if (isConnectionError(e)) return fail("down", null, `${what}: connection error: ${connectionDetail(e)}`)
     return fail("retryable", null, `${what}: ${e instanceof Error ? e.message : String(e)}`)
   }
 
   // A pooled keep-alive socket the server closed while this process was busy fails with a reset on
   // reuse; one immediate retry on a fresh socket tells that apart from a server that is really gone.
-  const staleSocket = (e: VllmError) => e.kind === "down" && /hang up|ECONNRESET|EPIPE/.test(e.message)
+  const staleSocket = (e: VllmError) => e.kind === "down" && /hang up|ECONNRESET|EPIPE|UND_ERR_SOCKET|other side closed/.test(e.message)
   const onceMore = <A>(effect: Effect.Effect<A, VllmError>) => Effect.retry(effect, { times: 1, while: staleSocket })
 
   const headers = options.apiKey === undefined ? {} : { authorization: `Bearer ${options.apiKey}` }
   const request = (method: "GET" | "POST", path: string, body?: unknown) =>
     onceMore(Effect.tryPromise({
       try: async (signal) => {
-        const res = await httpFetch(`${url}${path}`, {
+        const res = await fetch(`${url}${path}`, {
           method,
           signal,
           headers: body === undefined ? headers : { ...headers, "content-type": "application/json" },
