@@ -1,4 +1,4 @@
-// `npm run bench`: prints the evaluator's speed and memory figures (never asserted in tests).
+// `npm run bench`: prints the evaluator's, teacher's and inference figures (never asserted in tests).
 import { Effect } from "effect"
 import { spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync } from "node:fs"
@@ -61,10 +61,14 @@ else {
 const teacher = spawnSync(process.execPath, ["bench/teacherThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(teacher.stdout)
 
-// 4. Docker API over ssh: one persistent SSH connection vs dockerode's own ssh mode (issue 8).
+// 4. infer: the vLLM client's request rate beside a plain openai loop, and whole-run peak RSS (200,000 vs 20,000 requests).
+const infer = spawnSync(process.execPath, ["bench/inferThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(infer.stdout)
+
+// 5. Docker API over ssh: one persistent SSH connection vs dockerode's own ssh mode (issue 8).
 const dockerSsh = spawnSync(process.execPath, ["--no-deprecation", "bench/dockerSsh.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(dockerSsh.stdout)
 
-// 5. audit throughput (issue 10: 16,000 pairs, both views, both classifiers, judge on, zero-latency servers).
+// 6. audit throughput (issue 10: 16,000 pairs, both views, both classifiers, judge on, zero-latency servers).
 const audit = spawnSync(process.execPath, ["bench/auditThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(audit.stdout)

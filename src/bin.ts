@@ -10,6 +10,7 @@ import { datasetsCommand } from "./cli/DatasetsCommand.ts"
 import { evaluateCommand } from "./cli/EvaluateCommand.ts"
 import { teacherCommand } from "./cli/TeacherCommand.ts"
 import { trainCommand } from "./cli/TrainCommand.ts"
+import { inferCommand } from "./cli/InferCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { runCommand } from "./cli/RunCommand.ts"
@@ -32,6 +33,7 @@ const cli = root.pipe(
     initCommand,
     teacherCommand,
     trainCommand,
+    inferCommand,
     auditCommand,
     evaluateCommand,
     runCommand,

@@ -20,10 +20,10 @@ const collected = (models: ReadonlyArray<string>): CollectedPredictions => ({
   models,
   benchmarks: [{
     name: "D1",
-    gold,
-    neq: gold,
-    preds: models.map((m) => arms[m]!),
-    scenario: gold.map((_, i) => i),
+    gold: Int8Array.from(gold),
+    neq: Int8Array.from(gold),
+    preds: models.map((m) => Int8Array.from(arms[m]!)),
+    scenario: Int32Array.from(gold, (_, i) => i),
     scenarioIds: new Map(gold.map((_, i) => [String(i), i]))
   }],
   rows: n,

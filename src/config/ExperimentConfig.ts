@@ -237,6 +237,8 @@ export const ExperimentConfig = Schema.Struct({
       /** Image for hosts without GPUs, built from containers/vllm-cpu/. */
       cpu_image: Schema.optionalKey(Schema.NonEmptyString),
       endpoint: BaseUrl,
+      /** Further already-running servers (one per box); `dart infer` spreads items over all of them. */
+      endpoints: Schema.Array(Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^https?:\/\/[^@/]+(\/.*)?$/.test(s) ? true : "expected an http(s) URL without credentials")))),
       port: PositiveInt,
       max_loras: PositiveInt,
       gpu_memory_utilization: Probability
@@ -369,7 +371,7 @@ export const defaults: ExperimentConfigInput = {
   },
   compute: {
     hosts: [{ name: "local", docker: "unix:///var/run/docker.sock", gpus: "all" }],
-    vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, port: 8000, max_loras: 2, gpu_memory_utilization: 0.9 },
+    vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, max_loras: 2, gpu_memory_utilization: 0.9 },
     trainer: { image: "dart-trainer:0.1.0", endpoint: null, port: 50051 },
     classifier_endpoint: null
   }

@@ -49,16 +49,22 @@ interface Slice {
 }
 
 const sliceOf = (label: string, benches: ReadonlyArray<BenchmarkColumns>, models: number): Slice => {
-  const gold: Array<number> = []
-  const preds: Array<Array<number>> = Array.from({ length: models }, () => [])
-  const cluster: Array<number> = []
+  // A single benchmark is its own slice: no copy. Groups and overall are copied into typed columns.
+  if (benches.length === 1) {
+    const b = benches[0]!
+    return { label, gold: b.gold, preds: b.preds, cluster: b.scenario, clusters: b.scenarioIds.size }
+  }
+  const n = benches.reduce((a, b) => a + b.gold.length, 0)
+  const gold = new Int8Array(n)
+  const preds = Array.from({ length: models }, () => new Int8Array(n))
+  const cluster = new Int32Array(n)
   let offset = 0
+  let at = 0
   for (const b of benches) {
-    for (let i = 0; i < b.gold.length; i++) {
-      gold.push(b.gold[i]!)
-      cluster.push(offset + b.scenario[i]!)
-      for (let m = 0; m < models; m++) preds[m]!.push(b.preds[m]![i]!)
-    }
+    gold.set(b.gold, at)
+    for (let m = 0; m < models; m++) preds[m]!.set(b.preds[m]!, at)
+    for (let i = 0; i < b.gold.length; i++) cluster[at + i] = offset + b.scenario[i]!
+    at += b.gold.length
     offset += b.scenarioIds.size
   }
   return { label, gold, preds, cluster, clusters: offset }

@@ -1,8 +1,9 @@
 import { Console, Effect, Schema } from "effect"
 import { looksLikeOriginalPrediction, originalPredictionDecoder } from "../compat/OriginalPredictions.ts"
 import { Condition } from "../datasets/BenchmarkItem.ts"
-import { decodeJsonLine, forEachLine, LineError, type TornTail } from "../runs/Jsonl.ts"
-import type { RunStoreError } from "../runs/RunStoreError.ts"
+import * as fs from "node:fs/promises"
+import { decodeJsonLine, LineError, type TornTail } from "../runs/Jsonl.ts"
+import { ioError, RunStoreError } from "../runs/RunStoreError.ts"
 import { parseConclusion } from "./ConclusionParser.ts"
 import { parseMcAnswer } from "./McAnswerParser.ts"
 
@@ -24,13 +25,49 @@ export type PredictionRow = typeof PredictionRow.Type
 export interface BenchmarkColumns {
   readonly name: string
   /** dart: 1 YES / 0 NO. mc: the correct option 0/1/2. */
-  readonly gold: Array<number>
+  readonly gold: Int8Array
   /** mc only: 1 for the ≠ set, 0 for the = set. */
-  readonly neq: Array<number>
+  readonly neq: Int8Array
   /** Per model, in model order. dart: 1/0/−1. mc: 0/1/2/−1/−2. */
-  readonly preds: Array<Array<number>>
+  readonly preds: ReadonlyArray<Int8Array>
   /** Index of the row's scenario within this benchmark. */
-  readonly scenario: Array<number>
+  readonly scenario: Int32Array
+  readonly scenarioIds: Map<string, number>
+}
+
+/**
+ * A column that grows like an array but stores one byte (or four) per row: a million rows of
+ * plain JS arrays cost ~8 bytes per number plus growth slack, typed columns 1–4 bytes.
+ */
+class Column<T extends Int8Array | Int32Array> {
+  length = 0
+  private data: T
+  private readonly make: (n: number) => T
+  constructor(data: T, make: (n: number) => T) {
+    this.data = data
+    this.make = make
+  }
+  push(v: number) {
+    if (this.length === this.data.length) {
+      const bigger = this.make(this.data.length * 2)
+      bigger.set(this.data)
+      this.data = bigger
+    }
+    this.data[this.length++] = v
+  }
+  done(): T {
+    return this.data.subarray(0, this.length) as T
+  }
+}
+const int8 = () => new Column(new Int8Array(1024), (n) => new Int8Array(n))
+const int32 = () => new Column(new Int32Array(1024), (n) => new Int32Array(n))
+
+interface Building {
+  readonly name: string
+  readonly gold: Column<Int8Array>
+  readonly neq: Column<Int8Array>
+  readonly preds: Array<Column<Int8Array>>
+  readonly scenario: Column<Int32Array>
   readonly scenarioIds: Map<string, number>
 }
 
@@ -45,6 +82,53 @@ export interface CollectedPredictions {
 }
 
 const decodeRow = Schema.decodeUnknownResult(PredictionRow)
+
+/**
+ * Calls `f` on every complete line, read in 1 MiB byte chunks and decoded one line at a time.
+ * A text stream + split would make a megabyte string per chunk and slices pinning it; with a
+ * million rows that garbage alone lifted the peak RSS past 200 MiB.
+ */
+const forEachLineCompact = (file: string, f: (text: string, line: number) => void, onTornTail: (t: TornTail) => void) =>
+  Effect.tryPromise({
+    try: async () => {
+      const handle = await fs.open(file, "r")
+      try {
+        let buf = Buffer.alloc(1 << 20)
+        let filled = 0
+        let pos = 0
+        let line = 0
+        for (;;) {
+          if (filled === buf.length) {
+            const bigger = Buffer.alloc(buf.length * 2) // a line longer than the buffer
+            buf.copy(bigger, 0, 0, filled)
+            buf = bigger
+          }
+          const { bytesRead } = await handle.read(buf, filled, buf.length - filled, pos)
+          if (bytesRead === 0) break
+          pos += bytesRead
+          filled += bytesRead
+          let start = 0
+          for (let nl = buf.indexOf(0x0a, start); nl >= 0 && nl < filled; nl = buf.indexOf(0x0a, start)) {
+            line++
+            try {
+              f(buf.toString("utf8", start, nl), line)
+            } catch (e) {
+              if (e instanceof LineError) throw new RunStoreError({ path: file, message: `${file}:${line}: ${e.message}` })
+              throw e
+            }
+            start = nl + 1
+          }
+          buf.copy(buf, 0, start, filled)
+          filled -= start
+        }
+        if (filled > 0) onTornTail({ line: line + 1, bytes: filled })
+        return line
+      } finally {
+        await handle.close()
+      }
+    },
+    catch: (e) => (e instanceof RunStoreError ? e : ioError(file, "read")(e))
+  })
 
 /** Sorts D1…D4, N1…N4 first, then any other benchmark by name. */
 const benchmarkRank = (name: string) => {
@@ -62,23 +146,30 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
   options: { readonly refusals: ReadonlyArray<string> }
 ): Effect.fn.Return<CollectedPredictions, RunStoreError> {
   let task: "dart" | "mc" | undefined
-  const byName = new Map<string, BenchmarkColumns>()
-  const seen = new Set<string>()
+  const byName = new Map<string, Building>()
+  // Samples seen per id, as a bitmap: one small array per item instead of one string per row.
+  const seen = new Map<string, Uint8Array>()
   let rows = 0
   let extraSamples = 0
   let tornTail: TornTail | undefined
 
   const original = originalPredictionDecoder(file)
-  yield* forEachLine(file, (text, _line) => {
+  yield* forEachLineCompact(file, (text, _line) => {
     if (text.trim() === "") return
     // Rows the original Python code wrote are read through src/compat (a repeated item counts once).
     const row = looksLikeOriginalPrediction(text) ? original.decode(text) : decodeJsonLine(text, decodeRow)
     if (row === undefined) return
     task ??= row.task
     if (row.task !== task) throw new LineError(`task "${row.task}" differs from the file's first row ("${task}")`)
-    const key = `${row.id}\u0000${row.sample}`
-    if (seen.has(key)) throw new LineError(`duplicate prediction for ${row.id} sample ${row.sample}`)
-    seen.add(key)
+    let bits = seen.get(row.id)
+    if (bits === undefined || bits.length <= row.sample >> 3) {
+      const grown = new Uint8Array(Math.max(8, (row.sample >> 3) + 1, (bits?.length ?? 0) * 2))
+      if (bits !== undefined) grown.set(bits)
+      seen.set(row.id, (bits = grown))
+    }
+    const bit = 1 << (row.sample & 7)
+    if (bits[row.sample >> 3]! & bit) throw new LineError(`duplicate prediction for ${row.id} sample ${row.sample}`)
+    bits[row.sample >> 3]! |= bit
     rows++
     const texts = models.map((m) => {
       const out = row.outputs[m]
@@ -103,7 +194,7 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
     }
     let bench = byName.get(row.benchmark)
     if (bench === undefined) {
-      bench = { name: row.benchmark, gold: [], neq: [], preds: models.map(() => []), scenario: [], scenarioIds: new Map() }
+      bench = { name: row.benchmark, gold: int8(), neq: int8(), preds: models.map(() => int8()), scenario: int32(), scenarioIds: new Map() }
       byName.set(row.benchmark, bench)
     }
     // Upstream clusters by (condition, scenario): the same id under ≠ and = is two clusters.
@@ -128,7 +219,14 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
   return {
     task: task ?? "dart",
     models,
-    benchmarks: [...byName.values()].sort((a, b) => benchmarkRank(a.name) - benchmarkRank(b.name) || (a.name < b.name ? -1 : 1)),
+    benchmarks: [...byName.values()].map((b): BenchmarkColumns => ({
+      name: b.name,
+      gold: b.gold.done(),
+      neq: b.neq.done(),
+      preds: b.preds.map((p) => p.done()),
+      scenario: b.scenario.done(),
+      scenarioIds: b.scenarioIds
+    })).sort((a, b) => benchmarkRank(a.name) - benchmarkRank(b.name) || (a.name < b.name ? -1 : 1)),
     rows,
     extraSamples,
     tornTail

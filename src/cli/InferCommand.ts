@@ -1,0 +1,84 @@
+import { Effect, Layer, Option, Redacted } from "effect"
+import { Command, Flag } from "effect/cli"
+import { type Arm, parseModels } from "../inference/InferencePlan.ts"
+import { InferStageError, runInfer } from "../pipeline/InferStage.ts"
+import { AdapterStore } from "../serving/AdapterStore.ts"
+import { VllmClient } from "../serving/VllmClient.ts"
+import { apiKeyFromEnv } from "../config/Secrets.ts"
+import { loadConfig } from "./Root.ts"
+
+const opt = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
+
+/** The arms from whichever of the three forms was used: --models, --paired A/B, or one --model-id. */
+const armsOf = (a: {
+  models: Option.Option<string>
+  paired: boolean
+  modelAId: Option.Option<string>
+  modelAAdapter: Option.Option<string>
+  modelBId: Option.Option<string>
+  modelBAdapter: Option.Option<string>
+  modelId: Option.Option<string>
+  modelAdapter: Option.Option<string>
+}): Array<Arm> | string => {
+  const arm = (id: string, adapter: string | undefined) => (adapter === undefined ? id : `${id}=${adapter}`)
+  if (Option.isSome(a.models)) {
+    if (a.paired || Option.isSome(a.modelId)) return "--models cannot be combined with --paired or --model-id"
+    return parseModels(a.models.value)
+  }
+  if (a.paired) {
+    if (Option.isNone(a.modelAId) || Option.isNone(a.modelBId)) return "--paired needs --model-a-id and --model-b-id"
+    return parseModels([arm(a.modelAId.value, opt(a.modelAAdapter)), arm(a.modelBId.value, opt(a.modelBAdapter))].join(","))
+  }
+  if (Option.isSome(a.modelId)) return parseModels(arm(a.modelId.value, opt(a.modelAdapter)))
+  return "give the models: --paired --model-a-id M0 --model-b-id DART --model-b-adapter DIR, --models M0,DART=DIR,..., or --model-id M0"
+}
+
+export const inferCommand = Command.make("infer", {
+  runName: Flag.String("run-name").pipe(Flag.withDescription("outputs go to runs/{EXP_ID}/predictions/{RUN}/")),
+  paired: Flag.Boolean("paired").pipe(Flag.withDescription("two models, A and B, on the same items"), Flag.withDefault(false)),
+  modelAId: Flag.String("model-a-id").pipe(Flag.withDescription("name of model A (e.g. M0)"), Flag.optional),
+  modelAAdapter: Flag.String("model-a-adapter").pipe(Flag.withDescription("adapter folder of A (none = the base model)"), Flag.optional),
+  modelBId: Flag.String("model-b-id").pipe(Flag.withDescription("name of model B (e.g. DART)"), Flag.optional),
+  modelBAdapter: Flag.String("model-b-adapter").pipe(Flag.withDescription("adapter folder of B, e.g. runs/$EXP_ID/adapters/DART/final"), Flag.optional),
+  modelId: Flag.String("model-id").pipe(Flag.withDescription("single-model mode: the model's name"), Flag.optional),
+  modelAdapter: Flag.String("model-adapter").pipe(Flag.withDescription("single-model mode: its adapter folder"), Flag.optional),
+  models: Flag.String("models").pipe(Flag.withDescription("several models in one pass: M0,DART=DIR,DART_H=DIR (a bare name is the base model)"), Flag.optional),
+  task: Flag.Literals("task", ["dart", "mc"]).pipe(Flag.withDescription("dart: the student prompt, YES/NO (default); mc: the suite's own multiple-choice protocol"), Flag.withDefault("dart" as const)),
+  policy: Flag.String("policy").pipe(Flag.withDescription("dart: a key of inference.policies (off, on, custom); mc: sys0…sys7 (not sys4) or a custom key"), Flag.optional),
+  split: Flag.Literals("split", ["train", "val", "test"]).pipe(Flag.withDescription("items to run (audits: val, the default; evaluations: test)"), Flag.withDefault("val" as const)),
+  limit: Flag.Int("limit").pipe(Flag.withDescription("only the first N items of the split"), Flag.optional),
+  benchmarks: Flag.String("benchmarks").pipe(Flag.withDescription("only these benchmarks, e.g. D1,N2"), Flag.optional),
+  constrained: Flag.Boolean("constrained").pipe(Flag.withDescription("constrain answers with vLLM structured_outputs (mc: one of (a)/(b)/(c); dart: sentences then a conclusion line)"), Flag.withDefault(false))
+}, (args) =>
+  Effect.gen(function*() {
+    const resolved = yield* loadConfig
+    const arms = armsOf(args)
+    if (typeof arms === "string") return yield* new InferStageError({ message: arms })
+    const v = resolved.config.compute.vllm
+    const servers = [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
+    const limit = opt(args.limit)
+    if (limit !== undefined && limit <= 0) return yield* new InferStageError({ message: "--limit must be a positive number" })
+    // The server's --api-key, when it has one: from the environment only, never from the config.
+    const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
+    const policy = opt(args.policy) ?? (args.task === "mc" ? "sys0" : resolved.config.inference.policy)
+    yield* runInfer(resolved, {
+      runName: args.runName,
+      arms,
+      task: args.task,
+      policy,
+      split: args.split,
+      limit,
+      benchmarks: opt(args.benchmarks)?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
+      servers,
+      constrained: args.constrained
+    }).pipe(Effect.provide(Layer.mergeAll(VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) }), AdapterStore.sameFilesystem())))
+  })).pipe(
+    Command.withDescription(
+      "Steps 4 and 8: inference on vLLM (compute.vllm.endpoint / endpoints) with LoRA adapters loaded at run time: paired, " +
+        "single or several adapters beside the base in one pass; resumable per (item, model, policy, sample)."
+    ),
+    Command.withExamples([
+      { command: "dart infer --paired --policy off --model-a-id M0 --model-b-id DART --model-b-adapter runs/demo/adapters/DART/final --run-name primary_val_off_M0_vs_DART", description: "step 4" },
+      { command: "dart infer --models M0,DART=runs/demo/adapters/DART/final,DART_H=runs/demo/adapters/DART_H/final --split test --run-name test_all", description: "three models in one pass" }
+    ])
+  )
