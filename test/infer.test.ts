@@ -20,14 +20,15 @@ const serve = async (options: Parameters<typeof startVllmStandIn>[0] = {}) => {
   started.push(s)
   return s
 }
-const base = (servers: ReadonlyArray<VllmStandIn>, extra: ReadonlyArray<string> = []) => [
-  "--exp-id", "inf", "--override", `run.runs_dir=${runs}`,
+// Sampling settings change results, so each sample count is its own run (made by dart init); endpoints are operational.
+const base = (servers: ReadonlyArray<VllmStandIn>, extra: ReadonlyArray<string> = [], expId = "inf") => [
+  "--exp-id", expId, "--override", `run.runs_dir=${runs}`,
   "--override", `compute.vllm.endpoint=${servers[0]!.url}`,
   "--override", `compute.vllm.endpoints=${JSON.stringify(servers.slice(1).map((s) => s.url))}`,
   ...extra
 ]
 const readJsonl = (file: string) => readFileSync(file, "utf8").trim().split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
-const pred = (run: string, file = "outputs.jsonl") => path.join(exp, "predictions", run, file)
+const pred = (run: string, file = "outputs.jsonl", expId = "inf") => path.join(runs, expId, "predictions", run, file)
 const isCanary = (c: ChatRecord) => canaryPrompts.some((p) => p.at(-1)!.content === c.messages.at(-1)!.content)
 /** The request key of a chat the stand-in received: (item, model, sample). */
 const keyOf = (c: ChatRecord) => {
@@ -37,9 +38,11 @@ const keyOf = (c: ChatRecord) => {
 }
 
 beforeAll(async () => {
-  const r = await dartAsync(["init", "--exp-id", "inf", "--override", `run.runs_dir=${runs}`, "--override", 'datasets.benchmarks=["D1","N2"]',
-    "--override", "datasets.limits.val=24"]).done
-  expect(r.stderr).toBe("")
+  for (const [expId, samples] of [["inf", 1], ["inf_s2", 2], ["inf_s8", 8], ["inf_s12", 12]] as const) {
+    const r = await dartAsync(["init", "--exp-id", expId, "--override", `run.runs_dir=${runs}`, "--override", 'datasets.benchmarks=["D1","N2"]',
+      "--override", "datasets.limits.val=24", "--override", `inference.samples=${samples}`]).done
+    expect(r.stderr).toBe("")
+  }
   items = readJsonl(path.join(exp, "datasets/val.jsonl"))
 }, 60_000)
 
@@ -107,13 +110,13 @@ describe("dart infer against a loopback vLLM stand-in", () => {
 
   it("kill -9 at random points, then rerun: identical rows, no answered request sent again", async () => {
     const s = await serve({ latencyMs: 40 })
-    const args = ["infer", "--models", `M0,DART=${dartA},DART_H=${dartH}`, "--override", "inference.concurrency=3", "--override", "inference.samples=2"]
+    const args = ["infer", "--models", `M0,DART=${dartA},DART_H=${dartH}`, "--override", "inference.concurrency=3"]
     const total = items.length * 3 * 2
     const answeredAtKill: Array<{ keys: Set<string>; chatsSoFar: number }> = []
     for (let k = 0; k < 3; k++) {
       const target = 10 + Math.floor(Math.random() * (total - 30))
-      const { child, done } = dartAsync([...args, "--run-name", "killed", ...base([s])])
-      const file = pred("killed", "answers.jsonl")
+      const { child, done } = dartAsync([...args, "--run-name", "killed", ...base([s], [], "inf_s2")])
+      const file = pred("killed", "answers.jsonl", "inf_s2")
       while (!(existsSync(file) && readFileSync(file, "utf8").split("\n").length > target)) {
         if (child.exitCode !== null) break
         await new Promise((r) => setTimeout(r, 5))
@@ -123,20 +126,20 @@ describe("dart infer against a loopback vLLM stand-in", () => {
       const keys = new Set(readJsonl(file).map((a) => a.key))
       answeredAtKill.push({ keys, chatsSoFar: s.chats.length })
     }
-    const last = await dartAsync([...args, "--run-name", "killed", ...base([s])]).done
+    const last = await dartAsync([...args, "--run-name", "killed", ...base([s], [], "inf_s2")]).done
     expect(last.code).toBe(0)
     // No answer recorded before a kill was ever requested again after it.
     for (const { keys, chatsSoFar } of answeredAtKill) {
       const resent = s.chats.slice(chatsSoFar).filter((c) => !isCanary(c)).map((c) => keyOf(c).replace(/^(.*)\|(.*)\|(\d+)$/, "$1|$2|off|$3")).filter((k) => keys.has(k))
       expect(resent).toEqual([])
     }
-    const answers = readJsonl(pred("killed", "answers.jsonl"))
+    const answers = readJsonl(pred("killed", "answers.jsonl", "inf_s2"))
     expect(new Set(answers.map((a) => a.key)).size).toBe(answers.length)
     // Same rows as an uninterrupted run on the same server.
-    const clean = await dartAsync([...args, "--run-name", "clean", ...base([s])]).done
+    const clean = await dartAsync([...args, "--run-name", "clean", ...base([s], [], "inf_s2")]).done
     expect(clean.code).toBe(0)
-    expect(readFileSync(pred("killed"), "utf8")).toBe(readFileSync(pred("clean"), "utf8"))
-    expect(readJsonl(pred("killed")).length).toBe(items.length * 2)
+    expect(readFileSync(pred("killed", "outputs.jsonl", "inf_s2"), "utf8")).toBe(readFileSync(pred("clean", "outputs.jsonl", "inf_s2"), "utf8"))
+    expect(readJsonl(pred("killed", "outputs.jsonl", "inf_s2")).length).toBe(items.length * 2)
   }, 120_000)
 
   it("a server restart mid-run: adapters are loaded again and the run completes", async () => {
@@ -154,9 +157,9 @@ describe("dart infer against a loopback vLLM stand-in", () => {
   it("a growing waiting queue lowers the concurrency", async () => {
     // 3 run at once; anything beyond that waits, and the client must notice and back off.
     const s = await serve({ latencyMs: 25, capacity: 3 })
-    const r = await dartAsync(["infer", "--models", "M0", "--override", "inference.concurrency=64", "--override", "inference.samples=12", "--run-name", "flood", ...base([s])]).done
+    const r = await dartAsync(["infer", "--models", "M0", "--override", "inference.concurrency=64", "--run-name", "flood", ...base([s], [], "inf_s12")]).done
     expect(r.code).toBe(0)
-    const m = JSON.parse(readFileSync(pred("flood", "manifest.json"), "utf8"))
+    const m = JSON.parse(readFileSync(pred("flood", "manifest.json", "inf_s12"), "utf8"))
     expect(m.servers[0].concurrency.max).toBe(32)
     expect(m.servers[0].concurrency.min).toBeLessThanOrEqual(8)
     expect(m.servers[0].concurrency.final).toBeLessThanOrEqual(12)
@@ -165,10 +168,10 @@ describe("dart infer against a loopback vLLM stand-in", () => {
   it("two servers: the faster answers more, each row comes from one server, and losing one mid-run still completes", async () => {
     const fast = await serve({ latencyMs: 15, tag: "fast" })
     const slow = await serve({ latencyMs: 60, tag: "slow" })
-    const args = ["infer", "--models", `M0,DART=${dartA}`, "--override", "inference.concurrency=4", "--override", "inference.samples=8"]
-    const r = await dartAsync([...args, "--run-name", "two", ...base([fast, slow])]).done
+    const args = ["infer", "--models", `M0,DART=${dartA}`, "--override", "inference.concurrency=4"]
+    const r = await dartAsync([...args, "--run-name", "two", ...base([fast, slow], [], "inf_s8")]).done
     expect(r.code).toBe(0)
-    const rows = readJsonl(pred("two"))
+    const rows = readJsonl(pred("two", "outputs.jsonl", "inf_s8"))
     expect(rows.length).toBe(items.length * 8)
     const by = (url: string) => rows.filter((x) => x.outputs.M0.server === url).length
     for (const row of rows) expect(row.outputs.DART.server).toBe(row.outputs.M0.server)
@@ -179,10 +182,10 @@ describe("dart infer against a loopback vLLM stand-in", () => {
     // arm b answered moves to a, which must ask M0 again so the row's arms come from one server.
     const a = await serve({ latencyMs: 30, tag: "a" })
     const b = await serve({ latencyMs: 30, tag: "b", crashWhen: (c, n) => c.model === "DART" && n >= 6 })
-    const { done } = dartAsync([...args, "--run-name", "lose", ...base([a, b])])
+    const { done } = dartAsync([...args, "--run-name", "lose", ...base([a, b], [], "inf_s8")])
     const lost = await done
     expect(lost.code).toBe(0)
-    const rows2 = readJsonl(pred("lose"))
+    const rows2 = readJsonl(pred("lose", "outputs.jsonl", "inf_s8"))
     expect(rows2.length).toBe(items.length * 8)
     for (const row of rows2) {
       expect(row.outputs.DART.server).toBe(row.outputs.M0.server)

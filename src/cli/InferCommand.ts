@@ -5,7 +5,7 @@ import { InferStageError, runInfer } from "../pipeline/InferStage.ts"
 import { AdapterStore } from "../serving/AdapterStore.ts"
 import { VllmClient } from "../serving/VllmClient.ts"
 import { apiKeyFromEnv } from "../config/Secrets.ts"
-import { loadConfig } from "./Root.ts"
+import { loadRunConfig } from "./Root.ts"
 
 const opt = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
 
@@ -51,7 +51,7 @@ export const inferCommand = Command.make("infer", {
   constrained: Flag.Boolean("constrained").pipe(Flag.withDescription("constrain answers with vLLM structured_outputs (mc: one of (a)/(b)/(c); dart: sentences then a conclusion line)"), Flag.withDefault(false))
 }, (args) =>
   Effect.gen(function*() {
-    const resolved = yield* loadConfig
+    const resolved = yield* loadRunConfig
     const arms = armsOf(args)
     if (typeof arms === "string") return yield* new InferStageError({ message: arms })
     const v = resolved.config.compute.vllm

@@ -61,6 +61,7 @@ export const operationalKeys: ReadonlyArray<string> = [
   "inference.concurrency",
   "compute.hosts",
   "compute.vllm.endpoint",
+  "compute.vllm.endpoints",
   "compute.vllm.port",
   "compute.vllm.max_loras",
   "compute.vllm.gpu_memory_utilization",

@@ -20,6 +20,7 @@ import {
 } from "../inference/InferencePlan.ts"
 import { openAppender } from "../runs/Jsonl.ts"
 import { readRows } from "../runs/Jsonl.ts"
+import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { AdapterStore, hashAdapter } from "../serving/AdapterStore.ts"
 import { type Sampling, VllmClient, type VllmEndpoint, VllmError } from "../serving/VllmClient.ts"
@@ -94,6 +95,8 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
     return yield* new InferStageError({ message: `--run-name "${request.runName}": use letters, digits, '.', '_' or '-'` })
   }
   const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
+  const stageName = `infer/${request.runName}`
+  yield* acquireStageLock(run.dir, stageName)
   const system = policyText(request.task, request.policy, inf.policies)
   if (typeof system !== "string") return yield* new InferStageError({ message: system.error })
   if (request.split === "test") {
@@ -103,6 +106,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   // Items: the split's normalized rows, optionally a subset.
   const itemsFile = run.file(`datasets/${request.split}.jsonl`)
   if (!fs.existsSync(itemsFile)) return yield* new InferStageError({ message: `${itemsFile} does not exist: run \`dart init\` first` })
+  yield* store.verifyInput(run, `datasets/${request.split}.jsonl`, { required: true, producer: "`dart init`" })
   let items = yield* readRows(itemsFile, NormalizedItemSchema)
   if (request.benchmarks !== undefined) {
     const known = new Set(items.map((i) => i.benchmark))
@@ -165,7 +169,9 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   const done = new Uint8Array(total)
   for (let i = 0; i < total; i++) done[i] = before.offset[i]! >= 0 ? 1 : 0
   const inputsHash = hashJson(identity)
-  yield* store.stageStarted(run, `infer/${request.runName}`, inputsHash)
+  yield* store.stageStarted(run, stageName, inputsHash)
+  // SIGINT/SIGTERM and failures are recorded in the ledger; a rerun resumes from answers.jsonl.
+  return yield* store.guard(run, stageName, Effect.gen(function*() {
 
   const servers: Array<Server> = []
   const canary: Record<string, unknown> = {}
@@ -463,7 +469,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   const manifestOut = yield* store.writeFile(run, `${dir}/manifest.json`, `${JSON.stringify(manifest, null, 2)}\n`)
   const outs = yield* Effect.forEach([`${dir}/outputs.jsonl`, `${dir}/answers.jsonl`], (p) => store.describeFile(run, p))
   const allDone = complete === rowsTotal
-  yield* store.stageFinished(run, `infer/${request.runName}`, {
+  yield* store.stageFinished(run, stageName, {
     status: allDone ? "done" : "failed",
     outputs: [manifestOut, ...outs.filter((o) => o !== undefined)],
     ...(allDone ? {} : { error: `${rowsTotal - complete} rows incomplete` })
@@ -473,8 +479,9 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
     const why = failures.slice(0, 3).map((f) => `${f.key} on ${f.server}: ${f.reason}`).join("; ")
     return yield* new InferIncomplete({ message: `${rowsTotal - complete} of ${rowsTotal} rows incomplete (${stats.failed} requests failed${why ? `: ${why}` : ""}); run again to retry them` })
   }
+  }))
 }, Effect.mapError((e) =>
   e._tag === "RunStoreError" || e._tag === "NoSuchRunError"
     ? new InferStageError({ message: e.message })
     : e
-))
+), Effect.scoped)
