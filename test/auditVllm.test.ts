@@ -92,8 +92,12 @@ describe.skipIf(!available)("dart audit against real vLLM /classify", () => {
       // No id2label in the config: it comes from the model directory's config.json. max_tokens is set above the
       // model's 512 so the client's first windows are too long and vLLM's own length error makes it split again.
       const classifiers = JSON.stringify([{ name, model: dir, label, max_tokens: 1200, endpoint: url }])
+      // The classifier is part of the run's config (dart init); a later stage may change only its endpoint.
+      const exp = `${EXP}-${name}`
+      expect(dartSync(["init", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.val=8", "--override", "datasets.limits.train=4",
+        "--override", "datasets.limits.test=4", "--override", `audit.classifiers=${classifiers}`]).code).toBe(0)
       const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, ["bin/dart.js", "audit", "--exp-id", EXP, "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
+        const child = spawn(process.execPath, ["bin/dart.js", "audit", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", `audit.classifiers=${classifiers}`,
           "--paired-input", input, "--a-name", "M0", "--b-name", "DART", "--run-name", `audit_${name}`, "--no-use-llm-judge"], { env: { ...process.env, EXP_ID: "" } })
         let stderr = ""
         child.stderr.on("data", (c) => (stderr += c))
@@ -102,8 +106,8 @@ describe.skipIf(!available)("dart audit against real vLLM /classify", () => {
       await stopServer()
       expect(r.code, r.stderr).toBe(0)
 
-      const scores = readFileSync(path.join(runs, EXP, `audit/audit_${name}/scores.jsonl`), "utf8").trim().split("\n").map((l) => JSON.parse(l))
-      const summary = JSON.parse(readFileSync(path.join(runs, EXP, `audit/audit_${name}/summary.json`), "utf8"))
+      const scores = readFileSync(path.join(runs, exp, `audit/audit_${name}/scores.jsonl`), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+      const summary = JSON.parse(readFileSync(path.join(runs, exp, `audit/audit_${name}/summary.json`), "utf8"))
       expect(summary.evaluators.classifiers[0]).toMatchObject({ label, label_index: 1, labels: name === "hate" ? ["nothate", "hate"] : ["non-toxic", "toxic"] })
 
       const texts: Array<string> = []

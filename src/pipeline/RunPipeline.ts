@@ -1,7 +1,8 @@
-import { Console, Effect, Runtime, Schema } from "effect"
+import { Console, Effect, Layer, Option, Redacted, Runtime, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import { RegressionPoolRow } from "../audit/RegressionPool.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { apiKeyFromEnv } from "../config/Secrets.ts"
 import { NormalizedItemSchema, type Split, splits } from "../datasets/BenchmarkItem.ts"
 import { loadSuite } from "../datasets/BenchmarkSuite.ts"
 import { splitItems } from "../datasets/Splits.ts"
@@ -11,7 +12,12 @@ import { distillMessages, repairMessages } from "../teacher/Prompts.ts"
 import { TeacherClient } from "../teacher/TeacherClient.ts"
 import { runTeacher } from "../teacher/TeacherStage.ts"
 import { runTrain } from "../training/TrainStage.ts"
+import { AdapterStore } from "../serving/AdapterStore.ts"
+import { ClassifierClient } from "../serving/ClassifierClient.ts"
+import { VllmClient } from "../serving/VllmClient.ts"
+import { runAudit } from "./AuditStage.ts"
 import { runEvaluate } from "./EvaluateStage.ts"
+import { runInfer } from "./InferStage.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
 import { runInit } from "./InitStage.ts"
 import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
@@ -60,10 +66,13 @@ export interface StageDrivers<E, R> {
   readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
 }
 
-const notInThisBuild = (command: string, issue: number) => () =>
-  Effect.fail(new RunError({ message: `\`${command}\` is not part of this build yet (issue ${issue}); its driver plugs into StageDrivers.${command.split(" ")[1]}` }))
+/** vLLM servers from the config (the endpoints `dart infer` uses). */
+const vllmServers = (resolved: ResolvedConfig) => {
+  const v = resolved.config.compute.vllm
+  return [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
+}
 
-/** The stages that exist today; infer and audit fail clearly until their drivers are plugged in. */
+/** Every stage's own driver, the same code as its command, on the servers the config names. */
 export const existingDrivers: StageDrivers<Error, RunStore> = {
   init: (resolved: ResolvedConfig) => runInit(resolved),
   teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) =>
@@ -82,8 +91,33 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
       weights: request.weights,
       epochs: request.epochs ?? undefined
     }),
-  infer: notInThisBuild("dart infer", 9),
-  audit: notInThisBuild("dart audit", 10),
+  infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) =>
+    Effect.gen(function*() {
+      const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
+      yield* runInfer(resolved, {
+        runName: request.runName,
+        arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
+        task: "dart",
+        policy: request.policy,
+        split: request.split,
+        limit: undefined,
+        benchmarks: undefined,
+        servers: vllmServers(resolved),
+        constrained: false
+      }).pipe(Effect.provide(Layer.mergeAll(
+        VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) }),
+        AdapterStore.sameFilesystem()
+      )))
+    }),
+  audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
+    runAudit(resolved, {
+      pairedInput: run.file(request.pairedInput),
+      aName: request.aName,
+      bName: request.bName,
+      runName: request.runName,
+      judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null,
+      judgeClient: (settings) => TeacherClient.layer(settings)
+    }).pipe(Effect.provide(ClassifierClient.layer)),
   evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) =>
     runEvaluate(resolved, {
       predFile: run.file(request.predFile),

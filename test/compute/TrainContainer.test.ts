@@ -24,7 +24,13 @@ beforeAll(async () => {
   if (!present) execFileSync("containers/base/build-trainer.sh", ["cpu"], { stdio: "ignore", timeout: 900_000 })
   model = buildTinyModel(path.join(scratch, "tiny"))
   port = await freePort()
-  expect(dart(["init", "--exp-id", expId, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.train=8"]).code).toBe(0)
+  // Settings that change results belong to the run (dart init); the train stage may change only operational keys.
+  expect(dart(["init", "--exp-id", expId, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.train=8",
+    "--override", `model.base=${model}`, "--override", "model.dtype=float32", "--override", "training.per_device_batch_size=4",
+    "--override", "training.gradient_accumulation_steps=1", "--override", "training.save_steps=2", "--override", "training.eval_steps=2",
+    "--override", "training.gradient_checkpointing=false", "--override", "training.max_length=512", "--override", "training.lora.r=8",
+    "--override", "training.lora.alpha=16", "--override", "training.max_lora_rank=16", "--override", "training.eval_fraction=0.1"
+  ]).code).toBe(0)
   const exp = path.join(runs, expId)
   const items = readFileSync(path.join(exp, "datasets/train.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
   mkdirSync(path.join(exp, "teacher_outputs/distill"), { recursive: true })
@@ -39,12 +45,9 @@ describe("dart train without a trainer endpoint", () => {
   it("starts its own trainer container, trains through it, and removes it", () => {
     const r = dart([
       "train", "--stage", "mdac", "--adapter-name", "DART", "--epochs", "1", "--exp-id", expId,
-      "--override", `run.runs_dir=${runs}`, "--override", `model.base=${model}`, "--override", "model.dtype=float32",
+      "--override", `run.runs_dir=${runs}`,
       "--override", `compute.hosts=[{"name":"local","docker":"unix://${SOCKET}","gpus":[]}]`,
-      "--override", `compute.trainer.port=${port}`, "--override", "training.per_device_batch_size=4",
-      "--override", "training.gradient_accumulation_steps=1", "--override", "training.save_steps=2", "--override", "training.eval_steps=2",
-      "--override", "training.gradient_checkpointing=false", "--override", "training.max_length=512", "--override", "training.lora.r=8",
-      "--override", "training.lora.alpha=16", "--override", "training.max_lora_rank=16", "--override", "training.eval_fraction=0.1"
+      "--override", `compute.trainer.port=${port}`
     ])
     expect(r.stderr).not.toContain("dart: error")
     expect(r.code).toBe(0)
