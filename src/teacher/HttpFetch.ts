@@ -17,21 +17,28 @@ export const httpFetch = (input: string | URL | Request, init: RequestInit = {})
     const lib = url.protocol === "https:" ? https : http
     const headers: Record<string, string> = {}
     new Headers(init.headers).forEach((v, k) => (headers[k] = v))
+    const signal = init.signal
+    // A caller's signal may outlive the request; the listener goes once the request settles, so a long-lived
+    // signal never keeps finished requests reachable.
+    const onAbort = () => req.destroy(Object.assign(new Error("The operation was aborted."), { name: "AbortError" }))
+    const settle = <A>(f: (a: A) => void) => (a: A) => {
+      signal?.removeEventListener("abort", onAbort)
+      f(a)
+    }
     const req = lib.request(url, { method: init.method ?? "GET", headers, agent: agents[url.protocol as "http:" | "https:"] }, (res) => {
       const chunks: Array<Buffer> = []
       res.on("data", (c: Buffer) => chunks.push(c))
-      res.on("error", reject)
+      res.on("error", settle(reject))
       res.on("end", () => {
         const out = new Headers()
         for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out.set(k, Array.isArray(v) ? v.join(", ") : v)
-        resolve(new Response(res.statusCode === 204 ? null : Buffer.concat(chunks), { status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", headers: out }))
+        settle(resolve)(new Response(res.statusCode === 204 ? null : Buffer.concat(chunks), { status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", headers: out }))
       })
     })
-    req.on("error", reject)
-    const signal = init.signal
+    req.on("error", settle(reject))
     if (signal) {
       if (signal.aborted) return req.destroy(signal.reason instanceof Error ? signal.reason : new Error("aborted"))
-      signal.addEventListener("abort", () => req.destroy(Object.assign(new Error("The operation was aborted."), { name: "AbortError" })), { once: true })
+      signal.addEventListener("abort", onAbort, { once: true })
     }
     if (init.body !== undefined && init.body !== null) req.end(typeof init.body === "string" ? init.body : Buffer.from(init.body as ArrayBuffer))
     else req.end()

@@ -8,23 +8,15 @@ import * as tls from "node:tls"
 import { buildImage, imagePresent } from "../../src/compute/DockerBackend.ts"
 import { connectHost } from "../../src/compute/DockerHost.ts"
 import type { ServiceSpec } from "../../src/compute/ServiceSpec.ts"
+import { freePort } from "./FreePort.ts"
+
+export { freePort }
 
 /** Test doubles for compute: a tiny service image, TLS and recording proxies in front of the engine, an sshd. */
 
 export const SOCKET = "/var/run/docker.sock"
 export const BASE_IMAGE = "dart-debian:bookworm"
 export const TEST_IMAGE = "dart-test-svc:3"
-
-/** A free TCP port on 127.0.0.1 (the engine uses host networking, so services need one too). */
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 
 // An HTTP server in perl (perl-base is in every Debian): `/health` 200 once `--host/--port` are bound (other
 // vLLM flags ignored), a `curl -fsS URL` stand-in so the real specs' health checks run, and a clean SIGTERM.

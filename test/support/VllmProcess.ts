@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs"
-import * as net from "node:net"
 import * as path from "node:path"
+import { freePort } from "./FreePort.ts"
 
 /** vLLM's Python (containers/vllm-cpu/setup-venv.sh makes it), or DART_VLLM_PYTHON. */
 export const vllmPython = () => {
@@ -10,15 +10,6 @@ export const vllmPython = () => {
   return python
 }
 
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 
 /**
  * Starts the real vLLM OpenAI server on CPU as a host process (serving.md §3.1 env and flags), with
