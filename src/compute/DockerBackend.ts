@@ -22,19 +22,29 @@ export interface HostReport {
   readonly api: string
   readonly gpuRuntime: boolean
   readonly gpuUsable: boolean | null
+  /** Free bytes where the engine keeps images and containers; null when no image was at hand to measure it with. */
+  readonly freeBytes: number | null
   readonly missingImages: ReadonlyArray<string>
 }
 
 /**
  * Reachable (within 15 s), engine version, NVIDIA support when GPUs are asked for (info, then a throwaway GPU
- * container, removed whatever happens), and images present (or pullable, when `pull`).
+ * container, removed whatever happens), images present (or pullable, when `pull`), and free disk where the engine
+ * keeps its data (at least `minFreeBytes`, default 10 GiB: a vLLM image alone is 7 GB).
  */
-export const preflight = (host: DockerHost, options: { readonly images: ReadonlyArray<string>; readonly gpus: boolean; readonly pull: boolean; readonly probeImage?: string }) =>
+export const preflight = (
+  host: DockerHost,
+  options: { readonly images: ReadonlyArray<string>; readonly gpus: boolean; readonly pull: boolean; readonly probeImage?: string; readonly minFreeBytes?: number }
+) =>
   Effect.gen(function*() {
     const version: { Version: string; ApiVersion: string } = yield* attempt(host, `engine at ${host.address.kind === "unix" ? host.address.socket : `${host.address.host}:${host.address.port}`} does not answer`, () => host.docker.version()).pipe(
       Effect.timeoutOrElse({ duration: "15 seconds", orElse: () => Effect.fail(new ComputeError({ host: host.name, message: "engine did not answer within 15 s" })) })
     )
-    const info = (yield* attempt(host, "info", () => host.docker.info())) as { Runtimes?: Record<string, unknown>; DiscoveredDevices?: Array<{ Source?: string }> }
+    const info = (yield* attempt(host, "info", () => host.docker.info())) as {
+      Runtimes?: Record<string, unknown>
+      DiscoveredDevices?: Array<{ Source?: string }>
+      DockerRootDir?: string
+    }
     const gpuRuntime = Object.keys(info.Runtimes ?? {}).includes("nvidia") || (info.DiscoveredDevices ?? []).some((d) => d.Source === "cdi")
     let gpuUsable: boolean | null = null
     if (options.gpus) {
@@ -55,8 +65,45 @@ export const preflight = (host: DockerHost, options: { readonly images: Readonly
       if (options.pull) yield* pullImage(host, image, () => {})
       else missing.push(image)
     }
-    return { host: host.name, engine: version.Version, api: version.ApiVersion, gpuRuntime, gpuUsable, missingImages: missing } satisfies HostReport
+    // The engine API reports no free space, so a throwaway container reads it from the engine's data folder.
+    const probe = [options.probeImage, ...options.images].find((i) => i !== undefined && !missing.includes(i))
+    let freeBytes: number | null = null
+    if (probe !== undefined && info.DockerRootDir !== undefined && (yield* imagePresent(host, probe))) {
+      freeBytes = yield* diskProbe(host, probe, info.DockerRootDir)
+      const min = options.minFreeBytes ?? 10 * 2 ** 30
+      if (freeBytes < min) {
+        return yield* new ComputeError({
+          host: host.name,
+          message: `only ${(freeBytes / 2 ** 30).toFixed(1)} GiB free in ${info.DockerRootDir} (the engine's data); at least ${(min / 2 ** 30).toFixed(1)} GiB are needed for the images and containers`
+        })
+      }
+    }
+    return { host: host.name, engine: version.Version, api: version.ApiVersion, gpuRuntime, gpuUsable, freeBytes, missingImages: missing } satisfies HostReport
   })
+
+/** `df` of the engine's data folder in a throwaway container (no network, read-only mount), removed whatever happens. */
+const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
+  Effect.acquireUseRelease(
+    attempt(host, `disk probe with ${image}`, () => host.docker.createContainer({
+      _query: {},
+      _body: {
+        Image: image, Entrypoint: ["df", "-Pk", "/engine-data"], Cmd: [], Tty: true,
+        Labels: { [LABEL.managed]: "true", [LABEL.role]: "disk-probe" },
+        HostConfig: { NetworkMode: "none", Binds: [`${rootDir}:/engine-data:ro`] }
+      }
+    } as unknown as Docker.ContainerCreateOptions)),
+    (c) =>
+      Effect.gen(function*() {
+        yield* attempt(host, "disk probe", () => c.start())
+        yield* attempt(host, "disk probe", () => c.wait())
+        // With a TTY the log is the plain output: a header, then "fs blocks used available …".
+        const out = String(yield* attempt(host, "disk probe", () => c.logs({ stdout: true, stderr: true, follow: false }) as unknown as Promise<Buffer>))
+        const available = Number(out.trim().split("\n").at(-1)?.trim().split(/\s+/)[3])
+        if (!Number.isFinite(available)) return yield* new ComputeError({ host: host.name, message: `disk probe: unexpected df output ${JSON.stringify(out.slice(0, 200))}` })
+        return available * 1024
+      }),
+    (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))
+  )
 
 /** A throwaway container with a GPU request: it fails at start, not create, so it is removed either way. */
 const gpuProbe = (host: DockerHost, image: string) =>

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Redacted } from "effect"
 import { execFileSync } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ComputeError } from "../../src/compute/ComputeError.ts"
 import { preflight, startService } from "../../src/compute/DockerBackend.ts"
 import { connectHost, type HostConfig } from "../../src/compute/DockerHost.ts"
 import type { ServiceSpec } from "../../src/compute/ServiceSpec.ts"
-import { containersOf, ensureTestImage, freePort, makeCerts, recordingProxy, SOCKET, testSpec, tlsProxy, uniqueExp } from "../support/DockerEngine.ts"
+import { containersOf, ensureTestImage, freePort, makeCerts, recordingProxy, SOCKET, TEST_IMAGE, testSpec, tlsProxy, uniqueExp } from "../support/DockerEngine.ts"
 
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-compute-fail-"))
 let certs = ""
@@ -88,6 +88,24 @@ describe("compute failures are clear and leave nothing behind", () => {
         return yield* preflight(h, { images: [], gpus: true, pull: false })
       })).pipe(Effect.flip)
       expect(probe.message).toContain("no NVIDIA runtime")
+    }), 60_000)
+
+  it.live("free disk: measured in the engine's data folder by a throwaway container; too little is a clear error", () =>
+    Effect.gen(function*() {
+      const probes = () => execFileSync("docker", ["ps", "-aq", "--filter", "label=dart.role=disk-probe"], { encoding: "utf8" }).trim()
+      const report = yield* Effect.scoped(Effect.gen(function*() {
+        const h = yield* connectHost(local)
+        return yield* preflight(h, { images: [], gpus: false, pull: false, probeImage: TEST_IMAGE, minFreeBytes: 1 })
+      }))
+      const disk = statfsSync(execFileSync("docker", ["info", "--format", "{{.DockerRootDir}}"], { encoding: "utf8" }).trim())
+      // The same file system seen from outside: within 1 GiB (other work on the machine writes meanwhile).
+      expect(Math.abs(report.freeBytes! - disk.bavail * disk.bsize)).toBeLessThan(2 ** 30)
+      const tooLittle = yield* Effect.scoped(Effect.gen(function*() {
+        const h = yield* connectHost(local)
+        return yield* preflight(h, { images: [], gpus: false, pull: false, probeImage: TEST_IMAGE, minFreeBytes: 2 ** 60 })
+      })).pipe(Effect.flip)
+      expect(tooLittle.message).toMatch(/only [\d.]+ GiB free in .* \(the engine's data\); at least \d+\.\d GiB are needed/)
+      expect(probes()).toBe("")
     }), 60_000)
 
   it.live("a service that exits before it is healthy: its exit code and log tail", () =>
