@@ -52,5 +52,8 @@ containers/base/make-base.sh
 step "trainer CPU image (first build: a few minutes, ~6.5 GB)"
 containers/base/build-trainer.sh cpu >/tmp/dart-build-trainer.log 2>&1 || { tail -30 /tmp/dart-build-trainer.log >&2; exit 1; }
 docker image inspect dart-trainer-cpu:0.1.0 --format 'dart-trainer-cpu:0.1.0 {{.Id}}'
+step "vLLM CPU image (first build: a few minutes, ~6.7 GB)"
+containers/vllm-cpu/build.sh >/tmp/dart-build-vllm.log 2>&1 || { tail -30 /tmp/dart-build-vllm.log >&2; exit 1; }
+docker image inspect dart-vllm-cpu:0.32.0 --format 'dart-vllm-cpu:0.32.0 {{.Id}}'
 
 step "set-up done"

@@ -1,10 +1,9 @@
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { type Arm, parseModels } from "../inference/InferencePlan.ts"
 import { InferStageError, runInfer } from "../pipeline/InferStage.ts"
-import { AdapterStore } from "../serving/AdapterStore.ts"
-import { VllmClient } from "../serving/VllmClient.ts"
-import { apiKeyFromEnv } from "../config/Secrets.ts"
+import * as path from "node:path"
+import { withVllmServers } from "../pipeline/VllmServers.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const opt = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
@@ -54,27 +53,26 @@ export const inferCommand = Command.make("infer", {
     const resolved = yield* loadRunConfig
     const arms = armsOf(args)
     if (typeof arms === "string") return yield* new InferStageError({ message: arms })
-    const v = resolved.config.compute.vllm
-    const servers = [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
     const limit = opt(args.limit)
     if (limit !== undefined && limit <= 0) return yield* new InferStageError({ message: "--limit must be a positive number" })
-    // The server's --api-key, when it has one: from the environment only, never from the config.
-    const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
     const policy = opt(args.policy) ?? (args.task === "mc" ? "sys0" : resolved.config.inference.policy)
-    yield* runInfer(resolved, {
-      runName: args.runName,
-      arms,
-      task: args.task,
-      policy,
-      split: args.split,
-      limit,
-      benchmarks: opt(args.benchmarks)?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
-      servers,
-      constrained: args.constrained
-    }).pipe(Effect.provide(Layer.mergeAll(VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) }), AdapterStore.sameFilesystem())))
+    const runDir = path.join(resolved.config.run.runs_dir, resolved.config.run.exp_id)
+    // The configured endpoints, or a vLLM container started for this command and removed after it.
+    yield* withVllmServers(resolved, runDir, (servers) =>
+      runInfer(resolved, {
+        runName: args.runName,
+        arms,
+        task: args.task,
+        policy,
+        split: args.split,
+        limit,
+        benchmarks: opt(args.benchmarks)?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
+        servers,
+        constrained: args.constrained
+      }))
   })).pipe(
     Command.withDescription(
-      "Steps 4 and 8: inference on vLLM (compute.vllm.endpoint / endpoints) with LoRA adapters loaded at run time: paired, " +
+      "Steps 4 and 8: inference on vLLM (compute.vllm.endpoint / endpoints, or else a vLLM container on compute.hosts[0]) with LoRA adapters loaded at run time: paired, " +
         "single or several adapters beside the base in one pass; resumable per (item, model, policy, sample)."
     ),
     Command.withExamples([

@@ -82,7 +82,9 @@ export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: st
       cmd: [
         "--model", c.model, "--served-model-name", c.name, "--host", listen, "--port", String(port),
         "--runner", "pooling", "--convert", "classify", "--max-model-len", String(c.max_tokens),
-        ...(base.gpus === null ? [] : ["--gpu-memory-utilization", "0.1"])
+        // CPU: with TORCHDYNAMO_DISABLE a pooling model without LoRA fails at start ("aot_compile is not supported")
+        // unless compilation is off.
+        ...(base.gpus === null ? ["-O0"] : ["--gpu-memory-utilization", "0.1"])
       ],
       env: { VLLM_NO_USAGE_STATS: "1", ...(base.gpus === null ? { VLLM_TARGET_DEVICE: "cpu", VLLM_CPU_KVCACHE_SPACE: "1", TORCHDYNAMO_DISABLE: "1" } : {}), ...model.env },
       port,

@@ -1,8 +1,7 @@
-import { Console, Effect, Layer, Option, Redacted, Runtime, Schema } from "effect"
+import { Console, Effect, Runtime, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import { RegressionPoolRow } from "../audit/RegressionPool.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
-import { apiKeyFromEnv } from "../config/Secrets.ts"
 import { NormalizedItemSchema, type Split, splits } from "../datasets/BenchmarkItem.ts"
 import { loadSuite } from "../datasets/BenchmarkSuite.ts"
 import { splitItems } from "../datasets/Splits.ts"
@@ -12,12 +11,11 @@ import { distillMessages, repairMessages } from "../teacher/Prompts.ts"
 import { TeacherClient } from "../teacher/TeacherClient.ts"
 import { runTeacher } from "../teacher/TeacherStage.ts"
 import { runTrain } from "../training/TrainStage.ts"
-import { AdapterStore } from "../serving/AdapterStore.ts"
 import { ClassifierClient } from "../serving/ClassifierClient.ts"
-import { VllmClient } from "../serving/VllmClient.ts"
 import { runAudit } from "./AuditStage.ts"
 import { runEvaluate } from "./EvaluateStage.ts"
 import { runInfer } from "./InferStage.ts"
+import { withVllmServers } from "./VllmServers.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
 import { runInit } from "./InitStage.ts"
 import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
@@ -66,12 +64,6 @@ export interface StageDrivers<E, R> {
   readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
 }
 
-/** vLLM servers from the config (the endpoints `dart infer` uses). */
-const vllmServers = (resolved: ResolvedConfig) => {
-  const v = resolved.config.compute.vllm
-  return [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
-}
-
 /** Every stage's own driver, the same code as its command, on the servers the config names. */
 export const existingDrivers: StageDrivers<Error, RunStore> = {
   init: (resolved: ResolvedConfig) => runInit(resolved),
@@ -92,9 +84,8 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
       epochs: request.epochs ?? undefined
     }),
   infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) =>
-    Effect.gen(function*() {
-      const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
-      yield* runInfer(resolved, {
+    withVllmServers(resolved, run.dir, (servers) =>
+      runInfer(resolved, {
         runName: request.runName,
         arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
         task: "dart",
@@ -102,13 +93,9 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
         split: request.split,
         limit: undefined,
         benchmarks: undefined,
-        servers: vllmServers(resolved),
+        servers,
         constrained: false
-      }).pipe(Effect.provide(Layer.mergeAll(
-        VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) }),
-        AdapterStore.sameFilesystem()
-      )))
-    }),
+      })),
   audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
     runAudit(resolved, {
       pairedInput: run.file(request.pairedInput),

@@ -1,0 +1,46 @@
+import { Effect, Layer, Option, Redacted } from "effect"
+import { Compute } from "../compute/Compute.ts"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { apiKeyFromEnv } from "../config/Secrets.ts"
+import { AdapterError, AdapterStore, hashAdapter } from "../serving/AdapterStore.ts"
+import { VllmClient } from "../serving/VllmClient.ts"
+
+/** The vLLM servers the config names (`compute.vllm.endpoint` and `endpoints`), without repeats. */
+export const configuredVllmServers = (resolved: ResolvedConfig) => {
+  const v = resolved.config.compute.vllm
+  return [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
+}
+
+/**
+ * Runs `use` with the vLLM servers to talk to, and the client and adapter store that go with them: the configured
+ * endpoints (adapters read where they are), or, when none is configured, a vLLM container the compute layer starts
+ * for this scope on the first host (adapters moved in by put-archive, checksummed), removed when `use` ends.
+ */
+export const withVllmServers = <A, E, R>(
+  resolved: ResolvedConfig,
+  runDir: string,
+  use: (servers: ReadonlyArray<string>) => Effect.Effect<A, E, R>
+) =>
+  Effect.gen(function*() {
+    // The server's --api-key, when it has one: from the environment only, never from the config.
+    const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
+    const client = VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) })
+    const configured = configuredVllmServers(resolved)
+    if (configured.length > 0) return yield* use(configured).pipe(Effect.provide(Layer.merge(client, AdapterStore.sameFilesystem())))
+    return yield* Effect.scoped(Effect.gen(function*() {
+      const compute = yield* Compute
+      const service = yield* compute.vllm()
+      const store = AdapterStore.of({
+        place: (_endpoint, name, localDir) =>
+          Effect.gen(function*() {
+            const sha256 = yield* hashAdapter(localDir)
+            // A content-addressed folder: retraining into the same local folder never changes what the server re-reads.
+            const placed = yield* compute.putAdapter(service, localDir, `${name}-${sha256.slice(0, 12)}`).pipe(
+              Effect.mapError((e) => new AdapterError({ message: `${localDir} → ${service.host}: ${e.message}` }))
+            )
+            return { serverPath: placed.path, sha256 }
+          })
+      })
+      return yield* use([service.endpoint]).pipe(Effect.provide(Layer.merge(client, Layer.succeed(AdapterStore, store))))
+    })).pipe(Effect.provide(Compute.layer(resolved.config, { runDir })))
+  })
