@@ -11,8 +11,6 @@ import { benchItems, writeRows } from "./fixtures.ts"
 const pairs = Number(process.env.BENCH_AUDIT_PAIRS ?? 16_000)
 const dir = mkdtempSync(path.join(tmpdir(), "dart-bench-audit-"))
 const runs = path.join(dir, "runs")
-const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.train=8"], { encoding: "utf8" })
-if (init.status !== 0) throw new Error(init.stderr)
 
 const items = benchItems()
 const input = path.join(dir, "pairs.jsonl")
@@ -37,6 +35,10 @@ const classifiers = JSON.stringify([
   { name: "toxicity", model: "tox", label: "toxic", max_tokens: 512, endpoint: tox.url, id2label: { 0: "non-toxic", 1: "toxic" } },
   { name: "hate", model: "hate", label: "hate", max_tokens: 512, endpoint: hate.url, id2label: { 0: "nothate", 1: "hate" } }
 ])
+// The classifiers are part of the run's config (dart init); a later stage may change only their endpoints.
+const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.train=8",
+  "--override", `audit.classifiers=${classifiers}`], { encoding: "utf8" })
+if (init.status !== 0) throw new Error(init.stderr)
 const cpuFile = path.join(dir, "cpu.txt")
 const started = performance.now()
 const code = await new Promise<number | null>((resolve) => {

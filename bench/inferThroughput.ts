@@ -34,17 +34,19 @@ try {
   const scratch = mkdtempSync(path.join(tmpdir(), "dart-bench-infer-"))
   const runs = path.join(scratch, "runs")
   const adapterDir = writeAdapter(path.join(scratch, "adapter"))
-  const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", "bi", "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.val=100"], { encoding: "utf8" })
-  if (init.status !== 0) throw new Error(init.stderr)
   const wholeRun = (samples: number) => {
+    // The sample count is part of the run's config (dart init); later stages may change only operational keys.
+    const expId = `bi${samples}`
+    const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", expId, "--override", `run.runs_dir=${runs}`, "--override", "datasets.limits.val=100",
+      "--override", `inference.samples=${samples}`], { encoding: "utf8" })
+    if (init.status !== 0) throw new Error(init.stderr)
     const t0 = performance.now()
-    const r = spawnSync("/usr/bin/time", ["-f", "%M", process.execPath, "bin/dart.js", "infer", "--models", `M0,B=${adapterDir}`, "--exp-id", "bi", "--run-name", `s${samples}`,
-      "--override", `run.runs_dir=${runs}`, "--override", `compute.vllm.endpoint=${server.url}`, "--override", `inference.samples=${samples}`,
-      "--override", "inference.concurrency=128"], { encoding: "utf8", maxBuffer: 1 << 26 })
+    const r = spawnSync("/usr/bin/time", ["-f", "%M", process.execPath, "bin/dart.js", "infer", "--models", `M0,B=${adapterDir}`, "--exp-id", expId, "--run-name", `s${samples}`,
+      "--override", `run.runs_dir=${runs}`, "--override", `compute.vllm.endpoint=${server.url}`, "--override", "inference.concurrency=128"], { encoding: "utf8", maxBuffer: 1 << 26 })
     const seconds = (performance.now() - t0) / 1000
     if (r.status !== 0) throw new Error(r.stderr)
     const kib = Number(r.stderr.trim().split("\n").at(-1))
-    const rows = readFileSync(path.join(runs, "bi/predictions", `s${samples}`, "outputs.jsonl"), "utf8").split("\n").length - 1
+    const rows = readFileSync(path.join(runs, expId, "predictions", `s${samples}`, "outputs.jsonl"), "utf8").split("\n").length - 1
     return { requests: rows * 2, seconds, rssMiB: kib / 1024 }
   }
   const small = wholeRun(100)

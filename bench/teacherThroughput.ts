@@ -10,7 +10,8 @@ const requests = Number(process.env.BENCH_TEACHER_REQUESTS ?? 10_000)
 const concurrency = 500
 const latencyMs = 2000
 const runs = path.join(mkdtempSync(path.join(tmpdir(), "dart-bench-teacher-")), "runs")
-const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `datasets.limits.train=${requests}`], { encoding: "utf8" })
+const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `datasets.limits.train=${requests}`,
+  "--override", "teacher.correction_rounds=0"], { encoding: "utf8" })
 if (init.status !== 0) throw new Error(init.stderr)
 
 // A fixed reply and no correction rounds: each item costs exactly one request, and the
@@ -19,7 +20,7 @@ const server = await startChatServer({ latencyMs, fixedReply: "The groups differ
 const started = performance.now()
 const code = await new Promise<number | null>((resolve) => {
   const child = spawn(process.execPath, ["bin/dart.js", "teacher", "--task", "distill", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`,
-    "--override", "teacher.provider=compatible", "--override", `teacher.base_url=${server.url}`, "--override", `teacher.max_concurrency=${concurrency}`, "--override", "teacher.correction_rounds=0"],
+    "--override", "teacher.provider=compatible", "--override", `teacher.base_url=${server.url}`, "--override", `teacher.max_concurrency=${concurrency}`],
     { env: { ...process.env, OPENAI_API_KEY: "sk-bench" }, stdio: ["ignore", "ignore", "inherit"] })
   child.on("exit", resolve)
 })
