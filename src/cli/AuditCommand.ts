@@ -4,6 +4,8 @@ import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { AuditError, runAudit } from "../pipeline/AuditStage.ts"
 import { ClassifierClient } from "../serving/ClassifierClient.ts"
 import { TeacherClient } from "../teacher/TeacherClient.ts"
+import * as path from "node:path"
+import { withClassifierEndpoints } from "../pipeline/VllmServers.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const delta = (name: string, what: string) => Flag.Finite(name).pipe(Flag.withDescription(`override audit.${name.replace("-", "_")} (${what})`), Flag.optional)
@@ -49,14 +51,17 @@ export const auditCommand = Command.make("audit", {
       provider: get(args.llmJudgeProvider) ?? c.judge.provider,
       model: get(args.llmJudgeModel) ?? c.judge.model
     }
-    yield* runAudit({ ...resolved, config: { ...c, audit, judge } }, {
-      pairedInput: args.pairedInput,
-      aName: args.aName,
-      bName: args.bName,
-      runName: args.runName,
-      judgeMode: audit.llm_judge.enabled ? audit.llm_judge.mode : null,
-      judgeClient: (settings) => TeacherClient.layer(settings)
-    }).pipe(Effect.provide(ClassifierClient.layer))
+    const runDir = path.join(c.run.runs_dir, c.run.exp_id)
+    // The configured /classify endpoints, or classifier containers started for this command and removed after it.
+    yield* withClassifierEndpoints({ ...resolved, config: { ...c, audit, judge } }, runDir, (withEndpoints) =>
+      runAudit(withEndpoints, {
+        pairedInput: args.pairedInput,
+        aName: args.aName,
+        bName: args.bName,
+        runName: args.runName,
+        judgeMode: audit.llm_judge.enabled ? audit.llm_judge.mode : null,
+        judgeClient: (settings) => TeacherClient.layer(settings)
+      }).pipe(Effect.provide(ClassifierClient.layer)))
   })).pipe(
     Command.withDescription(
       "Step 5: harm-drift audit of B against A. Toxicity and hate classifiers (vLLM /classify) score both outputs on the full output and " +

@@ -15,7 +15,7 @@ import { ClassifierClient } from "../serving/ClassifierClient.ts"
 import { runAudit } from "./AuditStage.ts"
 import { runEvaluate } from "./EvaluateStage.ts"
 import { runInfer } from "./InferStage.ts"
-import { withVllmServers } from "./VllmServers.ts"
+import { withClassifierEndpoints, withVllmServers } from "./VllmServers.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
 import { runInit } from "./InitStage.ts"
 import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
@@ -97,14 +97,15 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
         constrained: false
       })),
   audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
-    runAudit(resolved, {
-      pairedInput: run.file(request.pairedInput),
-      aName: request.aName,
-      bName: request.bName,
-      runName: request.runName,
-      judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null,
-      judgeClient: (settings) => TeacherClient.layer(settings)
-    }).pipe(Effect.provide(ClassifierClient.layer)),
+    withClassifierEndpoints(resolved, run.dir, (withEndpoints) =>
+      runAudit(withEndpoints, {
+        pairedInput: run.file(request.pairedInput),
+        aName: request.aName,
+        bName: request.bName,
+        runName: request.runName,
+        judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null,
+        judgeClient: (settings) => TeacherClient.layer(settings)
+      }).pipe(Effect.provide(ClassifierClient.layer))),
   evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) =>
     runEvaluate(resolved, {
       predFile: run.file(request.predFile),

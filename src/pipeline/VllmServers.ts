@@ -44,3 +44,24 @@ export const withVllmServers = <A, E, R>(
       return yield* use([service.endpoint]).pipe(Effect.provide(Layer.merge(client, Layer.succeed(AdapterStore, store))))
     })).pipe(Effect.provide(Compute.layer(resolved.config, { runDir })))
   })
+
+/**
+ * Runs `use` with a config whose audit classifiers all have an endpoint: the configured ones, or, for those
+ * without (and no `compute.classifier_endpoint`), `/classify` containers the compute layer starts for this scope
+ * (one per classifier, in config order) and removes when `use` ends.
+ */
+export const withClassifierEndpoints = <A, E, R>(
+  resolved: ResolvedConfig,
+  runDir: string,
+  use: (resolved: ResolvedConfig) => Effect.Effect<A, E, R>
+) => {
+  const { config } = resolved
+  const classifiers = config.audit.classifiers
+  if (config.compute.classifier_endpoint !== null || classifiers.every((c) => c.endpoint !== undefined && c.endpoint !== null)) return use(resolved)
+  return Effect.scoped(Effect.gen(function*() {
+    const compute = yield* Compute
+    const services = yield* compute.classifiers()
+    const withEndpoints = classifiers.map((c, i) => ({ ...c, endpoint: c.endpoint ?? services[i]!.endpoint }))
+    return yield* use({ ...resolved, config: { ...config, audit: { ...config.audit, classifiers: withEndpoints } } })
+  })).pipe(Effect.provide(Compute.layer(config, { runDir })))
+}
