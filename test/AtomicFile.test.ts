@@ -64,11 +64,24 @@ describe("writeFileAtomic", () => {
       const child = spawn(process.execPath, ["test/fixtures/atomicChild.ts", file, String(size)], { stdio: ["ignore", "pipe", "inherit"] })
       const target = 1 + Math.floor(Math.random() * 4)
       let oks = 0
+      let armed = false
       await new Promise<void>((resolve, reject) => {
         child.stdout.on("data", (c: Buffer) => {
           oks += c.toString().split("\n").filter((l) => l.startsWith("ok ")).length
-          // Kill a random time into the next write, not right at a write's end.
-          if (oks >= target && !child.killed) setTimeout(() => child.kill("SIGKILL"), Math.random() * 30)
+          if (oks < target || child.killed || armed) return
+          armed = true
+          if (k % 2 === 0) {
+            // Even rounds: kill the moment the next write's temporary file exists, so some kills surely land mid-write
+            // however loaded the machine is.
+            const poll = () => {
+              if (listing(dir).some((f) => f !== "big.json")) child.kill("SIGKILL")
+              else if (!child.killed && child.exitCode === null) setImmediate(poll)
+            }
+            poll()
+          } else {
+            // Odd rounds: a random time into the next write, not right at a write's end.
+            setTimeout(() => child.kill("SIGKILL"), Math.random() * 30)
+          }
         })
         child.on("exit", (_code, signal) => (signal === "SIGKILL" ? resolve() : reject(new Error(`child ended without kill: ${signal}`))))
       })
