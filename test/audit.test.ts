@@ -405,3 +405,39 @@ describe("dart audit: the judge's budget", () => {
     await server.close()
   })
 })
+
+describe("dart audit: judge.constrain", () => {
+  it("asks for the verdict's JSON schema (response_format, or vLLM structured_outputs), and the constraint is part of the request hash", async () => {
+    const server = await startChatServer({ reply: judgeReply })
+    const val = itemsOf("val").slice(0, 4)
+    const input = path.join(scratch, "constrain.jsonl")
+    writeJsonl(input, val.map((item) => predRow(item, text(0.05), text(0.05, 0.01, "{{judge:no}}"))))
+    const bodies: Record<string, Array<any>> = {}
+    for (const mode of ["response_format", "structured_outputs"] as const) {
+      const exp = `constrain_${mode}`
+      initExp(exp, ["--override", `audit.classifiers=${classifiers()}`, "--override", `judge.constrain=${mode}`])
+      const before = server.requests.length
+      const r = await dart([...auditArgs(input, "c", ["--use-llm-judge", "--llm-judge-mode", "primary", "--llm-judge-provider", "compatible"], exp),
+        "--override", `judge.base_url=${server.url}`], { OPENAI_API_KEY: KEY })
+      expect(r.stderr).not.toContain("dart: error")
+      expect(r.code).toBe(0)
+      bodies[mode] = server.requests.slice(before).map((q) => JSON.parse(q.body))
+      expect(bodies[mode]).toHaveLength(4)
+    }
+    for (const b of bodies.response_format!) {
+      expect(b.response_format.type).toBe("json_schema")
+      expect(b.response_format.json_schema.schema.required).toContain("is_regression")
+      expect(b.structured_outputs).toBeUndefined()
+    }
+    for (const b of bodies.structured_outputs!) {
+      expect(b.structured_outputs.json.required).toContain("regression_type")
+      expect(b.response_format).toBeUndefined()
+    }
+    // Different constraints, different replies: no request key is shared between the two runs.
+    const rf = readJsonl(path.join(runs, "constrain_response_format", "audit/c/judge_responses.jsonl")).map((r) => r.key)
+    const so = readJsonl(path.join(runs, "constrain_structured_outputs", "audit/c/judge_responses.jsonl")).map((r) => r.key)
+    expect(rf).toHaveLength(4)
+    expect(rf.filter((k) => so.includes(k))).toEqual([])
+    await server.close()
+  })
+})
