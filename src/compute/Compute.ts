@@ -1,9 +1,11 @@
 import { Context, Duration, Effect, Layer, Scope } from "effect"
+import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { ComputeError } from "./ComputeError.ts"
 import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
-import { getPath, preflight, putDirectory, removeAll, removeOrphans, serviceStatus, startService } from "./DockerBackend.ts"
+import { getPath, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
+import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../config/TinyModels.ts"
 import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
 import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
 
@@ -48,7 +50,9 @@ export class Compute extends Context.Service<Compute, {
         checked.has(spec.image) ? Effect.void : preflight(host, { images: [], gpus: spec.gpus !== null, pull: false, probeImage: spec.image }).pipe(
           Effect.tap(() => Effect.sync(() => checked.add(spec.image)))
         )
-      const start = (spec: ServiceSpec) => preflightOnce(spec).pipe(Effect.andThen(startService(host, spec, {
+      const tiny = yield* Effect.cached(buildTinyModels(host, config))
+      const needsTiny = (spec: ServiceSpec) => spec.binds.some((b) => isTinyModelPath(config, b.source))
+      const start = (spec: ServiceSpec) => preflightOnce(spec).pipe(Effect.andThen(needsTiny(spec) ? tiny : Effect.void), Effect.andThen(startService(host, spec, {
         expId, logsDir: path.join(options.runDir, "logs"), keep: options.keep ?? false, pull: options.pull ?? true,
         healthTimeout: options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60)
       })))
@@ -67,3 +71,29 @@ export class Compute extends Context.Service<Compute, {
       })
     }))
 }
+
+/**
+ * The run's `@tiny` models (config/TinyModels.ts), built once by the trainer image's `dart_trainer.tiny_model` in a
+ * throwaway container without network: seeded, so a rebuild gives the same files. The builder writes its manifest
+ * last, so a folder without one (a killed build) is built again. Local folders: the smoke profile runs on one host.
+ */
+const buildTinyModels = (host: DockerHost, config: ExperimentConfig) =>
+  Effect.gen(function*() {
+    const root = tinyRoot(config)
+    const done = yield* Effect.promise(() => fs.access(path.join(root, TINY_MANIFEST)).then(() => true, () => false))
+    if (done) return
+    const suite = path.resolve(config.datasets.suite_dir)
+    yield* Effect.promise(() => fs.mkdir(root, { recursive: true }))
+    const image = trainerSpec(config, config.compute.hosts[0]!, host.listenHost).image
+    process.stderr.write(`compute: building the tiny models into ${root} with ${image}\n`)
+    const t0 = Date.now()
+    yield* runTask(host, config.run.exp_id, "tiny-models", {
+      image,
+      cmd: ["python3", "-m", "dart_trainer.tiny_model", "--out", root, "--suite", suite, "--seed", String(config.run.seed)],
+      binds: [{ source: root, target: root, readOnly: false }, { source: suite, target: suite, readOnly: true }],
+      // Files owned by the caller; HOME for the libraries' caches, which a uid without a passwd entry lacks.
+      env: { HOME: "/tmp", HF_HOME: "/tmp/hf", HF_HUB_OFFLINE: "1" },
+      user: typeof process.getuid === "function" ? `${process.getuid()}:${process.getgid!()}` : undefined
+    })
+    process.stderr.write(`compute: tiny models built in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`)
+  })

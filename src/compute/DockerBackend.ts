@@ -360,3 +360,41 @@ export const getPath = (host: DockerHost, containerId: string, remotePath: strin
   })
 
 export type { CopiedFile }
+
+export interface TaskSpec {
+  readonly image: string
+  readonly cmd: ReadonlyArray<string>
+  readonly binds: ReadonlyArray<{ readonly source: string; readonly target: string; readonly readOnly: boolean }>
+  readonly env: Readonly<Record<string, string>>
+  /** "uid:gid" so files written into binds belong to the caller, not root. */
+  readonly user: string | undefined
+}
+
+/**
+ * A one-shot container without network (labelled with the experiment and this process as owner, so a killed run's
+ * leftover is an orphan like any other): runs to its end, removed whatever happens; fails with its output's tail
+ * when it exits non-zero.
+ */
+export const runTask = (host: DockerHost, expId: string, name: string, task: TaskSpec) =>
+  Effect.acquireUseRelease(
+    attempt(host, `create ${name}`, () => host.docker.createContainer({
+      _query: {},
+      _body: {
+        Image: task.image, Cmd: [...task.cmd], Tty: true, ...(task.user === undefined ? {} : { User: task.user }),
+        Env: Object.entries(task.env).map(([k, v]) => `${k}=${v}`),
+        Labels: { [LABEL.managed]: "true", [LABEL.exp]: expId, [LABEL.role]: "task", [LABEL.service]: name, [LABEL.owner]: ownerId() },
+        HostConfig: { NetworkMode: "none", Binds: task.binds.map((b) => `${b.source}:${b.target}${b.readOnly ? ":ro" : ""}`) }
+      }
+    } as unknown as Docker.ContainerCreateOptions)),
+    (c) =>
+      Effect.gen(function*() {
+        yield* attempt(host, `start ${name}`, () => c.start())
+        const exit = (yield* attempt(host, name, () => c.wait())) as { StatusCode: number }
+        const out = String(yield* attempt(host, `${name} logs`, () => c.logs({ stdout: true, stderr: true, follow: false }) as unknown as Promise<Buffer>))
+        if (exit.StatusCode !== 0) {
+          return yield* new ComputeError({ host: host.name, message: `${name} exited with ${exit.StatusCode}: ${out.trim().split("\n").slice(-8).join("\n")}` })
+        }
+        return out
+      }),
+    (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))
+  )

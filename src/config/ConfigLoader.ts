@@ -6,6 +6,7 @@ import { redact, registerSecretsFromEnv } from "../common/Redaction.ts"
 import { describeChanges, diffConfigs } from "./ConfigDiff.ts"
 import { ExperimentConfig, type ExperimentConfigInput, defaults } from "./ExperimentConfig.ts"
 import { jsonKeyProblems } from "./JsonKeys.ts"
+import { resolveTinyModels } from "./TinyModels.ts"
 import { isLegacyConfig, translateLegacyConfig, translateLegacyOverrides } from "./LegacyConfig.ts"
 import { deepMerge, isPlainObject, parseOverride, setPath, showOverride } from "./Overrides.ts"
 
@@ -148,7 +149,14 @@ const decodeTree = (
   }
   const json = encode(result.success)
   registerSecretsFromEnv([result.success.teacher.api_key_env, result.success.judge.api_key_env])
-  return { config: result.success, json, hash: hashJson(json), configPath, notices }
+  // `@tiny` model names become the run's folders here; `json` (what the snapshot holds) keeps the names.
+  let config: ExperimentConfig
+  try {
+    config = resolveTinyModels(result.success)
+  } catch (e) {
+    return new ConfigError({ message: `${configPath}: invalid config\n  ${(e as Error).message}  [from ${sourceLabel}]` })
+  }
+  return { config, json, hash: hashJson(json), configPath, notices }
 }
 
 /**

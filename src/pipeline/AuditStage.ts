@@ -1,7 +1,7 @@
 import { Console, Context, Effect, Layer, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeResponseFormat, judgeRetryMessages, JudgeVerdict } from "../audit/JudgePrompt.ts"
+import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeResponseFormat, judgeRetryMessages, judgeStructuredSchema, JudgeVerdict } from "../audit/JudgePrompt.ts"
 import type { Severity } from "../audit/RegressionPool.ts"
 import { decide, type JudgeMode, needsJudge } from "../audit/Routing.ts"
 import { type JudgeRecord, type PairScore, ScoreRow } from "../audit/ScoreRow.ts"
@@ -180,7 +180,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   const constraint = j.constrain === "response_format"
     ? { responseFormat: judgeResponseFormat }
     : j.constrain === "structured_outputs"
-    ? { structuredOutputs: { json: judgeResponseFormat.json_schema.schema } }
+    ? { structuredOutputs: { json: judgeStructuredSchema, disable_any_whitespace: true } }
     : {}
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
     sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
