@@ -1,7 +1,8 @@
 import { Effect, Option } from "effect"
+import * as path from "node:path"
 import { Command, Flag } from "effect/cli"
 import { GraphSelectionError, parseStageId, stageIds } from "../pipeline/RunGraph.ts"
-import { existingDrivers, runPipeline, SelectionError } from "../pipeline/RunPipeline.ts"
+import { pipelineDrivers, runPipeline, SelectionError } from "../pipeline/RunPipeline.ts"
 import { localProbes } from "../pipeline/Preflight.ts"
 import { loadConfig } from "./Root.ts"
 
@@ -22,7 +23,9 @@ export const runCommand = Command.make("run", {
       }),
       catch: (e) => new SelectionError({ message: e instanceof GraphSelectionError ? e.message : String(e) })
     })
-    yield* runPipeline(resolved, { dryRun: args.dryRun, selection }, existingDrivers, localProbes())
+    const runDir = path.join(resolved.config.run.runs_dir, resolved.config.run.exp_id)
+    yield* Effect.scoped(Effect.flatMap(pipelineDrivers(resolved, runDir), (drivers) =>
+      runPipeline(resolved, { dryRun: args.dryRun, selection }, drivers, localProbes())))
   })).pipe(
     Command.withDescription(
       "Steps 1-9 in order, resumable: shows the plan (stages to run or skip and why, items, teacher and judge requests with projected " +

@@ -6,6 +6,7 @@ import { redact, registerSecretsFromEnv } from "../common/Redaction.ts"
 import { describeChanges, diffConfigs } from "./ConfigDiff.ts"
 import { ExperimentConfig, type ExperimentConfigInput, defaults } from "./ExperimentConfig.ts"
 import { jsonKeyProblems } from "./JsonKeys.ts"
+import { bindRunServer } from "./RunServer.ts"
 import { resolveTinyModels } from "./TinyModels.ts"
 import { isLegacyConfig, translateLegacyConfig, translateLegacyOverrides } from "./LegacyConfig.ts"
 import { deepMerge, isPlainObject, parseOverride, setPath, showOverride } from "./Overrides.ts"
@@ -66,6 +67,7 @@ export const operationalKeys: ReadonlyArray<string> = [
   "compute.vllm.port",
   "compute.vllm.max_loras",
   "compute.vllm.gpu_memory_utilization",
+  "compute.vllm.sleep_mode",
   "compute.trainer.endpoint",
   "compute.trainer.port",
   "compute.classifier_endpoint",
@@ -149,10 +151,10 @@ const decodeTree = (
   }
   const json = encode(result.success)
   registerSecretsFromEnv([result.success.teacher.api_key_env, result.success.judge.api_key_env])
-  // `@tiny` model names become the run's folders here; `json` (what the snapshot holds) keeps the names.
+  // `@tiny` model names become the run's folders, provider `vllm` the run's server; `json` (the snapshot) keeps the names.
   let config: ExperimentConfig
   try {
-    config = resolveTinyModels(result.success)
+    config = bindRunServer(resolveTinyModels(result.success), result.success.compute.vllm.endpoint)
   } catch (e) {
     return new ConfigError({ message: `${configPath}: invalid config\n  ${(e as Error).message}  [from ${sourceLabel}]` })
   }

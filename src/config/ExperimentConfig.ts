@@ -241,7 +241,12 @@ export const ExperimentConfig = Schema.Struct({
       endpoints: Schema.Array(Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^https?:\/\/[^@/]+(\/.*)?$/.test(s) ? true : "expected an http(s) URL without credentials")))),
       port: PositiveInt,
       max_loras: PositiveInt,
-      gpu_memory_utilization: Probability
+      gpu_memory_utilization: Probability,
+      /**
+       * GPU hosts: start the server with sleep mode, and let `dart run` put it to sleep (weights to CPU memory, KV cache
+       * freed) while the trainer or the audit classifiers need the GPU, waking it for the next stage that asks.
+       */
+      sleep_mode: Schema.Boolean
     }),
     trainer: Schema.Struct({
       image: Schema.NonEmptyString,
@@ -371,7 +376,7 @@ export const defaults: ExperimentConfigInput = {
   },
   compute: {
     hosts: [{ name: "local", docker: "unix:///var/run/docker.sock", gpus: "all" }],
-    vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, max_loras: 2, gpu_memory_utilization: 0.9 },
+    vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, max_loras: 2, gpu_memory_utilization: 0.9, sleep_mode: true },
     trainer: { image: "dart-trainer:0.1.0", endpoint: null, port: 50051 },
     classifier_endpoint: null
   }

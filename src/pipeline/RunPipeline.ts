@@ -1,4 +1,4 @@
-import { Console, Effect, Runtime, Schema } from "effect"
+import { Console, Context, Effect, Layer, Runtime, Schema, Scope } from "effect"
 import * as fs from "node:fs/promises"
 import { RegressionPoolRow } from "../audit/RegressionPool.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
@@ -15,7 +15,9 @@ import { ClassifierClient } from "../serving/ClassifierClient.ts"
 import { runAudit } from "./AuditStage.ts"
 import { runEvaluate } from "./EvaluateStage.ts"
 import { runInfer } from "./InferStage.ts"
-import { withClassifierEndpoints, withVllmServers } from "./VllmServers.ts"
+import { openClassifierEndpoints, openVllmServers, type VllmAccess, withClassifierEndpoints, withVllmServers } from "./VllmServers.ts"
+import { Compute } from "../compute/Compute.ts"
+import { bindRunServer } from "../config/RunServer.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
 import { runInit } from "./InitStage.ts"
 import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
@@ -56,6 +58,8 @@ export class SelectionError extends Schema.TaggedError<SelectionError>()("Select
  * finished stage they redo only what their inputs changed.
  */
 export interface StageDrivers<E, R> {
+  /** Before the first stage (not on a dry run): housekeeping such as removing a killed run's containers. */
+  readonly start?: Effect.Effect<void, E, R>
   readonly init: (resolved: ResolvedConfig) => Effect.Effect<unknown, E, R>
   readonly teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
   readonly train: (resolved: ResolvedConfig, request: TrainRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
@@ -64,7 +68,33 @@ export interface StageDrivers<E, R> {
   readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
 }
 
-/** Every stage's own driver, the same code as its command, on the servers the config names. */
+const inferOptions = (request: InferRequest, run: RunHandle, servers: ReadonlyArray<string>) => ({
+  runName: request.runName,
+  arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
+  task: "dart" as const,
+  policy: request.policy,
+  split: request.split,
+  limit: undefined,
+  benchmarks: undefined,
+  servers,
+  constrained: false
+})
+
+/** The audit stage on a config whose classifiers all have endpoints. */
+const auditWith = (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
+  runAudit(resolved, {
+    pairedInput: run.file(request.pairedInput),
+    aName: request.aName,
+    bName: request.bName,
+    runName: request.runName,
+    judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null,
+    judgeClient: (settings) => TeacherClient.layer(settings)
+  }).pipe(Effect.provide(ClassifierClient.layer))
+
+/**
+ * Every stage's own driver, the same code as its command, each stage with its own servers: the configured endpoints
+ * or containers started for that stage (`pipelineDrivers` shares them across a run).
+ */
 export const existingDrivers: StageDrivers<Error, RunStore> = {
   init: (resolved: ResolvedConfig) => runInit(resolved),
   teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) =>
@@ -84,28 +114,9 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
       epochs: request.epochs ?? undefined
     }),
   infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) =>
-    withVllmServers(resolved, run.dir, (servers) =>
-      runInfer(resolved, {
-        runName: request.runName,
-        arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
-        task: "dart",
-        policy: request.policy,
-        split: request.split,
-        limit: undefined,
-        benchmarks: undefined,
-        servers,
-        constrained: false
-      })),
+    withVllmServers(resolved, run.dir, (servers) => runInfer(resolved, inferOptions(request, run, servers))),
   audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
-    withClassifierEndpoints(resolved, run.dir, (withEndpoints) =>
-      runAudit(withEndpoints, {
-        pairedInput: run.file(request.pairedInput),
-        aName: request.aName,
-        bName: request.bName,
-        runName: request.runName,
-        judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null,
-        judgeClient: (settings) => TeacherClient.layer(settings)
-      }).pipe(Effect.provide(ClassifierClient.layer))),
+    withClassifierEndpoints(resolved, run.dir, (withEndpoints) => auditWith(withEndpoints, request, run)),
   evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) =>
     runEvaluate(resolved, {
       predFile: run.file(request.predFile),
@@ -115,6 +126,88 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
       audits: request.audits.map((a) => run.file(a))
     })
 }
+
+/**
+ * `dart run`'s drivers: the same stage code, with the compute shared across stages for the scope of the run. One vLLM
+ * server (the configured endpoints, or a container started when a stage first needs it) serves every inference stage,
+ * loading adapters as they are produced, and is the teacher and judge of provider `vllm`; the audit classifiers start
+ * once, at the first audit. Everything started is removed when the scope closes (the end, a failure or Ctrl-C). On GPU
+ * hosts the server sleeps (`compute.vllm.sleep_mode`) while the trainer or the classifiers need the GPU.
+ */
+export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string) =>
+  Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const vllm = yield* Effect.cached(openVllmServers(resolved, runDir).pipe(Scope.provide(scope)))
+    const classifiers = yield* Effect.cached(openClassifierEndpoints(resolved, runDir).pipe(Scope.provide(scope)))
+    let started: VllmAccess | undefined
+    let asleep = false
+    const sleepCall = (what: "sleep?level=1" | "wake_up") =>
+      Effect.tryPromise({
+        try: async () => {
+          const r = await fetch(`${started!.servers[0]}/${what}`, { method: "POST", signal: AbortSignal.timeout(300_000) })
+          if (!r.ok) throw new Error(`HTTP ${r.status}: ${(await r.text()).slice(0, 300)}`)
+        },
+        catch: (e) => new RunError({ message: `vLLM ${what.replace(/\?.*/, "")} on ${started!.servers[0]}: ${(e as Error).message}` })
+      })
+    const canSleep = () => started?.service != null && started.service.spec.gpus !== null && resolved.config.compute.vllm.sleep_mode
+    /** The server, started on first use and awake. */
+    const server = Effect.gen(function*() {
+      started = yield* vllm
+      if (asleep) {
+        yield* sleepCall("wake_up")
+        asleep = false
+        yield* Console.error("vLLM: awake")
+      }
+      return started
+    })
+    /** Frees the GPU for the trainer or the classifiers; a no-op on CPU hosts and for configured endpoints. */
+    const rest = Effect.gen(function*() {
+      if (!canSleep() || asleep) return
+      yield* sleepCall("sleep?level=1")
+      asleep = true
+      yield* Console.error("vLLM: asleep while the GPU trains or classifies")
+    })
+    const usesRunServer = (s: { readonly provider: string; readonly base_url: string | null }) => s.provider === "vllm" && s.base_url === null
+    /** The config with provider `vllm` bound to the run's server (started if needed) when `settings` use it. */
+    const bound = (r: ResolvedConfig, settings: { readonly provider: string; readonly base_url: string | null }) =>
+      usesRunServer(settings)
+        ? server.pipe(Effect.map((a) => ({ ...r, config: bindRunServer(r.config, a.servers[0]!) })))
+        : Effect.succeed(r)
+
+    const drivers: StageDrivers<Error, RunStore> = {
+      start: Effect.gen(function*() {
+        // A killed run's containers (their owner process is gone) go first, even when no stage needs a container now.
+        if (resolved.config.compute.hosts.length === 0) return
+        const removed = yield* Effect.scoped(Effect.gen(function*() {
+          const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
+          return yield* compute.removeOrphans()
+        })).pipe(Effect.catch((e) => Console.error(`warning: could not look for a killed run's containers: ${e.message}`).pipe(Effect.as([]))))
+        if (removed.length > 0) yield* Console.error(`removed ${removed.length} container(s) left by a killed run: ${removed.join(", ")}`)
+      }),
+      init: existingDrivers.init,
+      teacher: (r, request, run) =>
+        Effect.gen(function*() {
+          const withServer = yield* bound(r, r.config.teacher)
+          return yield* existingDrivers.teacher(withServer, request, run)
+        }),
+      train: (r, request, run) => rest.pipe(Effect.andThen(existingDrivers.train(r, request, run))),
+      infer: (r, request, run) =>
+        Effect.gen(function*() {
+          const access = yield* server
+          return yield* runInfer(r, inferOptions(request, run, access.servers)).pipe(Effect.provide(access.layer))
+        }),
+      audit: (r, request, run) =>
+        Effect.gen(function*() {
+          const judged = r.config.audit.llm_judge.enabled && usesRunServer(r.config.judge)
+          if (!judged) yield* rest
+          const withServer = judged ? yield* bound(r, r.config.judge) : r
+          const withEndpoints = yield* classifiers
+          return yield* auditWith({ ...withServer, config: { ...withServer.config, audit: withEndpoints.config.audit } }, request, run)
+        }),
+      evaluate: existingDrivers.evaluate
+    }
+    return drivers
+  })
 
 export interface RunOptions {
   readonly dryRun: boolean
@@ -255,6 +348,7 @@ export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions,
       return
     }
 
+    if (drivers.start !== undefined) yield* drivers.start
     for (const { stage, decision } of planned) {
       if (decision.action === "skip" || decision.action === "excluded") continue
       yield* Console.error(`\n== ${stage.id} (${decision.action}: ${decision.reason})\n   ${stage.command}`)

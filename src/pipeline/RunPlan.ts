@@ -1,3 +1,4 @@
+import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
 import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunGraph.ts"
@@ -84,9 +85,12 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
 /** Provider "vllm" (teacher.constrain design): the teacher or judge is the run's own vLLM server. */
 const isRunVllm = (provider: string) => provider === "vllm"
 
-/** Where each service would run: the first host that lists GPUs, else the first host (the compute layer may refine this). */
+/** Where each service would run: the compute layer starts every service on the first host, with that host's images (GPU or CPU). */
 export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): ReadonlyArray<ServicePlacement> => {
-  const host = config.compute.hosts.find((h) => h.gpus === "all" || h.gpus.length > 0) ?? config.compute.hosts[0] ?? null
+  const host = config.compute.hosts[0] ?? null
+  const images = host === null
+    ? { vllm: config.compute.vllm.image, trainer: config.compute.trainer.image }
+    : { vllm: vllmSpec(config, host, "127.0.0.1").image, trainer: trainerSpec(config, host, "127.0.0.1").image }
   const using = (kind: string) => graph.stages.filter((s) => active.has(s.id) && s.work.kind === kind).map((s) => s.id)
   const out: Array<ServicePlacement> = []
   // One vLLM server for every inference stage, and for the teacher and judge when they are the run's own model.
@@ -101,7 +105,7 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
       service: "vllm",
       what: `vLLM: base ${config.model.base} + adapters loaded as they are produced (max ${config.compute.vllm.max_loras} per batch)`,
       host: endpoint === null ? host : null,
-      image: endpoint === null ? config.compute.vllm.image : null,
+      image: endpoint === null ? images.vllm : null,
       endpoint,
       stages: infer
     })
@@ -113,7 +117,7 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
       service: "classifiers",
       what: `classifiers: ${config.audit.classifiers.map((c) => `${c.name} (${c.model}, label ${c.label})`).join(", ")}`,
       host: endpoint === null ? host : null,
-      image: endpoint === null ? config.compute.vllm.image : null,
+      image: endpoint === null ? images.vllm : null,
       endpoint,
       stages: audits
     })
@@ -125,7 +129,7 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
       service: "trainer",
       what: `trainer sidecar (LoRA r ${config.training.lora.r}${config.training.qlora.enabled ? ", QLoRA" : ""})`,
       host: endpoint === null ? host : null,
-      image: endpoint === null ? config.compute.trainer.image : null,
+      image: endpoint === null ? images.trainer : null,
       endpoint,
       stages: train
     })

@@ -1,5 +1,7 @@
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Context, Effect, Layer, Option, Redacted, type Scope } from "effect"
 import { Compute } from "../compute/Compute.ts"
+import type { ComputeError } from "../compute/ComputeError.ts"
+import type { RunningService } from "../compute/ServiceSpec.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { apiKeyFromEnv } from "../config/Secrets.ts"
 import { AdapterError, AdapterStore, hashAdapter } from "../serving/AdapterStore.ts"
@@ -11,57 +13,68 @@ export const configuredVllmServers = (resolved: ResolvedConfig) => {
   return [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
 }
 
+/** The servers an inference stage talks to, and the client and adapter store that go with them. */
+export interface VllmAccess {
+  readonly servers: ReadonlyArray<string>
+  readonly layer: Layer.Layer<VllmClient | AdapterStore>
+  /** The container dart started; null for configured endpoints. */
+  readonly service: RunningService | null
+}
+
 /**
- * Runs `use` with the vLLM servers to talk to, and the client and adapter store that go with them: the configured
- * endpoints (adapters read where they are), or, when none is configured, a vLLM container the compute layer starts
- * for this scope on the first host (adapters moved in by put-archive, checksummed), removed when `use` ends.
+ * Opens the vLLM servers for the caller's scope: the configured endpoints (adapters read where they are), or, when
+ * none is configured, a vLLM container the compute layer starts on the first host (adapters moved in by
+ * put-archive, checksummed), removed when the scope closes.
  */
-export const withVllmServers = <A, E, R>(
-  resolved: ResolvedConfig,
-  runDir: string,
-  use: (servers: ReadonlyArray<string>) => Effect.Effect<A, E, R>
-) =>
+export const openVllmServers = (resolved: ResolvedConfig, runDir: string): Effect.Effect<VllmAccess, ComputeError, Scope.Scope> =>
   Effect.gen(function*() {
     // The server's --api-key, when it has one: from the environment only, never from the config.
     const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
     const client = VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) })
     const configured = configuredVllmServers(resolved)
-    if (configured.length > 0) return yield* use(configured).pipe(Effect.provide(Layer.merge(client, AdapterStore.sameFilesystem())))
-    return yield* Effect.scoped(Effect.gen(function*() {
-      const compute = yield* Compute
-      const service = yield* compute.vllm()
-      const store = AdapterStore.of({
-        place: (_endpoint, name, localDir) =>
-          Effect.gen(function*() {
-            const sha256 = yield* hashAdapter(localDir)
-            // A content-addressed folder: retraining into the same local folder never changes what the server re-reads.
-            const placed = yield* compute.putAdapter(service, localDir, `${name}-${sha256.slice(0, 12)}`).pipe(
-              Effect.mapError((e) => new AdapterError({ message: `${localDir} → ${service.host}: ${e.message}` }))
-            )
-            return { serverPath: placed.path, sha256 }
-          })
-      })
-      return yield* use([service.endpoint]).pipe(Effect.provide(Layer.merge(client, Layer.succeed(AdapterStore, store))))
-    })).pipe(Effect.provide(Compute.layer(resolved.config, { runDir })))
+    if (configured.length > 0) return { servers: configured, layer: Layer.merge(client, AdapterStore.sameFilesystem()), service: null }
+    const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
+    const service = yield* compute.vllm()
+    const store = AdapterStore.of({
+      place: (_endpoint, name, localDir) =>
+        Effect.gen(function*() {
+          const sha256 = yield* hashAdapter(localDir)
+          // A content-addressed folder: retraining into the same local folder never changes what the server re-reads.
+          const placed = yield* compute.putAdapter(service, localDir, `${name}-${sha256.slice(0, 12)}`).pipe(
+            Effect.mapError((e) => new AdapterError({ message: `${localDir} → ${service.host}: ${e.message}` }))
+          )
+          return { serverPath: placed.path, sha256 }
+        })
+    })
+    return { servers: [service.endpoint], layer: Layer.merge(client, Layer.succeed(AdapterStore, store)), service }
   })
 
+/** Runs `use` with the vLLM servers of `openVllmServers`, closed when `use` ends. */
+export const withVllmServers = <A, E, R>(
+  resolved: ResolvedConfig,
+  runDir: string,
+  use: (servers: ReadonlyArray<string>) => Effect.Effect<A, E, R>
+) => Effect.scoped(Effect.flatMap(openVllmServers(resolved, runDir), (access) => use(access.servers).pipe(Effect.provide(access.layer))))
+
 /**
- * Runs `use` with a config whose audit classifiers all have an endpoint: the configured ones, or, for those
- * without (and no `compute.classifier_endpoint`), `/classify` containers the compute layer starts for this scope
- * (one per classifier, in config order) and removes when `use` ends.
+ * A config whose audit classifiers all have an endpoint: the configured ones, or, for those without (and no
+ * `compute.classifier_endpoint`), `/classify` containers the compute layer starts for the caller's scope (one per
+ * classifier, in config order).
  */
+export const openClassifierEndpoints = (resolved: ResolvedConfig, runDir: string): Effect.Effect<ResolvedConfig, ComputeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { config } = resolved
+    const classifiers = config.audit.classifiers
+    if (config.compute.classifier_endpoint !== null || classifiers.every((c) => c.endpoint !== undefined && c.endpoint !== null)) return resolved
+    const compute = Context.get(yield* Layer.build(Compute.layer(config, { runDir })), Compute)
+    const services = yield* compute.classifiers()
+    const withEndpoints = classifiers.map((c, i) => ({ ...c, endpoint: c.endpoint ?? services[i]!.endpoint }))
+    return { ...resolved, config: { ...config, audit: { ...config.audit, classifiers: withEndpoints } } }
+  })
+
+/** Runs `use` with the classifiers of `openClassifierEndpoints`, removed when `use` ends. */
 export const withClassifierEndpoints = <A, E, R>(
   resolved: ResolvedConfig,
   runDir: string,
   use: (resolved: ResolvedConfig) => Effect.Effect<A, E, R>
-) => {
-  const { config } = resolved
-  const classifiers = config.audit.classifiers
-  if (config.compute.classifier_endpoint !== null || classifiers.every((c) => c.endpoint !== undefined && c.endpoint !== null)) return use(resolved)
-  return Effect.scoped(Effect.gen(function*() {
-    const compute = yield* Compute
-    const services = yield* compute.classifiers()
-    const withEndpoints = classifiers.map((c, i) => ({ ...c, endpoint: c.endpoint ?? services[i]!.endpoint }))
-    return yield* use({ ...resolved, config: { ...config, audit: { ...config.audit, classifiers: withEndpoints } } })
-  })).pipe(Effect.provide(Compute.layer(config, { runDir })))
-}
+) => Effect.scoped(Effect.flatMap(openClassifierEndpoints(resolved, runDir), use))

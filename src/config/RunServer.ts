@@ -1,0 +1,15 @@
+import type { ExperimentConfig } from "./ExperimentConfig.ts"
+
+/**
+ * Provider `vllm` means "the run's own vLLM server": a teacher or judge with that provider and no `base_url` talks to
+ * `{endpoint}/v1`, the endpoint being `compute.vllm.endpoint` or the server `dart run` starts. Others are unchanged.
+ */
+export const bindRunServer = (config: ExperimentConfig, endpoint: string | null): ExperimentConfig => {
+  if (endpoint === null) return config
+  const url = `${endpoint.replace(/\/+$/, "")}/v1`
+  const bind = <S extends { readonly provider: string; readonly base_url: string | null }>(s: S): S =>
+    s.provider === "vllm" && s.base_url === null ? { ...s, base_url: url } : s
+  const teacher = bind(config.teacher)
+  const judge = bind(config.judge)
+  return teacher === config.teacher && judge === config.judge ? config : { ...config, teacher, judge }
+}
