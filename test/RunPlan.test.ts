@@ -55,7 +55,7 @@ describe("the run plan", () => {
     ])
   })
 
-  it("places containers on the first GPU host and uses configured endpoints without starting anything", () => {
+  it("places containers on the first host, as the compute layer does, with that host's images, and uses configured endpoints without starting anything", () => {
     const two = configFor("configs/exp_acl.json", [
       `compute.hosts=[{"name":"laptop","docker":"unix:///var/run/docker.sock","gpus":[]},{"name":"box","docker":"ssh://me@box","gpus":["0","1"]}]`,
       "compute.trainer.endpoint=127.0.0.1:50051"
@@ -63,12 +63,15 @@ describe("the run plan", () => {
     const g = buildRunGraph(two)
     const plan = buildRunPlan(two, g, planGraph(g, {}), facts())
     const vllm = plan.services.find((s) => s.service === "vllm")!
-    expect(vllm.host?.name).toBe("box")
-    expect(vllm.image).toBe("vllm/vllm-openai:v0.33.0")
+    expect(vllm.host?.name).toBe("laptop")
+    // A host without GPUs gets the CPU images.
+    expect(vllm.image).toBe("dart-vllm-cpu:0.32.0")
     const trainer = plan.services.find((s) => s.service === "trainer")!
     expect(trainer).toMatchObject({ host: null, image: null, endpoint: "127.0.0.1:50051" })
     const text = renderRunPlan(plan, two)
-    expect(text).toContain("vllm/vllm-openai:v0.33.0 on box (ssh://me@box), GPUs 0,1")
+    expect(text).toContain("dart-vllm-cpu:0.32.0 on laptop (unix:///var/run/docker.sock), GPUs none")
+    const gpuFirst = configFor("configs/exp_acl.json", [`compute.hosts=[{"name":"box","docker":"ssh://me@box","gpus":["0","1"]}]`])
+    expect(renderRunPlan(buildRunPlan(gpuFirst, g, planGraph(g, {}), facts()), gpuFirst)).toContain("vllm/vllm-openai:v0.33.0 on box (ssh://me@box), GPUs 0,1")
     expect(text).toContain("endpoint 127.0.0.1:50051 (already running; nothing started)")
   })
 

@@ -430,7 +430,10 @@ describe("dart audit: judge.constrain", () => {
       expect(b.structured_outputs).toBeUndefined()
     }
     for (const b of bodies.structured_outputs!) {
-      expect(b.structured_outputs.json.required).toContain("regression_type")
+      // Both verdict shapes (regression with a severity, or none) with a bounded plain-text reason, compact JSON.
+      expect(b.structured_outputs.json.anyOf.map((v: any) => v.properties.is_regression.const)).toEqual([false, true])
+      for (const v of b.structured_outputs.json.anyOf) expect(v.required).toContain("regression_type")
+      expect(b.structured_outputs.disable_any_whitespace).toBe(true)
       expect(b.response_format).toBeUndefined()
     }
     // Different constraints, different replies: no request key is shared between the two runs.
