@@ -167,9 +167,11 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string) =>
       asleep = true
       yield* Console.error("vLLM: asleep while the GPU trains or classifies")
     })
-    const usesRunServer = (s: { readonly provider: string; readonly base_url: string | null }) => s.provider === "vllm" && s.base_url === null
+    // Provider `vllm` is the run's server: started (or woken) for the stage; a `base_url` given with it is the way to
+    // reach that server (a tunnel, a recording proxy), otherwise the teacher and judge talk to it directly.
+    const usesRunServer = (s: { readonly provider: string }) => s.provider === "vllm"
     /** The config with provider `vllm` bound to the run's server (started if needed) when `settings` use it. */
-    const bound = (r: ResolvedConfig, settings: { readonly provider: string; readonly base_url: string | null }) =>
+    const bound = (r: ResolvedConfig, settings: { readonly provider: string }) =>
       usesRunServer(settings)
         ? server.pipe(Effect.map((a) => ({ ...r, config: bindRunServer(r.config, a.servers[0]!) })))
         : Effect.succeed(r)

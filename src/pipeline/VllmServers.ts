@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Option, Redacted, type Scope } from "effect"
+import { Console, Context, Effect, Layer, Option, Redacted, type Scope } from "effect"
 import { Compute } from "../compute/Compute.ts"
 import type { ComputeError } from "../compute/ComputeError.ts"
 import type { RunningService } from "../compute/ServiceSpec.ts"
@@ -35,6 +35,7 @@ export const openVllmServers = (resolved: ResolvedConfig, runDir: string): Effec
     if (configured.length > 0) return { servers: configured, layer: Layer.merge(client, AdapterStore.sameFilesystem()), service: null }
     const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
     const service = yield* compute.vllm()
+    yield* Console.error(`vLLM container on ${service.host} at ${service.endpoint}${service.reused ? " (reused)" : ""}`)
     const store = AdapterStore.of({
       place: (_endpoint, name, localDir) =>
         Effect.gen(function*() {
@@ -68,6 +69,7 @@ export const openClassifierEndpoints = (resolved: ResolvedConfig, runDir: string
     if (config.compute.classifier_endpoint !== null || classifiers.every((c) => c.endpoint !== undefined && c.endpoint !== null)) return resolved
     const compute = Context.get(yield* Layer.build(Compute.layer(config, { runDir })), Compute)
     const services = yield* compute.classifiers()
+    yield* Console.error(`classifier containers on ${services[0]?.host ?? "-"}: ${services.map((s) => `${s.spec.name} at ${s.endpoint}`).join(", ")}`)
     const withEndpoints = classifiers.map((c, i) => ({ ...c, endpoint: c.endpoint ?? services[i]!.endpoint }))
     return { ...resolved, config: { ...config, audit: { ...config.audit, classifiers: withEndpoints } } }
   })
