@@ -1,7 +1,7 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { TeacherClient } from "../teacher/TeacherClient.ts"
-import { runTeacher } from "../teacher/TeacherStage.ts"
+import { runTeacher } from "../pipeline/TeacherStage.ts"
 import { loadRunConfig } from "./Root.ts"
 
 export const teacherCommand = Command.make("teacher", {

@@ -1,6 +1,6 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { normalizeStage, runTrain, TrainStageError } from "../training/TrainStage.ts"
+import { normalizeStage, runTrain, TrainStageError } from "../pipeline/TrainStage.ts"
 import { parseOversample, type Recipe } from "../training/TrainingSet.ts"
 import { loadRunConfig } from "./Root.ts"
 

@@ -22,7 +22,7 @@ import type { ChatMessage } from "../teacher/Prompts.ts"
 import { openLedger } from "../teacher/ResponseLedger.ts"
 import { makeBudgetGate } from "../teacher/Budget.ts"
 import { estimateTokens, providerBaseUrl, TeacherClient, TeacherError } from "../teacher/TeacherClient.ts"
-import { BudgetStop, TeacherIncomplete } from "../teacher/TeacherStage.ts"
+import { BudgetStop, TeacherIncomplete } from "./TeacherStage.ts"
 
 export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", { message: Schema.String }) {}
 

@@ -11,8 +11,8 @@ import { readRows } from "../runs/Jsonl.ts"
 import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { ChatMessageSchema } from "../teacher/Prompts.ts"
-import { type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "./TrainerClient.ts"
-import { assembleTrainingSet, type Recipe, type Severity, type SourceRow } from "./TrainingSet.ts"
+import { type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "../training/TrainerClient.ts"
+import { assembleTrainingSet, type Recipe, type Severity, type SourceRow } from "../training/TrainingSet.ts"
 
 export class TrainStageError extends Schema.TaggedError<TrainStageError>()("TrainStageError", { message: Schema.String }) {}
 
