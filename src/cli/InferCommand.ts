@@ -68,7 +68,7 @@ export const inferCommand = Command.make("infer", {
         limit,
         benchmarks: opt(args.benchmarks)?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
         servers,
-        constrained: args.constrained
+        constrained: args.constrained || resolved.config.inference.constrained
       }))
   })).pipe(
     Command.withDescription(

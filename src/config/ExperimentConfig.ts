@@ -136,6 +136,8 @@ export const ExperimentConfig = Schema.Struct({
     samples: PositiveInt,
     concurrency: PositiveInt,
     policy: Schema.NonEmptyString,
+    /** Student answers held by vLLM's `structured_outputs` (dart: sentences, then the conclusion line); `dart infer --constrained` too. */
+    constrained: Schema.Boolean,
     /** System-prompt presets: text appended to the student system prompt. */
     policies: Schema.Record(Schema.String, Schema.String)
   }).check(Schema.makeFilter((i) => Object.hasOwn(i.policies, i.policy) || `policy "${i.policy}" is not a key of inference.policies`)),
@@ -320,6 +322,7 @@ export const defaults: ExperimentConfigInput = {
     samples: 1,
     concurrency: 256,
     policy: "off",
+    constrained: false,
     policies: { off: "", on: studentPolicyOn }
   },
   training: {

@@ -17,6 +17,7 @@ import { runEvaluate } from "./EvaluateStage.ts"
 import { runInfer } from "./InferStage.ts"
 import { openClassifierEndpoints, openVllmServers, type VllmAccess, withClassifierEndpoints, withVllmServers } from "./VllmServers.ts"
 import { Compute } from "../compute/Compute.ts"
+import type { ComputeError } from "../compute/ComputeError.ts"
 import { bindRunServer } from "../config/RunServer.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
 import { runInit } from "./InitStage.ts"
@@ -68,7 +69,7 @@ export interface StageDrivers<E, R> {
   readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
 }
 
-const inferOptions = (request: InferRequest, run: RunHandle, servers: ReadonlyArray<string>) => ({
+const inferOptions = (resolved: ResolvedConfig, request: InferRequest, run: RunHandle, servers: ReadonlyArray<string>) => ({
   runName: request.runName,
   arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
   task: "dart" as const,
@@ -77,7 +78,7 @@ const inferOptions = (request: InferRequest, run: RunHandle, servers: ReadonlyAr
   limit: undefined,
   benchmarks: undefined,
   servers,
-  constrained: false
+  constrained: resolved.config.inference.constrained
 })
 
 /** The audit stage on a config whose classifiers all have endpoints. */
@@ -114,7 +115,7 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
       epochs: request.epochs ?? undefined
     }),
   infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) =>
-    withVllmServers(resolved, run.dir, (servers) => runInfer(resolved, inferOptions(request, run, servers))),
+    withVllmServers(resolved, run.dir, (servers) => runInfer(resolved, inferOptions(resolved, request, run, servers))),
   audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
     withClassifierEndpoints(resolved, run.dir, (withEndpoints) => auditWith(withEndpoints, request, run)),
   evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) =>
@@ -127,6 +128,27 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
     })
 }
 
+/** What `pipelineDrivers` shares and calls: how servers are opened, and the stages' own code. */
+export interface SharedComputeParts {
+  readonly openVllm: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<VllmAccess, ComputeError, Scope.Scope>
+  readonly openClassifiers: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ResolvedConfig, ComputeError, Scope.Scope>
+  readonly removeOrphans: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<string>, ComputeError>
+  readonly inferOn: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle, access: VllmAccess) => Effect.Effect<unknown, Error, RunStore>
+  readonly stages: StageDrivers<Error, RunStore>
+}
+
+export const sharedComputeParts: SharedComputeParts = {
+  openVllm: openVllmServers,
+  openClassifiers: openClassifierEndpoints,
+  removeOrphans: (resolved, runDir) =>
+    Effect.scoped(Effect.gen(function*() {
+      const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
+      return yield* compute.removeOrphans()
+    })),
+  inferOn: (resolved, request, run, access) => runInfer(resolved, inferOptions(resolved, request, run, access.servers)).pipe(Effect.provide(access.layer)),
+  stages: existingDrivers
+}
+
 /**
  * `dart run`'s drivers: the same stage code, with the compute shared across stages for the scope of the run. One vLLM
  * server (the configured endpoints, or a container started when a stage first needs it) serves every inference stage,
@@ -134,11 +156,11 @@ export const existingDrivers: StageDrivers<Error, RunStore> = {
  * once, at the first audit. Everything started is removed when the scope closes (the end, a failure or Ctrl-C). On GPU
  * hosts the server sleeps (`compute.vllm.sleep_mode`) while the trainer or the classifiers need the GPU.
  */
-export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string) =>
+export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts: SharedComputeParts = sharedComputeParts) =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const vllm = yield* Effect.cached(openVllmServers(resolved, runDir).pipe(Scope.provide(scope)))
-    const classifiers = yield* Effect.cached(openClassifierEndpoints(resolved, runDir).pipe(Scope.provide(scope)))
+    const vllm = yield* Effect.cached(parts.openVllm(resolved, runDir).pipe(Scope.provide(scope)))
+    const classifiers = yield* Effect.cached(parts.openClassifiers(resolved, runDir).pipe(Scope.provide(scope)))
     let started: VllmAccess | undefined
     let asleep = false
     const sleepCall = (what: "sleep?level=1" | "wake_up") =>
@@ -180,33 +202,29 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string) =>
       start: Effect.gen(function*() {
         // A killed run's containers (their owner process is gone) go first, even when no stage needs a container now.
         if (resolved.config.compute.hosts.length === 0) return
-        const removed = yield* Effect.scoped(Effect.gen(function*() {
-          const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
-          return yield* compute.removeOrphans()
-        })).pipe(Effect.catch((e) => Console.error(`warning: could not look for a killed run's containers: ${e.message}`).pipe(Effect.as([]))))
+        const removed = yield* parts.removeOrphans(resolved, runDir).pipe(
+          Effect.catch((e) => Console.error(`warning: could not look for a killed run's containers: ${e.message}`).pipe(Effect.as([])))
+        )
         if (removed.length > 0) yield* Console.error(`removed ${removed.length} container(s) left by a killed run: ${removed.join(", ")}`)
       }),
-      init: existingDrivers.init,
+      init: parts.stages.init,
       teacher: (r, request, run) =>
         Effect.gen(function*() {
           const withServer = yield* bound(r, r.config.teacher)
-          return yield* existingDrivers.teacher(withServer, request, run)
+          return yield* parts.stages.teacher(withServer, request, run)
         }),
-      train: (r, request, run) => rest.pipe(Effect.andThen(existingDrivers.train(r, request, run))),
-      infer: (r, request, run) =>
-        Effect.gen(function*() {
-          const access = yield* server
-          return yield* runInfer(r, inferOptions(request, run, access.servers)).pipe(Effect.provide(access.layer))
-        }),
+      train: (r, request, run) => rest.pipe(Effect.andThen(parts.stages.train(r, request, run))),
+      infer: (r, request, run) => Effect.flatMap(server, (access) => parts.inferOn(r, request, run, access)),
       audit: (r, request, run) =>
         Effect.gen(function*() {
           const judged = r.config.audit.llm_judge.enabled && usesRunServer(r.config.judge)
           if (!judged) yield* rest
           const withServer = judged ? yield* bound(r, r.config.judge) : r
           const withEndpoints = yield* classifiers
-          return yield* auditWith({ ...withServer, config: { ...withServer.config, audit: withEndpoints.config.audit } }, request, run)
+          // Every classifier has its endpoint now, so the stage's driver starts nothing of its own.
+          return yield* parts.stages.audit({ ...withServer, config: { ...withServer.config, audit: withEndpoints.config.audit } }, request, run)
         }),
-      evaluate: existingDrivers.evaluate
+      evaluate: parts.stages.evaluate
     }
     return drivers
   })
