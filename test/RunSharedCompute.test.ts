@@ -7,7 +7,7 @@ import type { ResolvedConfig } from "../src/config/ConfigLoader.ts"
 import type { AuditRequest, InferRequest, TeacherRunRequest, TrainRunRequest } from "../src/pipeline/RunGraph.ts"
 import { pipelineDrivers, type SharedComputeParts } from "../src/pipeline/RunPipeline.ts"
 import type { VllmAccess } from "../src/pipeline/VllmServers.ts"
-import type { RunHandle } from "../src/runs/RunStore.ts"
+import { type RunHandle, RunStore } from "../src/runs/RunStore.ts"
 import { resolvedFor } from "./support/RunConfig.ts"
 
 // `dart run`'s compute across stages, with the stage code and the container starts stood in for: one server for every
@@ -76,7 +76,7 @@ const pipeline = (resolved: ResolvedConfig, parts: SharedComputeParts, events: A
     yield* d.audit(resolved, audit("audit_test_dart"), run)
     yield* d.audit(resolved, audit("audit_test_dart_h"), run)
     events.push("scope closing")
-  })).pipe(Effect.provideService(Console.Console, { ...globalThis.console, error: () => {}, log: () => {} }))
+  })).pipe(Effect.provideService(Console.Console, { ...globalThis.console, error: () => {}, log: () => {} }), Effect.provide(RunStore.layer))
 
 describe("dart run's compute across stages", () => {
   it.effect("one server for every stage and the teacher; on a GPU host it sleeps while the trainer or the classifiers work", () =>
