@@ -132,7 +132,7 @@ describe("inputs checked against what was recorded", () => {
     expect(withFile.stderr).toMatch(/datasets\.benchmarks: \["D1","N2"\] \(recorded\) -> null \(now\)/)
     const model = await teacher("snap", p.url, ["--override", "teacher.model=other-model"])
     expect(model.code).toBe(1)
-    expect(model.stderr).toMatch(/teacher\.model: "deepseek-chat" \(recorded\) -> "other-model" \(now\)/)
+    expect(model.stderr).toMatch(/teacher\.model: "base" \(recorded\) -> "other-model" \(now\)/)
     // Operational keys may change.
     const ops = await teacher("snap", p.url, ["--override", "teacher.max_concurrency=1", "--override", "teacher.budget.max_usd=1", "--override", "teacher.max_retries=0"])
     expect(ops.code).toBe(0)
