@@ -53,19 +53,27 @@ export const indexAnswers = (
       if (!fs.existsSync(file)) return { offset, length, server, servers, answered, tornBytes: 0 }
       const fd = fs.openSync(file, "r")
       try {
-        const buf = Buffer.alloc(1 << 20)
-        let carry = Buffer.alloc(0)
-        let pos = 0 // file offset of carry[0]
+        // One reused read buffer: a partial last line moves to its front and the next read
+        // continues after it (grown only for a line longer than the buffer), so the scan
+        // allocates no per-chunk buffers however large the file.
+        let buf = Buffer.allocUnsafe(1 << 20)
+        let carry = 0 // bytes of a partial line at buf[0..carry)
+        let pos = 0 // file offset of buf[0]
         let line = 0
         for (;;) {
-          const n = fs.readSync(fd, buf, 0, buf.length, pos + carry.length)
+          if (carry === buf.length) {
+            const bigger = Buffer.allocUnsafe(buf.length * 2)
+            buf.copy(bigger, 0, 0, carry)
+            buf = bigger
+          }
+          const n = fs.readSync(fd, buf, carry, buf.length - carry, pos + carry)
           if (n === 0) break
-          const chunk = carry.length === 0 ? buf.subarray(0, n) : Buffer.concat([carry, buf.subarray(0, n)])
+          const end = carry + n
           let start = 0
-          for (let nl = chunk.indexOf(0x0a, start); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+          for (let nl = buf.indexOf(0x0a, carry); nl >= 0 && nl < end; nl = buf.indexOf(0x0a, start)) {
             line++
             if (nl > start) {
-              const text = chunk.toString("utf8", start, nl)
+              const text = buf.toString("utf8", start, nl)
               let raw: unknown
               try {
                 raw = JSON.parse(text)
@@ -85,11 +93,13 @@ export const indexAnswers = (
               }
             }
             start = nl + 1
+            if (start >= end) break
           }
+          buf.copyWithin(0, start, end)
+          carry = end - start
           pos += start
-          carry = Buffer.from(chunk.subarray(start))
         }
-        return { offset, length, server, servers, answered, tornBytes: carry.length }
+        return { offset, length, server, servers, answered, tornBytes: carry }
       } finally {
         fs.closeSync(fd)
       }
@@ -99,10 +109,14 @@ export const indexAnswers = (
 
 /** Reads one indexed answer back. */
 export const readAnswer = (fd: number, index: AnswerIndex, i: number): AnswerRow => {
-  const buf = Buffer.alloc(index.length[i]!)
-  fs.readSync(fd, buf, 0, buf.length, index.offset[i]!)
-  return JSON.parse(buf.toString("utf8")) as AnswerRow
+  const n = index.length[i]!
+  // A shared scratch buffer: a fresh Buffer per answer is a separate off-heap allocation each,
+  // which grouping a few 100,000 answers turns into tens of MB of garbage outside the JS heap.
+  if (scratch.length < n) scratch = Buffer.allocUnsafe(Math.max(n, scratch.length * 2))
+  fs.readSync(fd, scratch, 0, n, index.offset[i]!)
+  return JSON.parse(scratch.toString("utf8", 0, n)) as AnswerRow
 }
+let scratch = Buffer.allocUnsafe(64 * 1024)
 
 /**
  * Writes `file` from a generator of lines, streamed through a temp file and renamed into place
@@ -115,19 +129,23 @@ export const writeLinesAtomic = (file: string, lines: Iterable<string>): Effect.
       const fd = fs.openSync(tmp, "w", 0o644)
       let count = 0
       try {
-        let pending: Array<string> = []
-        let size = 0
+        // Lines are encoded into one reused buffer and written a MiB at a time (no per-chunk buffers).
+        const buf = Buffer.allocUnsafe(1 << 20)
+        let used = 0
         for (const l of lines) {
-          pending.push(l)
-          size += l.length
           count++
-          if (size > 1 << 20) {
-            fs.writeSync(fd, pending.join(""))
-            pending = []
-            size = 0
+          // A UTF-16 code unit takes at most 3 bytes in UTF-8.
+          if (used + l.length * 3 > buf.length) {
+            if (used > 0) fs.writeSync(fd, buf, 0, used)
+            used = 0
+            if (l.length * 3 > buf.length) {
+              fs.writeSync(fd, l)
+              continue
+            }
           }
+          used += buf.write(l, used)
         }
-        if (pending.length > 0) fs.writeSync(fd, pending.join(""))
+        if (used > 0) fs.writeSync(fd, buf, 0, used)
         fs.fsyncSync(fd)
       } catch (e) {
         fs.closeSync(fd)
