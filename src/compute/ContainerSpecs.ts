@@ -47,12 +47,12 @@ export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, h
       // Adapters registered beyond the GPU slots wait in CPU memory instead of being refused.
       "--max-cpu-loras", String(Math.max(v.max_loras, 2 * v.max_loras)),
       "--generation-config", "vllm",
-      // CPU: a seeded request whose prefill is split over steps kills the engine ("CPU Generator does not use
-      // offset", vLLM 0.32's CPU worker rewinds the generator of a partial prefill); whole prefills avoid it.
-      ...(gpus === null ? ["--no-enable-chunked-prefill", "--max-num-batched-tokens", String(Math.max(4096, config.model.max_model_len))] : []),
-      ...(gpus === null ? [] : ["--gpu-memory-utilization", String(v.gpu_memory_utilization)]),
-      // Sleep mode is CUDA/ROCm only; its /sleep and /wake_up endpoints exist only in the server's dev mode.
-      ...(gpus !== null && v.sleep_mode ? ["--enable-sleep-mode"] : [])
+      ...(gpus === null
+        // CPU: a seeded request whose prefill is split over steps kills the engine ("CPU Generator does not use
+        // offset", vLLM 0.32's CPU worker rewinds the generator of a partial prefill); whole prefills avoid it.
+        ? ["--no-enable-chunked-prefill", "--max-num-batched-tokens", String(Math.max(4096, config.model.max_model_len))]
+        // Sleep mode is CUDA/ROCm only; its /sleep and /wake_up endpoints exist only in the server's dev mode.
+        : ["--gpu-memory-utilization", String(v.gpu_memory_utilization), ...(v.sleep_mode ? ["--enable-sleep-mode"] : [])])
     ],
     env: {
       VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True",

@@ -364,7 +364,7 @@ export type { CopiedFile }
 export interface TaskSpec {
   readonly image: string
   readonly cmd: ReadonlyArray<string>
-  readonly binds: ReadonlyArray<{ readonly source: string; readonly target: string; readonly readOnly: boolean }>
+  readonly binds: ServiceSpec["binds"]
   readonly env: Readonly<Record<string, string>>
   /** "uid:gid" so files written into binds belong to the caller, not root. */
   readonly user: string | undefined

@@ -18,7 +18,7 @@ import { runInfer } from "./InferStage.ts"
 import { openClassifierEndpoints, openVllmServers, type VllmAccess, withClassifierEndpoints, withVllmServers } from "./VllmServers.ts"
 import { Compute } from "../compute/Compute.ts"
 import type { ComputeError } from "../compute/ComputeError.ts"
-import { bindRunServer } from "../config/RunServer.ts"
+import { bindRunServer, isRunServer } from "../config/RunServer.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
 import { runInit } from "./InitStage.ts"
 import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
@@ -191,10 +191,9 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
     })
     // Provider `vllm` is the run's server: started (or woken) for the stage; a `base_url` given with it is the way to
     // reach that server (a tunnel, a recording proxy), otherwise the teacher and judge talk to it directly.
-    const usesRunServer = (s: { readonly provider: string }) => s.provider === "vllm"
     /** The config with provider `vllm` bound to the run's server (started if needed) when `settings` use it. */
     const bound = (r: ResolvedConfig, settings: { readonly provider: string }) =>
-      usesRunServer(settings)
+      isRunServer(settings)
         ? server.pipe(Effect.map((a) => ({ ...r, config: bindRunServer(r.config, a.servers[0]!) })))
         : Effect.succeed(r)
 
@@ -217,7 +216,7 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
       infer: (r, request, run) => Effect.flatMap(server, (access) => parts.inferOn(r, request, run, access)),
       audit: (r, request, run) =>
         Effect.gen(function*() {
-          const judged = r.config.audit.llm_judge.enabled && usesRunServer(r.config.judge)
+          const judged = r.config.audit.llm_judge.enabled && isRunServer(r.config.judge)
           if (!judged) yield* rest
           const withServer = judged ? yield* bound(r, r.config.judge) : r
           const withEndpoints = yield* classifiers

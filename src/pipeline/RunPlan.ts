@@ -1,4 +1,5 @@
 import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
+import { isRunServer } from "../config/RunServer.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
 import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunGraph.ts"
@@ -82,8 +83,6 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
   return { requests, promptTokens, completionTokens, costUsd: price(settings.prices, promptTokens, completionTokens) }
 }
 
-/** Provider "vllm" (teacher.constrain design): the teacher or judge is the run's own vLLM server. */
-const isRunVllm = (provider: string) => provider === "vllm"
 
 /** Where each service would run: the compute layer starts every service on the first host, with that host's images (GPU or CPU). */
 export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): ReadonlyArray<ServicePlacement> => {
@@ -95,9 +94,9 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
   const out: Array<ServicePlacement> = []
   // One vLLM server for every inference stage, and for the teacher and judge when they are the run's own model.
   const infer = [
-    ...(isRunVllm(config.teacher.provider) ? using("teacher") : []),
+    ...(isRunServer(config.teacher) ? using("teacher") : []),
     ...using("infer"),
-    ...(isRunVllm(config.judge.provider) && config.audit.llm_judge.enabled ? using("audit") : [])
+    ...(isRunServer(config.judge) && config.audit.llm_judge.enabled ? using("audit") : [])
   ].sort((a, b) => stageIds.indexOf(a) - stageIds.indexOf(b))
   if (infer.length > 0) {
     const endpoint = config.compute.vllm.endpoint
