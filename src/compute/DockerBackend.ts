@@ -88,7 +88,7 @@ const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
       _query: {},
       _body: {
         Image: image, Entrypoint: ["df", "-Pk", "/engine-data"], Cmd: [], Tty: true,
-        Labels: { [LABEL.managed]: "true", [LABEL.role]: "disk-probe" },
+        Labels: { [LABEL.managed]: "true", [LABEL.role]: "disk-probe", [LABEL.owner]: ownerId() },
         HostConfig: { NetworkMode: "none", Binds: [`${rootDir}:/engine-data:ro`] }
       }
     } as unknown as Docker.ContainerCreateOptions)),
@@ -109,7 +109,7 @@ const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
 const gpuProbe = (host: DockerHost, image: string) =>
   Effect.acquireUseRelease(
     attempt(host, `GPU probe with ${image}`, () => host.docker.createContainer({
-      _query: {}, _body: { Image: image, Entrypoint: ["true"], Cmd: [], Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe" }, HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] } }
+      _query: {}, _body: { Image: image, Entrypoint: ["true"], Cmd: [], Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe", [LABEL.owner]: ownerId() }, HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] } }
     } as unknown as Docker.ContainerCreateOptions)),
     (c) => attempt(host, "a container with a GPU request cannot start (is nvidia-container-toolkit installed?)", () => c.start()),
     (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))

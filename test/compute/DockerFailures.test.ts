@@ -6,7 +6,7 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ComputeError } from "../../src/compute/ComputeError.ts"
 import { preflight, startService } from "../../src/compute/DockerBackend.ts"
-import { connectHost, type HostConfig } from "../../src/compute/DockerHost.ts"
+import { connectHost, type HostConfig, ownerId } from "../../src/compute/DockerHost.ts"
 import type { ServiceSpec } from "../../src/compute/ServiceSpec.ts"
 import { containersOf, ensureTestImage, freePort, makeCerts, recordingProxy, SOCKET, TEST_IMAGE, testSpec, tlsProxy, uniqueExp } from "../support/DockerEngine.ts"
 
@@ -92,7 +92,9 @@ describe("compute failures are clear and leave nothing behind", () => {
 
   it.live("free disk: measured in the engine's data folder by a throwaway container; too little is a clear error", () =>
     Effect.gen(function*() {
-      const probes = () => execFileSync("docker", ["ps", "-aq", "--filter", "label=dart.role=disk-probe"], { encoding: "utf8" }).trim()
+      // This process's probes only: other test files probe the same engine at the same time.
+      const probes = () =>
+        execFileSync("docker", ["ps", "-aq", "--filter", "label=dart.role=disk-probe", "--filter", `label=dart.owner=${ownerId()}`], { encoding: "utf8" }).trim()
       const report = yield* Effect.scoped(Effect.gen(function*() {
         const h = yield* connectHost(local)
         return yield* preflight(h, { images: [], gpus: false, pull: false, probeImage: TEST_IMAGE, minFreeBytes: 1 })
