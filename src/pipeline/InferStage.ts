@@ -1,6 +1,7 @@
 import { Cause, Console, Deferred, Duration, Effect, Exit, Latch, Queue, Schedule, Schema, Semaphore } from "effect"
 import * as fs from "node:fs"
 import { hashJson } from "../common/Hashing.ts"
+import { mainThreadMarking } from "../common/MainThreadMarking.ts"
 import { formatDuration } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { NormalizedItemSchema, type Split } from "../datasets/BenchmarkItem.ts"
@@ -184,6 +185,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
       return yield* new InferStageError({ message: "no vLLM server: set compute.vllm.endpoint (or compute.vllm.endpoints for several boxes)" })
     }
     yield* Effect.scoped(Effect.gen(function*() {
+      yield* mainThreadMarking
       const appender = yield* openAppender(answersFile)
       const answeredBy = new Int16Array(total).fill(-1)
       // Earlier answers count as this run's server only when it is the same URL.
