@@ -202,11 +202,19 @@ export const stopService = (host: DockerHost, id: string, graceS = 10) =>
     Effect.andThen(removeContainer(host, id))
   )
 
-/** Containers of `expId` whose owning process (on this machine) is gone: a SIGKILLed run left them. */
+const PROBE_ROLES: ReadonlySet<string> = new Set(["disk-probe", "gpu-probe"])
+
+/**
+ * Containers whose owning process (on this machine) is gone, so a SIGKILLed run left them: those of
+ * `expId`, and preflight probes of any experiment (they carry none, and a kill during preflight leaves one).
+ */
 export const removeOrphans = (host: DockerHost, expId: string) =>
   Effect.gen(function*() {
-    const all = yield* listServices(host, expId)
-    const orphans = all.filter((c) => c.Labels[LABEL.owner] !== KEPT_OWNER && ownerGone(c.Labels[LABEL.owner] ?? ""))
+    const all = yield* listServices(host)
+    const orphans = all.filter((c) =>
+      (c.Labels[LABEL.exp] === expId || PROBE_ROLES.has(c.Labels[LABEL.role] ?? "")) &&
+      c.Labels[LABEL.owner] !== KEPT_OWNER && ownerGone(c.Labels[LABEL.owner] ?? "")
+    )
     yield* Effect.forEach(orphans, (c) => removeContainer(host, c.Id), { concurrency: 4 })
     return orphans.map((c) => c.Names[0]?.replace(/^\//, "") ?? c.Id)
   })

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Redacted } from "effect"
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawnSync } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { hostname, tmpdir } from "node:os"
 import * as path from "node:path"
 import { ComputeError } from "../../src/compute/ComputeError.ts"
-import { preflight, startService } from "../../src/compute/DockerBackend.ts"
+import { preflight, removeOrphans, startService } from "../../src/compute/DockerBackend.ts"
 import { connectHost, type HostConfig, ownerId } from "../../src/compute/DockerHost.ts"
 import type { ServiceSpec } from "../../src/compute/ServiceSpec.ts"
 import { containersOf, ensureTestImage, freePort, makeCerts, recordingProxy, SOCKET, TEST_IMAGE, testSpec, tlsProxy, uniqueExp } from "../support/DockerEngine.ts"
@@ -108,6 +108,29 @@ describe("compute failures are clear and leave nothing behind", () => {
       })).pipe(Effect.flip)
       expect(tooLittle.message).toMatch(/only [\d.]+ GiB free in .* \(the engine's data\); at least \d+\.\d GiB are needed/)
       expect(probes()).toBe("")
+    }), 60_000)
+
+  it.live("a probe left by a killed process is an orphan of any experiment; a live process's probe is kept", () =>
+    Effect.gen(function*() {
+      // A pid that existed and is gone, and this (live) process.
+      const dead = spawnSync("true").pid!
+      const probe = (owner: string) =>
+        execFileSync("docker", ["create", "--network", "none", "--label", "dart.managed=true", "--label", "dart.role=disk-probe",
+          "--label", `dart.owner=${owner}`, "--entrypoint", "true", TEST_IMAGE], { encoding: "utf8" }).trim().slice(0, 12)
+      const orphan = probe(`${hostname()}:${dead}`)
+      const alive = probe(ownerId())
+      try {
+        const removed = yield* Effect.scoped(Effect.gen(function*() {
+          const h = yield* connectHost(local)
+          return yield* removeOrphans(h, uniqueExp("orph"))
+        }))
+        expect(removed.length).toBeGreaterThanOrEqual(1)
+        const left = execFileSync("docker", ["ps", "-aq", "--filter", "label=dart.role=disk-probe"], { encoding: "utf8" })
+        expect(left).not.toContain(orphan)
+        expect(left).toContain(alive)
+      } finally {
+        execFileSync("docker", ["rm", "-f", orphan, alive], { stdio: "ignore" })
+      }
     }), 60_000)
 
   it.live("a service that exits before it is healthy: its exit code and log tail", () =>
