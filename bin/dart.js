@@ -2,6 +2,7 @@
 // Entry for `npx dart` / the installed `dart` command: Node 24 runs the TypeScript sources directly.
 import { enableCompileCache } from "node:module"
 import { setFlagsFromString } from "node:v8"
+import { userGaveFlag } from "../src/common/NodeFlags.ts"
 
 // Garbage-collector tuning, set before any module loads. DART's live heap is small and flat (about
 // 40-55 MB during a 200,000-request `dart infer`: loaded code, in-flight requests, offsets per request),
@@ -16,10 +17,8 @@ import { setFlagsFromString } from "node:v8"
 // infer request with the platform fetch, within noise with the client's httpFetch. `npm run bench`
 // shows the whole-run RSS this buys (under 200 MB, flat in the run's length).
 // A flag given on the command line (or NODE_OPTIONS) wins over these.
-const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].map((a) => a.replaceAll("_", "-"))
-const chosen = (...flags) => given.some((a) => flags.some((f) => a === f || a.startsWith(`${f}=`)))
-if (!chosen("--semi-space-growth-factor", "--max-semi-space-size", "--min-semi-space-size")) setFlagsFromString("--semi-space-growth-factor=1")
-if (!chosen("--heap-growing-percent")) setFlagsFromString("--heap-growing-percent=50")
+if (!userGaveFlag("--semi-space-growth-factor", "--max-semi-space-size", "--min-semi-space-size")) setFlagsFromString("--semi-space-growth-factor=1")
+if (!userGaveFlag("--heap-growing-percent")) setFlagsFromString("--heap-growing-percent=50")
 
 // Reuse compiled code across invocations: most of a short command's start-up is module compilation.
 enableCompileCache?.()

@@ -1,8 +1,8 @@
 import { Effect, type Scope } from "effect"
 import { setFlagsFromString } from "node:v8"
+import { userGaveFlag } from "./NodeFlags.ts"
 
-const userChose = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)]
-  .some((a) => /^--(no-)?concurrent[-_]marking$/.test(a))
+const userChose = userGaveFlag("--concurrent-marking")
 let depth = 0
 
 /**
