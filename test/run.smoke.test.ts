@@ -209,7 +209,7 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
       expect(containersOf(expId)).toEqual([])
     } finally {
       await proxy.close()
-      spawnSync("docker", ["rm", "-f", ...containersOf(expId)], { stdio: "ignore" })
+      spawnSync("docker", ["rm", "-f", "-v", ...containersOf(expId)], { stdio: "ignore" })
     }
   }, 1_500_000)
 })

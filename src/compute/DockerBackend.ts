@@ -102,7 +102,7 @@ const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
         if (!Number.isFinite(available)) return yield* new ComputeError({ host: host.name, message: `disk probe: unexpected df output ${JSON.stringify(out.slice(0, 200))}` })
         return available * 1024
       }),
-    (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))
+    (c) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
   )
 
 /** A throwaway container with a GPU request: it fails at start, not create, so it is removed either way. */
@@ -112,7 +112,7 @@ const gpuProbe = (host: DockerHost, image: string) =>
       _query: {}, _body: { Image: image, Entrypoint: ["true"], Cmd: [], Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe", [LABEL.owner]: ownerId() }, HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] } }
     } as unknown as Docker.ContainerCreateOptions)),
     (c) => attempt(host, "a container with a GPU request cannot start (is nvidia-container-toolkit installed?)", () => c.start()),
-    (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))
+    (c) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
   )
 
 export const imagePresent = (host: DockerHost, image: string) =>
@@ -404,5 +404,5 @@ export const runTask = (host: DockerHost, expId: string, name: string, task: Tas
         }
         return out
       }),
-    (c) => Effect.promise(() => c.remove({ force: true }).catch(() => undefined))
+    (c) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
   )

@@ -95,6 +95,9 @@ describe("compute failures are clear and leave nothing behind", () => {
       // This process's probes only: other test files probe the same engine at the same time.
       const probes = () =>
         execFileSync("docker", ["ps", "-aq", "--filter", "label=dart.role=disk-probe", "--filter", `label=dart.owner=${ownerId()}`], { encoding: "utf8" }).trim()
+      // The image declares a VOLUME: a probe removed without its anonymous volume leaves one behind, dangling.
+      const dangling = () => new Set(execFileSync("docker", ["volume", "ls", "-q", "--filter", "dangling=true"], { encoding: "utf8" }).split("\n").filter(Boolean))
+      const danglingBefore = dangling()
       const report = yield* Effect.scoped(Effect.gen(function*() {
         const h = yield* connectHost(local)
         return yield* preflight(h, { images: [], gpus: false, pull: false, probeImage: TEST_IMAGE, minFreeBytes: 1 })
@@ -108,6 +111,7 @@ describe("compute failures are clear and leave nothing behind", () => {
       })).pipe(Effect.flip)
       expect(tooLittle.message).toMatch(/only [\d.]+ GiB free in .* \(the engine's data\); at least \d+\.\d GiB are needed/)
       expect(probes()).toBe("")
+      expect([...dangling()].filter((v) => !danglingBefore.has(v))).toEqual([])
     }), 60_000)
 
   it.live("a probe left by a killed process is an orphan of any experiment; a live process's probe is kept", () =>
@@ -129,7 +133,7 @@ describe("compute failures are clear and leave nothing behind", () => {
         expect(left).not.toContain(orphan)
         expect(left).toContain(alive)
       } finally {
-        execFileSync("docker", ["rm", "-f", orphan, alive], { stdio: "ignore" })
+        execFileSync("docker", ["rm", "-f", "-v", orphan, alive], { stdio: "ignore" })
       }
     }), 60_000)
 

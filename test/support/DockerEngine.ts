@@ -16,7 +16,8 @@ export { freePort }
 
 export const SOCKET = "/var/run/docker.sock"
 export const BASE_IMAGE = "dart-debian:bookworm"
-export const TEST_IMAGE = "dart-test-svc:3"
+// Declares a VOLUME, like the trainer image: removing its containers must remove their anonymous volumes too.
+export const TEST_IMAGE = "dart-test-svc:4"
 
 // An HTTP server in perl (perl-base is in every Debian): `/health` 200 once `--host/--port` are bound (other
 // vLLM flags ignored), a `curl -fsS URL` stand-in so the real specs' health checks run, and a clean SIGTERM.
@@ -47,7 +48,7 @@ export const ensureTestImage = async () => {
     const ctx = mkdtempSync(path.join(tmpdir(), "dart-img-"))
     writeFileSync(path.join(ctx, "server.pl"), serverPl)
     writeFileSync(path.join(ctx, "curl"), curlPl, { mode: 0o755 })
-    writeFileSync(path.join(ctx, "Dockerfile"), `FROM ${BASE_IMAGE}\nCOPY server.pl /srv/server.pl\nCOPY curl /usr/local/bin/curl\nWORKDIR /srv\nENTRYPOINT ["perl", "/srv/server.pl"]\n`)
+    writeFileSync(path.join(ctx, "Dockerfile"), `FROM ${BASE_IMAGE}\nCOPY server.pl /srv/server.pl\nCOPY curl /usr/local/bin/curl\nWORKDIR /srv\nVOLUME /srv/data\nENTRYPOINT ["perl", "/srv/server.pl"]\n`)
     yield* buildImage(host, { context: ctx, dockerfile: "Dockerfile", tag: TEST_IMAGE }, () => {})
   }))
   await Effect.runPromise(program)
