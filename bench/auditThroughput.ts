@@ -1,7 +1,7 @@
 // `dart audit` on 16,000 paired rows: both views, both classifiers, the judge on (validate), against
 // zero-latency loopback servers; prints the time per stage (issue 10's goal: under 10 s).
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { startChatServer } from "../test/support/ChatServer.ts"
@@ -10,6 +10,7 @@ import { benchItems, writeRows } from "./fixtures.ts"
 
 const pairs = Number(process.env.BENCH_AUDIT_PAIRS ?? 16_000)
 const dir = mkdtempSync(path.join(tmpdir(), "dart-bench-audit-"))
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }))
 const runs = path.join(dir, "runs")
 
 const items = benchItems()

@@ -2,7 +2,7 @@
 // process), beside a plain `openai` client loop; then the peak RSS of a whole `dart infer` run of
 // 200,000 requests against one of 20,000 (memory must not grow with the run).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { writeAdapter } from "../test/support/AdapterFixture.ts"
@@ -32,6 +32,7 @@ try {
 
   // Whole runs: items × samples × 2 arms, answers appended durably, rows grouped at the end.
   const scratch = mkdtempSync(path.join(tmpdir(), "dart-bench-infer-"))
+  process.on("exit", () => rmSync(scratch, { recursive: true, force: true }))
   const runs = path.join(scratch, "runs")
   const adapterDir = writeAdapter(path.join(scratch, "adapter"))
   const wholeRun = (samples: number) => {

@@ -1,7 +1,7 @@
 // `npm run bench`: prints the evaluator's, teacher's and inference figures (never asserted in tests).
 import { Effect } from "effect"
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { evaluateMc } from "../src/evaluation/Evaluator.ts"
@@ -9,6 +9,7 @@ import { readPredictions } from "../src/evaluation/PredictionReader.ts"
 import { benchItems, dartRows, mcRows, writeRows } from "./fixtures.ts"
 
 const dir = mkdtempSync(path.join(tmpdir(), "dart-bench-"))
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }))
 const items = benchItems()
 const options = { seed: 42, alpha: 0.05, bootstrapResamples: 2000, clusterBootstrap: false, mcResamples: 9999 }
 const median = (xs: Array<number>) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!

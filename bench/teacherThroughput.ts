@@ -1,7 +1,7 @@
 // 10,000 teacher requests against a loopback server that takes 2 s per reply, at concurrency 500:
 // the ideal is 10,000 / 500 × 2 s = 40 s; DART should land within 5% of it.
 import { spawn, spawnSync } from "node:child_process"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { startChatServer } from "../test/support/ChatServer.ts"
@@ -9,7 +9,9 @@ import { startChatServer } from "../test/support/ChatServer.ts"
 const requests = Number(process.env.BENCH_TEACHER_REQUESTS ?? 10_000)
 const concurrency = 500
 const latencyMs = 2000
-const runs = path.join(mkdtempSync(path.join(tmpdir(), "dart-bench-teacher-")), "runs")
+const scratch = mkdtempSync(path.join(tmpdir(), "dart-bench-teacher-"))
+process.on("exit", () => rmSync(scratch, { recursive: true, force: true }))
+const runs = path.join(scratch, "runs")
 const init = spawnSync(process.execPath, ["bin/dart.js", "init", "--exp-id", "bench", "--override", `run.runs_dir=${runs}`, "--override", `datasets.limits.train=${requests}`,
   "--override", "teacher.correction_rounds=0"], { encoding: "utf8" })
 if (init.status !== 0) throw new Error(init.stderr)
