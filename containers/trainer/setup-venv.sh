@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Creates containers/trainer/.venv with the locked dependencies (CPU or GPU: the same torch wheels).
+# containers/trainer/.venv: the trainer's locked dependencies (CPU or GPU: the same torch wheels), in the
+# machine's shared environment cache (containers/venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
-python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
-if [ ! -x .venv/bin/python ] || ! cmp -s requirements.lock .venv/requirements.lock; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.lock
-  cp requirements.lock .venv/requirements.lock
-fi
+python3.11 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
+source ../venv.sh
+install() {
+  echo "trainer venv: installing the locked requirements (about 6 GB, a few minutes) in $1"
+  "$1/bin/pip" install -q --upgrade pip
+  "$1/bin/pip" install -q -r requirements.lock
+}
+ensure_venv trainer "$(cat requirements.lock)" install
 .venv/bin/python -c "import torch, transformers, peft, trl, grpc; print('trainer venv ok: torch', torch.__version__, 'trl', trl.__version__)"
