@@ -21,7 +21,7 @@ need_free() {
 
 ensure_venv() {
   local role="$1" stamp="$2" install="$3"
-  local home="${DART_VENV_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/dart/venvs}"
+  local home="${DART_VENV_HOME:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/dart/venvs}"
   local key target lock old
   # The interpreter is part of the key: an environment links to the Python that made it.
   stamp="$stamp
