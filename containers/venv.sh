@@ -1,11 +1,6 @@
 #!/usr/bin/env bash
-# Sourced by containers/*/setup-venv.sh: `ensure_venv ROLE STAMP INSTALL` makes containers/ROLE/.venv a link to a
-# Python 3.11 environment kept once per machine, in $DART_VENV_HOME (default ~/.cache/dart/venvs) under a name
-# keyed by STAMP (the lock file and whatever else decides the contents). Every clone of the repository shares it,
-# as they share the Docker images, so a fresh clone costs no new gigabytes. INSTALL is a function called with the
-# new environment's path; it runs under a lock (two set-ups at once install once) and without pip's download
-# cache (which would keep a second copy of every wheel). An environment counts only once it is complete; a
-# different STAMP replaces the role's older environment.
+# Shell functions for the set-up scripts (sourced).
+
 # need_free DIR GB WHAT: stop before a long install that cannot fit, rather than after it with ENOSPC half-way.
 # DART_SETUP_SKIP_DISK_CHECK=1 skips the check.
 need_free() {
@@ -19,6 +14,13 @@ need_free() {
   fi
 }
 
+# Used by containers/*/setup-venv.sh: `ensure_venv ROLE STAMP INSTALL` makes containers/ROLE/.venv a link to a
+# Python 3.11 environment kept once per machine, in $DART_VENV_HOME (default ~/.cache/dart/venvs) under a name
+# keyed by STAMP (the lock file and whatever else decides the contents). Every clone of the repository shares it,
+# as they share the Docker images, so a fresh clone costs no new gigabytes. INSTALL is a function called with the
+# new environment's path; it runs under a lock (two set-ups at once install once) and without pip's download
+# cache (which would keep a second copy of every wheel). An environment counts only once it is complete; a
+# different STAMP replaces the role's older environment.
 ensure_venv() {
   local role="$1" stamp="$2" install="$3"
   local home="${DART_VENV_HOME:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/dart/venvs}"
