@@ -81,6 +81,9 @@ export const preflight = (
     return { host: host.name, engine: version.Version, api: version.ApiVersion, gpuRuntime, gpuUsable, freeBytes, missingImages: missing } satisfies HostReport
   })
 
+/** Release of a throwaway container (probe, task): removed with its anonymous volumes, whatever state it is in. */
+const discard = (c: Docker.Container) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
+
 /** `df` of the engine's data folder in a throwaway container (no network, read-only mount), removed whatever happens. */
 const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
   Effect.acquireUseRelease(
@@ -102,7 +105,7 @@ const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
         if (!Number.isFinite(available)) return yield* new ComputeError({ host: host.name, message: `disk probe: unexpected df output ${JSON.stringify(out.slice(0, 200))}` })
         return available * 1024
       }),
-    (c) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
+    discard
   )
 
 /** A throwaway container with a GPU request: it fails at start, not create, so it is removed either way. */
@@ -112,7 +115,7 @@ const gpuProbe = (host: DockerHost, image: string) =>
       _query: {}, _body: { Image: image, Entrypoint: ["true"], Cmd: [], Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe", [LABEL.owner]: ownerId() }, HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] } }
     } as unknown as Docker.ContainerCreateOptions)),
     (c) => attempt(host, "a container with a GPU request cannot start (is nvidia-container-toolkit installed?)", () => c.start()),
-    (c) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
+    discard
   )
 
 export const imagePresent = (host: DockerHost, image: string) =>
@@ -404,5 +407,5 @@ export const runTask = (host: DockerHost, expId: string, name: string, task: Tas
         }
         return out
       }),
-    (c) => Effect.promise(() => c.remove({ force: true, v: true }).catch(() => undefined))
+    discard
   )

@@ -21,7 +21,7 @@ const alive = (pid: number) => {
 export default function setup() {
   const base = tmpdir()
   for (const name of readdirSync(base)) {
-    const pid = Number(/^dart-test-(\d+)-/.exec(name)?.[1])
+    const pid = Number(new RegExp(`^${PREFIX}(\\d+)-`).exec(name)?.[1])
     if (Number.isInteger(pid) && pid !== process.pid && !alive(pid)) rmSync(path.join(base, name), { recursive: true, force: true })
   }
   const root = mkdtempSync(path.join(base, `${PREFIX}${process.pid}-`))
