@@ -45,3 +45,13 @@ describe("training-set assembly", () => {
     expect(parseOversample("awful=2", weights)).toMatch(/"awful=2" is not severity=count/)
   })
 })
+
+describe("training-set order", () => {
+  it("does not depend on the order the teacher's rows were appended in (completion order)", () => {
+    const distill = Array.from({ length: 12 }, (_, i) => ({ id: `D1_${i}`, messages: conv(`q${i}`, `a${i}`) }))
+    const repair = Array.from({ length: 5 }, (_, i) => ({ id: `N2_${i}#0`, messages: conv(`r${i}`, `s${i}`), severity: "severe" as const }))
+    const one = assembleTrainingSet({ distill, repair, recipe: "mix", weights, seed: 42 })
+    const other = assembleTrainingSet({ distill: [...distill].reverse(), repair: [repair[3]!, repair[0]!, repair[4]!, repair[1]!, repair[2]!], recipe: "mix", weights, seed: 42 })
+    expect(other.rows).toEqual(one.rows)
+  })
+})

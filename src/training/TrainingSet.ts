@@ -58,8 +58,11 @@ export const assembleTrainingSet = (input: {
     }
     return out
   }
-  const distill = input.recipe === "repair_only" ? [] : unique(input.distill)
-  const repair = input.recipe === "distill" ? [] : unique(input.repair)
+  // Teacher outputs are appended in completion order, which changes from run to run: the set is built from the rows in
+  // id order, so the same teacher outputs always give the same training set (and, seeded, the same adapter).
+  const byId = (rows: ReadonlyArray<SourceRow>) => [...rows].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
+  const distill = input.recipe === "repair_only" ? [] : unique(byId(input.distill))
+  const repair = input.recipe === "distill" ? [] : unique(byId(input.repair))
   const rows: Array<TrainingRow> = distill.map((r) => ({ id: r.id, messages: r.messages, source: "distill", severity: null, copy: 0 }))
   const uniqueBySeverity = zero()
   const outBySeverity = zero()

@@ -10,6 +10,15 @@ from pathlib import Path
 COMPLETE = "COMPLETE"
 
 
+
+def stable_target_modules(config_file: Path) -> None:
+    """PEFT writes `target_modules` from a set, in an order that changes from process to process: sorted, the same
+    training gives the same adapter bytes (and the same content address on the server)."""
+    config = json.loads(config_file.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -174,6 +183,7 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
 
     final = job / "final"
     trainer.model.save_pretrained(str(final), safe_serialization=True)
+    stable_target_modules(final / "adapter_config.json")
     checked = validate_adapter(final, spec["max_lora_rank"])
     files = [{"path": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)}
              for p in sorted(final.iterdir()) if p.name in ("adapter_config.json", "adapter_model.safetensors")]
