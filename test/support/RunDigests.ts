@@ -1,0 +1,101 @@
+import { createHash } from "node:crypto"
+import { readdirSync, readFileSync, statSync } from "node:fs"
+import * as path from "node:path"
+
+/**
+ * Digests of a run folder's artifacts, comparable across two runs of the same profile and seed: a refactor must leave
+ * every artifact as it was. What legitimately differs between two runs is taken out first, and nothing else:
+ * - the folder the run lives in (absolute paths in records);
+ * - wall-clock facts: timestamps, durations, rates, process ids, host names;
+ * - files that are not artifacts: locks, logs, the tiny models dart builds as inputs.
+ * - what a change under test adds on purpose, named in `INTENDED` (and the hashes and sizes of files that changed by
+ *   it: a recorded sha256 of a run file stands for that file, which is compared itself).
+ * JSON and JSONL are compared as data (rows sorted, since concurrent appends land in completion order); every other
+ * file byte for byte.
+ */
+
+/** Fields added or reworded on purpose since the digests were made: file pattern → keys left out of the comparison. */
+export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, string]> = [
+  [/^predictions\/[^/]+\/outputs\.jsonl$/, ["question"], "prediction rows carry their question (architecture issue: contracts)"],
+  [/^evaluation\/[^/]+\/summary\.json$/, ["meta.parser"], "the parser's description cites docs/protocol.md, now in the repository"]
+]
+
+const SKIP_DIRS = new Set([".locks", "logs", "models"])
+
+/** Keys whose values are wall-clock facts. */
+const VOLATILE = new Set([
+  "created_at", "started_at", "finished_at", "at", "seconds", "timings", "pid", "host", "git_commit", "node_version", "tool_version",
+  "tokens_per_second", "eta_seconds", "elapsed_s", "wall_s", "duration_s", "runtime_s", "train_runtime", "train_samples_per_second",
+  "train_steps_per_second", "samples_per_second", "steps_per_second", "concurrency",
+  // Hashes of inputs that include run files: the files themselves are compared.
+  "inputs_hash"
+])
+
+const files = (dir: string, prefix = ""): Array<string> =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const rel = prefix === "" ? e.name : `${prefix}/${e.name}`
+    if (e.isDirectory()) return prefix === "" && SKIP_DIRS.has(e.name) ? [] : files(path.join(dir, e.name), rel)
+    return e.isFile() && !e.name.includes(".tmp") ? [rel] : []
+  })
+
+const strip = (value: unknown, drop: ReadonlyArray<string>, at = ""): unknown => {
+  if (Array.isArray(value)) return value.map((v) => strip(v, drop, at))
+  if (value !== null && typeof value === "object") {
+    const record = value as Record<string, unknown>
+    // A run file's record (the ledger's outputs): its path stands for it.
+    const fileRecord = typeof record.path === "string" && typeof record.sha256 === "string"
+    const out: Record<string, unknown> = {}
+    for (const k of Object.keys(record).sort()) {
+      const key = at === "" ? k : `${at}.${k}`
+      if (VOLATILE.has(k) || drop.includes(key) || (fileRecord && (k === "sha256" || k === "bytes"))) continue
+      out[k] = strip(record[k], drop, key)
+    }
+    return out
+  }
+  return value
+}
+
+const sha = (text: string | Buffer) => createHash("sha256").update(text).digest("hex")
+
+/**
+ * `{ relative path: sha256 of its canonical form }` for every artifact of the run at `runDir`; `runsDir` is the runs
+ * folder the run was made in, when it has been moved since.
+ */
+export const runDigests = (runDir: string, runsDir = path.dirname(path.resolve(runDir))): Record<string, string> => {
+  const out: Record<string, string> = {}
+  const root = path.resolve(runDir)
+  const all = files(root).sort()
+  // A recorded hash of a run file is replaced by the file's name.
+  const named = new Map(all.map((rel) => [sha(readFileSync(path.join(root, rel))), `<sha256 of ${rel}>`] as const))
+  const unhash = (text: string) => text.replace(/\b[0-9a-f]{64}\b/g, (h) => named.get(h) ?? h)
+  for (const rel of all) {
+    const file = path.join(root, rel)
+    if (statSync(file).size === 0) {
+      out[rel] = sha("")
+      continue
+    }
+    const raw = readFileSync(file)
+    if (!/\.(json|jsonl|md|tex|csv|html|txt)$/.test(rel)) {
+      out[rel] = sha(raw)
+      continue
+    }
+    const text = unhash(raw.toString("utf8").replaceAll(runsDir, "<RUNS>"))
+    const drop = INTENDED.filter(([pattern]) => pattern.test(rel)).flatMap(([, keys]) => keys)
+    if (rel.endsWith(".jsonl")) {
+      const rows = text.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.stringify(strip(JSON.parse(l), drop))).sort()
+      out[rel] = sha(rows.join("\n"))
+    } else if (rel.endsWith(".json")) {
+      out[rel] = sha(JSON.stringify(strip(JSON.parse(text), drop)))
+    } else {
+      out[rel] = sha(text)
+    }
+  }
+  return out
+}
+
+/** The paths whose digests differ between `expected` and `actual`, and those only one of them has. */
+export const compareDigests = (expected: Record<string, string>, actual: Record<string, string>) => ({
+  changed: Object.keys(expected).filter((k) => k in actual && actual[k] !== expected[k]),
+  missing: Object.keys(expected).filter((k) => !(k in actual)),
+  extra: Object.keys(actual).filter((k) => !(k in expected))
+})
