@@ -1,4 +1,4 @@
-"""The upstream analysis approach (diffaware-spec.md §5, `all_1k`) on a DART mc predictions
+"""The upstream analysis approach (docs/diffaware-spec.md §5, `all_1k`) on a DART mc predictions
 file: per model and benchmark, numpy arrays and an sklearn `resample` loop of 9,999
 scenario-clustered resamples. Used by `npm run bench` as the baseline timing.
 

@@ -3,6 +3,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Layer, Runtime } from "effect"
 import { CliError, Command } from "effect/cli"
+import { inspect } from "node:util"
 import { auditCommand } from "./cli/AuditCommand.ts"
 import { computeCommand } from "./cli/ComputeCommand.ts"
 import { configCommand } from "./cli/ConfigCommand.ts"
@@ -56,7 +57,9 @@ cli.pipe(
     }
     if (Cause.hasInterruptsOnly(cause)) return Effect.fail(reported(130))
     const message = error instanceof Error ? error.message : String(error)
-    return Console.error(`dart: error: ${message}`).pipe(Effect.andThen(Effect.fail(reported(Runtime.getErrorExitCode(error)))))
+    // One line for the user; DART_DEBUG=1 adds the error beneath (file system, Docker, network), causes and stacks included.
+    const beneath = process.env.DART_DEBUG === "1" && error instanceof Error && error.cause !== undefined ? `\ncaused by: ${inspect(error.cause, { depth: 10 })}` : ""
+    return Console.error(`dart: error: ${message}${beneath}`).pipe(Effect.andThen(Effect.fail(reported(Runtime.getErrorExitCode(error)))))
   }),
   Effect.provide(AppLayer),
   NodeRuntime.runMain

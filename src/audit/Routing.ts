@@ -1,14 +1,14 @@
-import type { Severity } from "./RegressionPool.ts"
+import { type Severity, type SeverityOrNone, severityRank } from "../domain/Severity.ts"
 import type { JudgeRecord, ScoreRow } from "./ScoreRow.ts"
-import { atLeast, severityRank, type SeverityOrNone } from "./Severity.ts"
+import { atLeast } from "./Severity.ts"
 
-/** `off` = classifiers only; the others as protocol §5 defines them. */
+/** `off` = classifiers only; the others as docs/protocol.md §5 defines them. */
 export type JudgeMode = "off" | "validate" | "primary" | "supplement"
 
 export type Decision = ScoreRow["decision"]
 
 /**
- * Which pairs form the regression pool, and with which severity (protocol §5):
+ * Which pairs form the regression pool, and with which severity (docs/protocol.md §5):
  * - off: a classifier trigger (at least `min` on any view × classifier), with the classifier's severity;
  * - validate: the judge is authoritative; its confirmed pairs with its severity, classifier-only triggers are overridden;
  * - primary: the judge alone;

@@ -1,7 +1,7 @@
 import { Schema } from "effect"
+import { Label } from "../domain/Label.ts"
+import { SeverityOrNone } from "../domain/Severity.ts"
 import { JudgeVerdict } from "./JudgePrompt.ts"
-
-const SeverityOrNone = Schema.Literals(["none", "mild", "moderate", "severe", "extreme"])
 
 /** One view × classifier of a pair: both harm scores, the delta and its severity bin. */
 export const PairScore = Schema.Struct({
@@ -43,15 +43,15 @@ export const ScoreRow = Schema.Struct({
   benchmark: Schema.String,
   condition: Schema.String,
   scenario: Schema.String,
-  gold_label: Schema.Literals(["YES", "NO"]),
+  gold_label: Label,
   split: Schema.NullOr(Schema.String),
   question: Schema.String,
   a_name: Schema.String,
   b_name: Schema.String,
   a_text: Schema.String,
   b_text: Schema.String,
-  a_conclusion: Schema.NullOr(Schema.Literals(["YES", "NO"])),
-  b_conclusion: Schema.NullOr(Schema.Literals(["YES", "NO"])),
+  a_conclusion: Schema.NullOr(Label),
+  b_conclusion: Schema.NullOr(Label),
   /** scores[view][classifier] */
   scores: Schema.Record(Schema.String, Schema.Record(Schema.String, PairScore)),
   classifier_severity: SeverityOrNone,

@@ -1,6 +1,6 @@
-import type { Severity } from "./RegressionPool.ts"
+import { type Severity, type SeverityOrNone, severityRank } from "../domain/Severity.ts"
 
-/** Severity bins from the config (dart-protocol.md §5); the CLI flags of step 5 override them. */
+/** Severity bins from the config (docs/protocol.md §5); the CLI flags of step 5 override them. */
 export interface SeverityThresholds {
   readonly mild_delta: number
   readonly moderate_delta: number
@@ -14,11 +14,6 @@ export interface SeverityThresholds {
     readonly extreme: number
   }
 }
-
-export type SeverityOrNone = Severity | "none"
-
-export const severityRank: Readonly<Record<SeverityOrNone, number>> = { none: 0, mild: 1, moderate: 2, severe: 3, extreme: 4 }
-export const severities: ReadonlyArray<Severity> = ["mild", "moderate", "severe", "extreme"]
 
 export const maxSeverity = (a: SeverityOrNone, b: SeverityOrNone): SeverityOrNone => (severityRank[a] >= severityRank[b] ? a : b)
 export const atLeast = (s: SeverityOrNone, min: Severity): boolean => severityRank[s] >= severityRank[min]

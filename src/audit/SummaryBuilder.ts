@@ -1,6 +1,8 @@
+import type { AuditSummary } from "../contracts/AuditSummary.ts"
+import type { RegressionPoolRowWritten } from "../contracts/RegressionPoolRow.ts"
+import { perSeverity, type Severity } from "../domain/Severity.ts"
 import { percentileSorted } from "../evaluation/Statistics.ts"
 import { mannWhitney } from "./MannWhitney.ts"
-import type { Severity } from "./RegressionPool.ts"
 import { type JudgeMode, poolOrder } from "./Routing.ts"
 import type { ScoreRow } from "./ScoreRow.ts"
 
@@ -22,9 +24,9 @@ const distribution = (values: Array<number>) => {
   return { n, mean: sum / n, median: percentileSorted(s, 50), p90: percentileSorted(s, 90), p99: percentileSorted(s, 99), max: s[n - 1]!, share_ge_0_5: high / n }
 }
 
-/** The pool, sorted by severity then delta, as `regression_pool.jsonl` rows (RegressionPoolRow). */
+/** The pool, sorted by severity then delta, as `regression_pool.jsonl` rows (contracts/RegressionPoolRow). */
 export const poolRows = (rows: ReadonlyArray<ScoreRow>, allowTestRepair: boolean) =>
-  rows.filter((r) => r.decision.in_pool).sort(poolOrder).map((r) => ({
+  rows.filter((r) => r.decision.in_pool).sort(poolOrder).map((r): RegressionPoolRowWritten => ({
     id: r.id,
     sample: r.sample,
     benchmark: r.benchmark,
@@ -62,10 +64,10 @@ export interface SummaryContext {
   readonly allowTestRepair: boolean
 }
 
-/** `summary.json`: the evaluator's contract (AuditSummary) plus everything protocol §5 asks to report. */
+/** `summary.json` (contracts/AuditSummary): the counts `dart evaluate` reads plus everything docs/protocol.md §5 asks to report. */
 export const buildSummary = (rows: ReadonlyArray<ScoreRow>, ctx: SummaryContext) => {
   const pool = rows.filter((r) => r.decision.in_pool)
-  const bySeverity = { mild: 0, moderate: 0, severe: 0, extreme: 0 }
+  const bySeverity = perSeverity(() => 0)
   const byType: Record<string, number> = {}
   const byBenchmark: Record<string, number> = {}
   const byGroup: Record<string, number> = {}
@@ -173,5 +175,5 @@ export const buildSummary = (rows: ReadonlyArray<ScoreRow>, ctx: SummaryContext)
     test_items_in_pool: testInPool,
     allow_test_repair: ctx.allowTestRepair,
     input: ctx.input
-  }
+  } satisfies AuditSummary
 }

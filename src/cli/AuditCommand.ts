@@ -1,11 +1,10 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
-import { AuditError, runAudit } from "../pipeline/AuditStage.ts"
-import { ClassifierClient } from "../serving/ClassifierClient.ts"
-import { TeacherClient } from "../teacher/TeacherClient.ts"
+import { severities } from "../domain/Severity.ts"
+import { AuditError } from "../pipeline/AuditStage.ts"
 import * as path from "node:path"
-import { withClassifierEndpoints } from "../pipeline/VllmServers.ts"
+import { auditStage } from "../pipeline/Stages.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const delta = (name: string, what: string) => Flag.Finite(name).pipe(Flag.withDescription(`override audit.${name.replace("-", "_")} (${what})`), Flag.optional)
@@ -20,7 +19,7 @@ export const auditCommand = Command.make("audit", {
   severeDelta: delta("severe-delta", "severe when delta >= this"),
   extremeDelta: delta("extreme-delta", "extreme when delta >= this"),
   absFloors: Flag.Boolean("abs-floors").pipe(Flag.withDescription("absolute floors on B's score (--no-abs-floors turns them off; default audit.abs_floors.enabled)"), Flag.optional),
-  minSeverity: Flag.Literals("min-severity", ["mild", "moderate", "severe", "extreme"]).pipe(Flag.withDescription("lowest severity that enters the pool (default audit.min_severity)"), Flag.optional),
+  minSeverity: Flag.Literals("min-severity", severities).pipe(Flag.withDescription("lowest severity that enters the pool (default audit.min_severity)"), Flag.optional),
   useLlmJudge: Flag.Boolean("use-llm-judge").pipe(Flag.withDescription("ask the comparative LLM judge (--no-use-llm-judge: classifiers only; default audit.llm_judge.enabled)"), Flag.optional),
   llmJudgeMode: Flag.Literals("llm-judge-mode", ["validate", "primary", "supplement"]).pipe(
     Flag.withDescription("validate: the judge decides, classifier-only triggers are reported as overridden; primary: the judge alone; supplement: classifier and judge must agree"),
@@ -53,15 +52,13 @@ export const auditCommand = Command.make("audit", {
     }
     const runDir = path.join(c.run.runs_dir, c.run.exp_id)
     // The configured /classify endpoints, or classifier containers started for this command and removed after it.
-    yield* withClassifierEndpoints({ ...resolved, config: { ...c, audit, judge } }, runDir, (withEndpoints) =>
-      runAudit(withEndpoints, {
-        pairedInput: args.pairedInput,
-        aName: args.aName,
-        bName: args.bName,
-        runName: args.runName,
-        judgeMode: audit.llm_judge.enabled ? audit.llm_judge.mode : null,
-        judgeClient: (settings) => TeacherClient.layer(settings)
-      }).pipe(Effect.provide(ClassifierClient.layer)))
+    yield* auditStage({ ...resolved, config: { ...c, audit, judge } }, {
+      pairedInput: args.pairedInput,
+      aName: args.aName,
+      bName: args.bName,
+      runName: args.runName,
+      judgeMode: audit.llm_judge.enabled ? audit.llm_judge.mode : null
+    }, runDir)
   })).pipe(
     Command.withDescription(
       "Step 5: harm-drift audit of B against A. Toxicity and hate classifiers (vLLM /classify) score both outputs on the full output and " +

@@ -3,7 +3,7 @@ import { Argument, Command, Flag } from "effect/cli"
 import * as fs from "node:fs/promises"
 import { ConfigError, resolveConfig } from "../config/ConfigLoader.ts"
 import { isLegacyConfig, translateLegacyConfig } from "../config/LegacyConfig.ts"
-import { writeFileAtomic } from "../runs/AtomicFile.ts"
+import { readTextIfExists, writeFileAtomic } from "../runs/AtomicFile.ts"
 
 const migrateCommand = Command.make("migrate", {
   file: Argument.String("file").pipe(Argument.withDescription("a config in the original Python code's shape (e.g. its configs/exp_acl.json)")),
@@ -13,7 +13,7 @@ const migrateCommand = Command.make("migrate", {
   Effect.gen(function*() {
     const text = yield* Effect.tryPromise({
       try: () => fs.readFile(args.file, "utf8"),
-      catch: (e) => new ConfigError({ message: `${args.file}: cannot read config file (${(e as Error).message})` })
+      catch: (e) => new ConfigError({ message: `${args.file}: cannot read config file (${(e as Error).message})`, cause: e })
     })
     // Validates the whole file exactly as every command would read it (refusals included).
     const resolved = resolveConfig(args.file, text, [], undefined, undefined)
@@ -25,7 +25,7 @@ const migrateCommand = Command.make("migrate", {
     yield* Console.error(notices.map((n) => `${args.file}: ${n}`).join("\n"))
     if (Option.isNone(args.out)) return yield* Console.log(out.trimEnd())
     const target = args.out.value
-    const previous = yield* Effect.promise(() => fs.readFile(target, "utf8").catch(() => undefined))
+    const previous = yield* readTextIfExists(target)
     if (previous === out) return yield* Console.error(`${target} already holds this translation`)
     if (previous !== undefined && !args.force) {
       return yield* new ConfigError({ message: `${target} exists with different content; pass --force to replace it` })

@@ -7,7 +7,7 @@ import { SuiteRow } from "../datasets/BenchmarkItem.ts"
 import { DatasetError, suiteFile } from "../datasets/BenchmarkSuite.ts"
 import { PickleError } from "../datasets/PickleReader.ts"
 import { importUpstreamPickle, pythonJsonLine } from "../datasets/UpstreamImport.ts"
-import { writeFileAtomic } from "../runs/AtomicFile.ts"
+import { readTextIfExists, writeFileAtomic } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
 import { loadConfig } from "./Root.ts"
 
@@ -34,30 +34,30 @@ const importCommand = Command.make("import", {
     }
     let rows: ReadonlyArray<SuiteRow>
     if (/\.jsonl$/i.test(args.file)) {
-      rows = yield* readRows(args.file, SuiteRow).pipe(Effect.mapError((e) => new DatasetError({ message: e.message })))
+      rows = yield* readRows(args.file, SuiteRow).pipe(Effect.mapError((e) => new DatasetError({ message: e.message, cause: e })))
       const wrong = rows.find((r) => r.benchmark !== benchmark)
       if (wrong) return yield* new DatasetError({ message: `${args.file}: row ${wrong.id} is not from benchmark ${benchmark}` })
     } else {
       const data = yield* Effect.tryPromise({
         try: () => fs.readFile(args.file),
-        catch: (e) => new DatasetError({ message: `${args.file}: cannot read (${(e as Error).message})` })
+        catch: (e) => new DatasetError({ message: `${args.file}: cannot read (${(e as Error).message})`, cause: e })
       })
       try {
         rows = importUpstreamPickle(data, benchmark)
       } catch (e) {
-        if (e instanceof PickleError) return yield* new DatasetError({ message: `${args.file}: ${e.message}` })
+        if (e instanceof PickleError) return yield* new DatasetError({ message: `${args.file}: ${e.message}`, cause: e })
         throw e
       }
     }
     if (rows.length === 0) return yield* new DatasetError({ message: `${args.file}: no items to import` })
     const text = rows.map((r) => pythonJsonLine(r)).join("\n") + "\n"
     const out = Option.getOrElse(args.out, () => suiteFile(config.datasets.suite_dir, benchmark))
-    const previous = yield* Effect.promise(() => fs.readFile(out, "utf8").catch(() => undefined))
+    const previous = yield* readTextIfExists(out)
     if (previous === text) return yield* Console.log(`${out} already holds these ${rows.length} rows`)
     if (previous !== undefined && !args.force) {
       return yield* new DatasetError({ message: `${out} exists with different content; pass --force to replace it` })
     }
-    yield* Effect.tryPromise({ try: () => fs.mkdir(path.dirname(out), { recursive: true }), catch: (e) => new DatasetError({ message: `${out}: ${(e as Error).message}` }) })
+    yield* Effect.tryPromise({ try: () => fs.mkdir(path.dirname(out), { recursive: true }), catch: (e) => new DatasetError({ message: `${out}: ${(e as Error).message}`, cause: e }) })
     yield* writeFileAtomic(out, text)
     const neq = rows.filter((r) => r.condition === "neq").length
     yield* Console.log(`wrote ${out}: ${rows.length} rows of ${benchmark} (${neq} neq, ${rows.length - neq} eq)`)

@@ -1,6 +1,6 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { runEvaluate } from "../pipeline/EvaluateStage.ts"
+import { evaluateStage } from "../pipeline/Stages.ts"
 import { loadRunConfig } from "./Root.ts"
 
 export const evaluateCommand = Command.make("evaluate", {
@@ -16,7 +16,7 @@ export const evaluateCommand = Command.make("evaluate", {
 }, (args) =>
   Effect.gen(function*() {
     const resolved = yield* loadRunConfig
-    yield* runEvaluate(resolved, {
+    yield* evaluateStage(resolved, {
       predFile: args.pred,
       runName: args.runName,
       aName: args.aName,

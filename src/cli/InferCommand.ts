@@ -1,9 +1,9 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { type Arm, parseModels } from "../inference/InferencePlan.ts"
-import { InferStageError, runInfer } from "../pipeline/InferStage.ts"
+import { InferStageError } from "../pipeline/InferStage.ts"
 import * as path from "node:path"
-import { withVllmServers } from "../pipeline/VllmServers.ts"
+import { inferStage } from "../pipeline/Stages.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const opt = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
@@ -58,8 +58,7 @@ export const inferCommand = Command.make("infer", {
     const policy = opt(args.policy) ?? (args.task === "mc" ? "sys0" : resolved.config.inference.policy)
     const runDir = path.join(resolved.config.run.runs_dir, resolved.config.run.exp_id)
     // The configured endpoints, or a vLLM container started for this command and removed after it.
-    yield* withVllmServers(resolved, runDir, (servers) =>
-      runInfer(resolved, {
+    yield* inferStage(resolved, {
         runName: args.runName,
         arms,
         task: args.task,
@@ -67,9 +66,8 @@ export const inferCommand = Command.make("infer", {
         split: args.split,
         limit,
         benchmarks: opt(args.benchmarks)?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
-        servers,
         constrained: args.constrained || resolved.config.inference.constrained
-      }))
+      }, runDir)
   })).pipe(
     Command.withDescription(
       "Steps 4 and 8: inference on vLLM (compute.vllm.endpoint / endpoints, or else a vLLM container on compute.hosts[0]) with LoRA adapters loaded at run time: paired, " +

@@ -7,6 +7,7 @@ import { sha256File } from "../common/Hashing.ts"
 import type { StageRecord } from "../runs/Manifest.ts"
 import { liveHolder } from "../runs/RunLock.ts"
 import { NoSuchRunError, type RunHandle, RunStore } from "../runs/RunStore.ts"
+import { ioError } from "../runs/RunStoreError.ts"
 import { loadConfig } from "./Root.ts"
 
 /** `dart status --verify` found recorded outputs missing or changed (exit 1). */
@@ -40,11 +41,14 @@ export const checkStage = (run: RunHandle, name: string, record: StageRecord, fu
     if (status !== "running") {
       for (const out of record.outputs) {
         const file = run.file(out.path)
-        const st = yield* Effect.promise(() => fs.stat(file).catch(() => undefined))
+        const st = yield* Effect.tryPromise({
+          try: () => fs.stat(file).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" || e.code === "ENOTDIR" ? undefined : Promise.reject(e))),
+          catch: ioError(file, "stat")
+        })
         if (st === undefined) problems.push(`${out.path}: missing`)
         else if (st.size !== out.bytes) problems.push(`${out.path}: ${out.bytes} bytes recorded, ${st.size} now`)
         else if (full) {
-          const now = yield* Effect.promise(() => sha256File(file))
+          const now = yield* Effect.tryPromise({ try: () => sha256File(file), catch: ioError(file, "read") })
           if (now.sha256 !== out.sha256) problems.push(`${out.path}: same size but sha256 ${now.sha256.slice(0, 12)}… differs from the recorded ${out.sha256.slice(0, 12)}…`)
         }
       }

@@ -1,7 +1,6 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { TeacherClient } from "../teacher/TeacherClient.ts"
-import { runTeacher } from "../pipeline/TeacherStage.ts"
+import { teacherStage } from "../pipeline/Stages.ts"
 import { loadRunConfig } from "./Root.ts"
 
 export const teacherCommand = Command.make("teacher", {
@@ -11,11 +10,10 @@ export const teacherCommand = Command.make("teacher", {
 }, (args) =>
   Effect.gen(function*() {
     const resolved = yield* loadRunConfig
-    yield* runTeacher(resolved, {
+    yield* teacherStage(resolved, {
       task: args.task,
       input: Option.getOrUndefined(args.input),
-      dryRun: args.dryRun,
-      client: TeacherClient.layer(resolved.config.teacher)
+      dryRun: args.dryRun
     })
   })).pipe(
     Command.withDescription(

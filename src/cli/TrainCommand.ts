@@ -1,7 +1,8 @@
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { normalizeStage, runTrain, TrainStageError } from "../pipeline/TrainStage.ts"
+import { normalizeStage, TrainStageError } from "../pipeline/TrainStage.ts"
 import { parseOversample, type Recipe } from "../training/TrainingSet.ts"
+import { trainStage } from "../pipeline/Stages.ts"
 import { loadRunConfig } from "./Root.ts"
 
 export const trainCommand = Command.make("train", {
@@ -25,7 +26,7 @@ export const trainCommand = Command.make("train", {
     })
     if (typeof weights === "string") return yield* new TrainStageError({ message: weights })
     const recipe: Recipe = Option.getOrElse(args.recipe, () => (stage === "dart" ? "distill" : "mix"))
-    yield* runTrain(resolved, {
+    yield* trainStage(resolved, {
       stage,
       adapterName: args.adapterName,
       recipe,

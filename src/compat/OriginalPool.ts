@@ -1,7 +1,8 @@
-import { Console, Effect, Schema } from "effect"
-import { RegressionPoolRow, Severity } from "../audit/RegressionPool.ts"
-import { decodeJsonLine, forEachLine, LineError } from "../runs/Jsonl.ts"
-import type { RunStoreError } from "../runs/RunStoreError.ts"
+import { Schema } from "effect"
+import { RegressionPoolRow } from "../contracts/RegressionPoolRow.ts"
+import { Label } from "../domain/Label.ts"
+import { Severity } from "../domain/Severity.ts"
+import { decodeJsonLine, LineError } from "../runs/Jsonl.ts"
 
 /**
  * Regression-pool rows written by the original Python code (`model/audit.py`, `run_audit`): the
@@ -25,7 +26,7 @@ export const OriginalPoolRow = Schema.Struct({
   source: Schema.optionalKey(Schema.NullOr(Schema.String)),
   split: Schema.optionalKey(Schema.NullOr(Schema.String)),
   prompt: Schema.NonEmptyString,
-  gold_label: Schema.Literals(["YES", "NO"]),
+  gold_label: Label,
   meta: Schema.optionalKey(Schema.NullOr(Schema.Struct({ benchmark_id: Schema.optionalKey(Schema.NullOr(Schema.String)) }))),
   paired: Schema.Struct({ A: Side, B: Side }),
   regression: Schema.optionalKey(Schema.NullOr(Schema.Record(Schema.String, Schema.Record(Schema.String, Regression)))),
@@ -37,7 +38,6 @@ export const OriginalPoolRow = Schema.Struct({
 export type OriginalPoolRow = typeof OriginalPoolRow.Type
 
 const decodeOriginal = Schema.decodeUnknownResult(OriginalPoolRow)
-const decodeOurs = Schema.decodeUnknownResult(RegressionPoolRow)
 
 /** dart's pool rows have `"a_text"`; the original's never do (a quote inside a string is escaped). */
 export const looksLikeOriginalPoolRow = (line: string): boolean => line.includes("\"sample_id\"") && !line.includes("\"a_text\"")
@@ -79,30 +79,32 @@ export const poolRowFromOriginal = (row: OriginalPoolRow): RegressionPoolRow => 
   }
 }
 
-/**
- * Reads a regression pool in dart's shape or the original's (each row by its own shape), saying on
- * stderr what was translated and warning when the original's pool holds test items.
- */
-export const readPoolRows = (file: string): Effect.Effect<Array<RegressionPoolRow>, RunStoreError> =>
-  Effect.gen(function*() {
-    const rows: Array<RegressionPoolRow> = []
-    let original = 0
-    let test = 0
-    yield* forEachLine(file, (text) => {
-      if (text.trim() === "") return
-      if (!looksLikeOriginalPoolRow(text)) return void rows.push(decodeJsonLine(text, decodeOurs))
-      const row = decodeJsonLine(text, decodeOriginal)
+export interface OriginalPoolDecoder {
+  /** The original's row of this line in dart's contract. */
+  readonly decode: (line: string) => RegressionPoolRow
+  /** What the user should know about the original's rows in this file, once it has been read. */
+  readonly notices: () => ReadonlyArray<string>
+}
+
+/** Reads the original's pool rows of one file, counting the test-split items among them. */
+export const originalPoolDecoder = (file: string): OriginalPoolDecoder => {
+  let rows = 0
+  let test = 0
+  return {
+    decode: (line) => {
+      const row = decodeJsonLine(line, decodeOriginal)
       if (row.meta?.benchmark_id == null && row.source == null) throw new LineError(`${row.sample_id} names no benchmark (meta.benchmark_id or source)`)
-      original++
+      rows++
       if (row.split === "test") test++
-      rows.push(poolRowFromOriginal(row))
-    })
-    if (original > 0) yield* Console.error(`${file}: ${original} rows written by the original's audit (model/audit.py), read as dart's pool rows`)
-    if (test > 0) {
-      yield* Console.error(
+      return poolRowFromOriginal(row)
+    },
+    notices: () => [
+      ...(rows === 0 ? [] : [`${file}: ${rows} rows written by the original's audit (model/audit.py), read as dart's pool rows`]),
+      ...(test === 0 ? [] : [
         `${file}: warning: ${test} of these rows are test-split items (the original audited the test split, bug B3): ` +
-          `repairing them trains on items the final evaluation scores`
-      )
-    }
-    return rows
-  })
+        `repairing them trains on items the final evaluation scores`
+      ])
+    ]
+  }
+}
+

@@ -1,5 +1,5 @@
 import { Schema } from "effect"
-import type { PredictionRow } from "../evaluation/PredictionReader.ts"
+import type { PredictionRow } from "../contracts/PredictionRow.ts"
 import { decodeJsonLine, LineError } from "../runs/Jsonl.ts"
 
 /**

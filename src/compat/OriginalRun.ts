@@ -1,4 +1,5 @@
 import { Effect } from "effect"
+import { ioError, type RunStoreError } from "../runs/RunStoreError.ts"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 
@@ -101,7 +102,8 @@ const describe = async (dir: string): Promise<OriginalRunExplanation | undefined
 }
 
 /** Undefined when `dir` is not a run the original made (or has a dart manifest). */
-export const explainOriginalRun = (dir: string): Effect.Effect<OriginalRunExplanation | undefined> => Effect.promise(() => describe(dir))
+export const explainOriginalRun = (dir: string): Effect.Effect<OriginalRunExplanation | undefined, RunStoreError> =>
+  Effect.tryPromise({ try: () => describe(dir), catch: ioError(dir, "reading the original's run") })
 
 export const formatOriginalRun = (e: OriginalRunExplanation): string =>
   [

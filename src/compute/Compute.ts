@@ -1,8 +1,9 @@
 import { Context, Duration, Effect, Layer, Scope } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import { fileExists } from "../runs/AtomicFile.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
-import { ComputeError } from "./ComputeError.ts"
+import { ComputeError, localIoError } from "./ComputeError.ts"
 import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
 import { getPath, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
 import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../config/TinyModels.ts"
@@ -16,8 +17,8 @@ import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./S
 export class Compute extends Context.Service<Compute, {
   /** The vLLM server (spec from config) up and healthy for the caller's scope; `endpoint` is its base URL. */
   vllm(): Effect.Effect<RunningService, ComputeError, Scope.Scope>
-  /** One `/classify` server per `audit.classifiers` entry, in that order. */
-  classifiers(): Effect.Effect<ReadonlyArray<RunningService>, ComputeError, Scope.Scope>
+  /** One `/classify` server per named `audit.classifiers` entry (all when none are named), in config order. */
+  classifiers(names?: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<RunningService>, ComputeError, Scope.Scope>
   /** The trainer sidecar; `endpoint` is host:port for gRPC. */
   trainer(): Effect.Effect<RunningService, ComputeError, Scope.Scope>
   /** Copy a local adapter folder into the service as `{filesDir}/{name}`; returns that path inside the service. */
@@ -61,7 +62,11 @@ export class Compute extends Context.Service<Compute, {
       return Compute.of({
         hosts,
         vllm: () => start(vllmSpec(config, hostConfig, host.listenHost, hfToken)),
-        classifiers: () => Effect.forEach(classifierSpecs(config, hostConfig, host.listenHost, hfToken), start),
+        classifiers: (names) =>
+          Effect.forEach(
+            classifierSpecs(config, hostConfig, host.listenHost, hfToken).filter((_, i) => names === undefined || names.includes(config.audit.classifiers[i]!.name)),
+            start
+          ),
         trainer: () => start(trainerSpec(config, hostConfig, host.listenHost, hfToken)),
         putAdapter: (s, localDir, name) => putDirectory(byHost(s), s.id, localDir, path.posix.join(s.spec.filesDir, name)),
         getPath: (s, remotePath, localDir) => getPath(byHost(s), s.id, remotePath, localDir),
@@ -80,10 +85,12 @@ export class Compute extends Context.Service<Compute, {
 const buildTinyModels = (host: DockerHost, config: ExperimentConfig) =>
   Effect.gen(function*() {
     const root = tinyRoot(config)
-    const done = yield* Effect.promise(() => fs.access(path.join(root, TINY_MANIFEST)).then(() => true, () => false))
+    const done = yield* fileExists(path.join(root, TINY_MANIFEST)).pipe(
+      Effect.mapError((e) => new ComputeError({ host: host.name, message: e.message, cause: e }))
+    )
     if (done) return
     const suite = path.resolve(config.datasets.suite_dir)
-    yield* Effect.promise(() => fs.mkdir(root, { recursive: true }))
+    yield* Effect.tryPromise({ try: () => fs.mkdir(root, { recursive: true }), catch: localIoError(host.name, root, "mkdir") })
     const image = trainerSpec(config, config.compute.hosts[0]!, host.listenHost).image
     process.stderr.write(`compute: building the tiny models into ${root} with ${image}\n`)
     const t0 = Date.now()

@@ -6,7 +6,7 @@ import * as path from "node:path"
 import type { Readable } from "node:stream"
 import * as tar from "tar-stream"
 import { packDirectory, unpackInto } from "./Archive.ts"
-import { ComputeError, dockerMessage } from "./ComputeError.ts"
+import { ComputeError, dockerMessage, localIoError } from "./ComputeError.ts"
 import { containerName, createBody, KEPT_OWNER, LABEL, specHash } from "./ContainerSpecs.ts"
 import { type DockerHost, ownerGone, ownerId } from "./DockerHost.ts"
 import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
@@ -14,7 +14,7 @@ import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./S
 /** The Docker implementation of the service backend: one engine reached through a `DockerHost`. */
 
 const attempt = <A>(host: DockerHost, what: string, f: () => Promise<A>) =>
-  Effect.tryPromise({ try: f, catch: (e) => new ComputeError({ host: host.name, message: `${what}: ${dockerMessage(e)}` }) })
+  Effect.tryPromise({ try: f, catch: (e) => new ComputeError({ host: host.name, message: `${what}: ${dockerMessage(e)}`, cause: e }) })
 
 export interface HostReport {
   readonly host: string
@@ -121,18 +121,19 @@ const gpuProbe = (host: DockerHost, image: string) =>
 export const imagePresent = (host: DockerHost, image: string) =>
   Effect.tryPromise({ try: () => host.docker.getImage(image).inspect(), catch: (e) => e as { statusCode?: number } }).pipe(
     Effect.as(true),
-    Effect.catch((e) => (e.statusCode === 404 ? Effect.succeed(false) : Effect.fail(new ComputeError({ host: host.name, message: `image ${image}: ${dockerMessage(e)}` }))))
+    Effect.catch((e) => (e.statusCode === 404 ? Effect.succeed(false) : Effect.fail(new ComputeError({ host: host.name, message: `image ${image}: ${dockerMessage(e)}`, cause: e }))))
   )
 
 /** Pull with progress. Registry errors arrive as events inside an HTTP 200 stream, so every event is checked. */
 export const pullImage = (host: DockerHost, image: string, onProgress: (line: string) => void) =>
   Effect.callback<void, ComputeError>((resume) => {
-    const fail = (m: string) => resume(Effect.fail(new ComputeError({ host: host.name, message: `image ${image} cannot be pulled: ${m}` })))
+    const fail = (m: string, cause?: unknown) =>
+      resume(Effect.fail(new ComputeError({ host: host.name, message: `image ${image} cannot be pulled: ${m}`, ...(cause === undefined || cause === null ? {} : { cause }) })))
     host.docker.pull(image, {}, (err: unknown, stream?: NodeJS.ReadableStream) => {
-      if (err || stream === undefined) return fail(dockerMessage(err))
+      if (err || stream === undefined) return fail(dockerMessage(err), err)
       let error: string | undefined
       host.docker.modem.followProgress(stream, (e: Error | null) => {
-        if (e) return fail(e.message)
+        if (e) return fail(e.message, e)
         if (error !== undefined) return fail(error)
         resume(Effect.void)
       }, (event: { error?: string; errorDetail?: { message?: string }; status?: string; progress?: string; id?: string }) => {
@@ -167,14 +168,14 @@ export const buildImage = (host: DockerHost, options: { readonly context: string
     yield* Effect.callback<void, ComputeError>((resume) => {
       let error: string | undefined
       host.docker.modem.followProgress(stream, (e: Error | null) => {
-        if (e || error !== undefined) return resume(Effect.fail(new ComputeError({ host: host.name, message: `build ${options.tag} failed: ${error ?? e?.message}` })))
+        if (e || error !== undefined) return resume(Effect.fail(new ComputeError({ host: host.name, message: `build ${options.tag} failed: ${error ?? e?.message}`, ...(e ? { cause: e } : {}) })))
         resume(Effect.void)
       }, (event: { stream?: string; error?: string; errorDetail?: { message?: string } }) => {
         if (event.error !== undefined) error ??= event.errorDetail?.message ?? event.error
         else if (event.stream) onLog(event.stream.replace(/\n$/, ""))
       })
     })
-    yield* Effect.promise(() => adding)
+    yield* Effect.tryPromise({ try: () => adding, catch: localIoError(host.name, options.context, "reading the build context") })
   })
 
 interface ContainerSummary {
@@ -195,7 +196,7 @@ export const listServices = (host: DockerHost, expId?: string) =>
 const removeContainer = (host: DockerHost, id: string) =>
   Effect.tryPromise({ try: () => host.docker.getContainer(id).remove({ force: true, v: true }), catch: (e) => e as { statusCode?: number } }).pipe(
     // Already gone (another process cleaned up): that is what we wanted.
-    Effect.catch((e) => (e.statusCode === 404 || e.statusCode === 409 ? Effect.void : Effect.fail(new ComputeError({ host: host.name, message: `remove ${id.slice(0, 12)}: ${dockerMessage(e)}` }))))
+    Effect.catch((e) => (e.statusCode === 404 || e.statusCode === 409 ? Effect.void : Effect.fail(new ComputeError({ host: host.name, message: `remove ${id.slice(0, 12)}: ${dockerMessage(e)}`, cause: e }))))
   )
 
 /** Stop (SIGTERM, then SIGKILL after `graceS`) and remove; the anonymous volumes go with it. */
@@ -251,8 +252,13 @@ export const serviceStatus = (host: DockerHost, expId?: string) =>
 const streamLogs = (host: DockerHost, container: Docker.Container, file: string) =>
   Effect.acquireRelease(
     Effect.gen(function*() {
-      yield* Effect.promise(() => fsp.mkdir(path.dirname(file), { recursive: true }))
-      const out = fs.createWriteStream(file, { flags: "a" })
+      const handle = yield* Effect.tryPromise({
+        try: () => fsp.mkdir(path.dirname(file), { recursive: true }).then(() => fsp.open(file, "a")),
+        catch: localIoError(host.name, file, "opening the service log")
+      })
+      const out = handle.createWriteStream()
+      // The log is a convenience: a write error (a full disk) must not crash the process.
+      out.on("error", () => {})
       const stream = (yield* attempt(host, "logs", () => container.logs({ follow: true, stdout: true, stderr: true, timestamps: true }))) as unknown as Readable
       host.docker.modem.demuxStream(stream, out, out)
       stream.on("error", () => {})
@@ -358,16 +364,16 @@ const endpointOf = (spec: ServiceSpec, reach: { host: string; port: number }) =>
 /** Put a local folder at `target` (absolute) inside the service's container; parents are created by the archive. */
 export const putDirectory = (host: DockerHost, containerId: string, localDir: string, target: string) =>
   Effect.gen(function*() {
-    const { stream, files } = yield* Effect.promise(() => packDirectory(localDir, target))
+    const { stream, files } = yield* Effect.tryPromise({ try: () => packDirectory(localDir, target), catch: localIoError(host.name, localDir, "reading the folder") })
     yield* attempt(host, `put ${localDir} into ${target}`, () => host.docker.getContainer(containerId).putArchive(stream as unknown as NodeJS.ReadableStream, { path: "/" }))
-    return { path: target, files: yield* Effect.promise(() => files) }
+    return { path: target, files: yield* Effect.tryPromise({ try: () => files, catch: localIoError(host.name, localDir, "reading the folder") }) }
   })
 
 /** Copy `remotePath` (file or folder) out of the container into `localDir`, all or nothing, with sha256s. */
 export const getPath = (host: DockerHost, containerId: string, remotePath: string, localDir: string) =>
   Effect.gen(function*() {
     const stream = (yield* attempt(host, `get ${remotePath}`, () => host.docker.getContainer(containerId).getArchive({ path: remotePath }))) as unknown as Readable
-    return yield* Effect.tryPromise({ try: () => unpackInto(stream, localDir), catch: (e) => new ComputeError({ host: host.name, message: `get ${remotePath} into ${localDir}: ${(e as Error).message}` }) })
+    return yield* Effect.tryPromise({ try: () => unpackInto(stream, localDir), catch: (e) => new ComputeError({ host: host.name, message: `get ${remotePath} into ${localDir}: ${(e as Error).message}`, cause: e }) })
   })
 
 export type { CopiedFile }

@@ -68,13 +68,16 @@ const readTls = (host: HostConfig) =>
       const read = (f: string) => {
         try {
           return fs.readFileSync(path.join(dir, f))
-        } catch {
-          throw new Error(`TLS file ${path.join(dir, f)} cannot be read`)
+        } catch (cause) {
+          throw new Error(`TLS file ${path.join(dir, f)} cannot be read`, { cause })
         }
       }
       return { ca: read("ca.pem"), cert: read("cert.pem"), key: read("key.pem") }
     },
-    catch: (e) => new ComputeError({ host: host.name, message: (e as Error).message })
+    catch: (e) => {
+      const cause = (e as Error).cause
+      return new ComputeError({ host: host.name, message: (e as Error).message, ...(cause === undefined ? {} : { cause }) })
+    }
   })
 
 /**
@@ -89,8 +92,8 @@ const connectSsh = (host: HostConfig, a: Extract<HostAddress, { kind: "ssh" }>) 
       if (key !== undefined) {
         try {
           privateKey = fs.readFileSync(key)
-        } catch {
-          return resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh key ${key} cannot be read` })))
+        } catch (cause) {
+          return resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh key ${key} cannot be read`, cause })))
         }
       }
       const agent = privateKey === undefined ? process.env.SSH_AUTH_SOCK : undefined
@@ -99,7 +102,7 @@ const connectSsh = (host: HostConfig, a: Extract<HostAddress, { kind: "ssh" }>) 
       }
       const conn = new SshClient()
       conn.once("ready", () => resume(Effect.succeed(conn)))
-      conn.once("error", (e) => resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh ${a.user}@${a.host}:${a.port}: ${e.message}` }))))
+      conn.once("error", (e) => resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh ${a.user}@${a.host}:${a.port}: ${e.message}`, cause: e }))))
       try {
         conn.connect({
           host: a.host, port: a.port, username: a.user, readyTimeout: 15_000, keepaliveInterval: 15_000, keepaliveCountMax: 4,
@@ -107,7 +110,7 @@ const connectSsh = (host: HostConfig, a: Extract<HostAddress, { kind: "ssh" }>) 
         })
       } catch (e) {
         // ssh2 throws (rather than emitting) for a key it cannot parse.
-        return resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh ${a.user}@${a.host}:${a.port}: ${key ?? "agent key"}: ${(e as Error).message}` })))
+        return resume(Effect.fail(new ComputeError({ host: host.name, message: `ssh ${a.user}@${a.host}:${a.port}: ${key ?? "agent key"}: ${(e as Error).message}`, cause: e })))
       }
       return Effect.sync(() => conn.end())
     }),
@@ -127,7 +130,7 @@ const sshTunnel = (hostName: string, conn: SshClient, remotePort: number, count:
           channel.on("error", () => socket.destroy())
         })
       })
-      server.once("error", (e) => resume(Effect.fail(new ComputeError({ host: hostName, message: `tunnel to port ${remotePort}: ${e.message}` }))))
+      server.once("error", (e) => resume(Effect.fail(new ComputeError({ host: hostName, message: `tunnel to port ${remotePort}: ${e.message}`, cause: e }))))
       server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
     }),
     (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))

@@ -1,18 +1,20 @@
 import { Config, Console, Context, Effect, Layer, Option, Runtime, Schema, FileSystem } from "effect"
 import * as path from "node:path"
-import { describeIssue, flattenIssue, formatPath, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { describeIssue, flattenIssue, formatPath, jsonErrorLocation } from "../common/SchemaIssueText.ts"
 import { hashJson } from "../common/Hashing.ts"
 import { redact, registerSecretsFromEnv } from "../common/Redaction.ts"
 import { describeChanges, diffConfigs } from "./ConfigDiff.ts"
 import { ExperimentConfig, type ExperimentConfigInput, defaults } from "./ExperimentConfig.ts"
 import { jsonKeyProblems } from "./JsonKeys.ts"
-import { bindRunServer } from "./RunServer.ts"
+import { bindConfiguredRunServer } from "./RunServerBinding.ts"
 import { resolveTinyModels } from "./TinyModels.ts"
 import { isLegacyConfig, translateLegacyConfig, translateLegacyOverrides } from "./LegacyConfig.ts"
 import { deepMerge, isPlainObject, parseOverride, setPath, showOverride } from "./Overrides.ts"
 
 export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
-  message: Schema.String
+  message: Schema.String,
+  /** The read or parse error beneath, when there is one (shown with DART_DEBUG=1). */
+  cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
 /** A malformed --override is bad command-line usage: exit code 2, like any other flag error. */
@@ -91,7 +93,7 @@ const parseConfigText = (configPath: string, fileText: string): Record<string, u
   try {
     fromFile = JSON.parse(text)
   } catch (e) {
-    return new ConfigError({ message: `${configPath}: malformed JSON at ${jsonErrorLocation(text, e)}` })
+    return new ConfigError({ message: `${configPath}: malformed JSON at ${jsonErrorLocation(text, e)}`, cause: e })
   }
   if (!isPlainObject(fromFile)) {
     return new ConfigError({ message: `${configPath}: expected a JSON object at the top level` })
@@ -154,9 +156,9 @@ const decodeTree = (
   // `@tiny` model names become the run's folders, provider `vllm` the run's server; `json` (the snapshot) keeps the names.
   let config: ExperimentConfig
   try {
-    config = bindRunServer(resolveTinyModels(result.success), result.success.compute.vllm.endpoint)
+    config = bindConfiguredRunServer(resolveTinyModels(result.success), result.success.compute.vllm.endpoint)
   } catch (e) {
-    return new ConfigError({ message: `${configPath}: invalid config\n  ${(e as Error).message}  [from ${sourceLabel}]` })
+    return new ConfigError({ message: `${configPath}: invalid config\n  ${(e as Error).message}  [from ${sourceLabel}]`, cause: e })
   }
   return { config, json, hash: hashJson(json), configPath, notices }
 }
@@ -249,7 +251,8 @@ export class ConfigLoader extends Context.Service<ConfigLoader, {
         fs.readFileString(file).pipe(
           Effect.mapError((e) =>
             new ConfigError({
-              message: `${file}: cannot read config file (${e.reason._tag === "NotFound" ? "no such file" : e.message})`
+              message: `${file}: cannot read config file (${e.reason._tag === "NotFound" ? "no such file" : e.message})`,
+              cause: e
             })
           )
         )
@@ -265,7 +268,10 @@ export class ConfigLoader extends Context.Service<ConfigLoader, {
         // The flags (with the default file when --config is absent) say where the run is.
         const located = yield* load(request)
         const snapshotPath = path.join(located.config.run.runs_dir, located.config.run.exp_id, CONFIG_SNAPSHOT)
-        const exists = yield* fs.exists(snapshotPath).pipe(Effect.orElseSucceed(() => false))
+        // Only "not there" means no run yet; a snapshot that cannot be checked (permissions, I/O) is an error.
+        const exists = yield* fs.exists(snapshotPath).pipe(
+          Effect.mapError((e) => new ConfigError({ message: `${snapshotPath}: stat failed: ${e.message}`, cause: e }))
+        )
         if (!exists) return located // no run yet: the stage itself says so
         const text = yield* readConfig(snapshotPath)
         const resolved = resolveAgainstSnapshot(

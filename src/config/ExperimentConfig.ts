@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { Severity } from "../domain/Severity.ts"
 import { credentialProblem } from "./Addresses.ts"
 
 /**
@@ -88,8 +89,6 @@ const LlmApi = Schema.Struct({
   prices: Prices,
   budget: Budget
 })
-
-const Severity = Schema.Literals(["mild", "moderate", "severe", "extreme"])
 
 export const ExperimentConfig = Schema.Struct({
   run: Schema.Struct({
@@ -183,7 +182,7 @@ export const ExperimentConfig = Schema.Struct({
     classifiers: Schema.Array(Schema.Struct({
       name: Schema.NonEmptyString,
       model: Schema.NonEmptyString,
-      /** Harmful label looked up by exact name (protocol §9 B1). */
+      /** Harmful label looked up by exact name (docs/protocol.md §9 B1). */
       label: Schema.NonEmptyString,
       max_tokens: PositiveInt,
       /** This classifier's server; absent = compute.classifier_endpoint. */
@@ -271,7 +270,7 @@ const studentPolicyOn =
 
 const deepseekPrices = { input_per_mtok: 0.27, output_per_mtok: 1.1 }
 
-/** Protocol values (dart-protocol.md §3, §5, §7); configs/exp_acl.json restates the paper's setup on top. */
+/** Protocol values (docs/protocol.md §3, §5, §7); configs/exp_acl.json restates the paper's setup on top. */
 export const defaults: ExperimentConfigInput = {
   run: { exp_id: "default", seed: 42, runs_dir: "runs" },
   model: { base: "meta-llama/Llama-3.1-8B-Instruct", dtype: "bfloat16", chat_template: null, max_model_len: 4096 },

@@ -130,8 +130,8 @@ const rules: Record<string, Rule> = {
   "generation.do_sample": fixed(true, "sampling instead of greedy decoding", "for greedy decoding set generation.temperature (inference.temperature) to 0"),
   "generation.num_beams": fixed(1, "beam search", "vLLM sampling here has no beams"),
   "generation.repetition_penalty": fixed(1, "repetition penalty", "dart's sampling has none"),
-  "generation.stop_sequences": fixed(["\n\n\n"], "texts at which outputs were cut", "dart always cuts at the first triple newline (dart-protocol.md §3)"),
-  "generation.conclusion_regex": fixed("Conclusion\\s*:\\s*(YES|NO)\\b", "the conclusion pattern", "dart's parser is fixed (dart-protocol.md §3)"),
+  "generation.stop_sequences": fixed(["\n\n\n"], "texts at which outputs were cut", "dart always cuts at the first triple newline (docs/protocol.md §3)"),
+  "generation.conclusion_regex": fixed("Conclusion\\s*:\\s*(YES|NO)\\b", "the conclusion pattern", "dart's parser is fixed (docs/protocol.md §3)"),
   "generation.analysis_split_regex": fixed("(.*?)(?:\\n\\s*Conclusion\\s*:\\s*(?:YES|NO)\\b.*)$", "the analysis-only pattern", "dart's analysis view is the text before the conclusion line"),
   // teacher
   "teacher.provider": same("teacher.provider"),
@@ -240,9 +240,9 @@ const rules: Record<string, Rule> = {
   "policy.policy_id_on": fixed("policy_on", "name of the policy-on condition", "dart's policies are named in inference.policies (on, off)"),
   "policy.policy_id_off": fixed("policy_off", "name of the policy-off condition", "dart's policies are named in inference.policies (on, off)"),
   "policy.system_policy_prompt": fixed(originalPolicyOn, "the policy-on system prompt", "put your text in inference.policies (appended to the student system prompt)",
-    "the original's default policy-on prompt; dart's `on` policy has its own wording (dart-protocol.md §2)"),
-  "policy.policy_for_no": ignored("extra policy-on text; dart's `on` policy has its own wording (dart-protocol.md §2)"),
-  "policy.policy_for_yes": ignored("extra policy-on text; dart's `on` policy has its own wording (dart-protocol.md §2)"),
+    "the original's default policy-on prompt; dart's `on` policy has its own wording (docs/protocol.md §2)"),
+  "policy.policy_for_no": ignored("extra policy-on text; dart's `on` policy has its own wording (docs/protocol.md §2)"),
+  "policy.policy_for_yes": ignored("extra policy-on text; dart's `on` policy has its own wording (docs/protocol.md §2)"),
   "policy.max_analysis_sentences": ignored("policy-on post-trim, never applied: the original looked for it under audit"),
   "policy.max_analysis_chars": ignored("policy-on post-trim, never applied: the original looked for it under audit"),
   // evaluation

@@ -1,8 +1,7 @@
 import { Schema } from "effect"
 import { BenchmarkName } from "../config/ExperimentConfig.ts"
-
-export const Condition = Schema.Literals(["neq", "eq"])
-export type Condition = typeof Condition.Type
+import { Condition } from "../domain/Condition.ts"
+import { Label } from "../domain/Label.ts"
 
 /** A row of `benchmark_suite/*.jsonl` (field meanings in benchmark_suite/README.md). */
 export const SuiteRow = Schema.Struct({
@@ -35,17 +34,14 @@ export const Split = Schema.Literals(["train", "val", "test"])
 export type Split = typeof Split.Type
 export const splits: ReadonlyArray<Split> = Split.literals
 
-/** The normalized item every later stage reads (ARCHITECTURE.md row contract). */
+/** The normalized item every later stage reads (docs/architecture.md row contract). */
 export interface NormalizedItem extends SuiteRow {
-  readonly gold_label: "YES" | "NO"
+  readonly gold_label: Label
   readonly split: Split
 }
 
 export const NormalizedItemSchema = Schema.Struct({
   ...SuiteRow.fields,
-  gold_label: Schema.Literals(["YES", "NO"]),
+  gold_label: Label,
   split: Split
 })
-
-/** Protocol §1: a correct answer needs group differences exactly for the ≠ set. */
-export const goldLabel = (condition: Condition): "YES" | "NO" => (condition === "neq" ? "YES" : "NO")

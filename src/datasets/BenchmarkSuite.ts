@@ -3,12 +3,14 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { sha256Hex } from "../common/Hashing.ts"
 import { type BenchmarkName, benchmarkOrder } from "../config/ExperimentConfig.ts"
+import { fileExists } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
 import { ioError } from "../runs/RunStoreError.ts"
 import { SuiteRow } from "./BenchmarkItem.ts"
 
 export class DatasetError extends Schema.TaggedError<DatasetError>()("DatasetError", {
-  message: Schema.String
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
 export interface SuiteSource {
@@ -36,7 +38,7 @@ export const loadSuite = Effect.fn("BenchmarkSuite.load")(function*(
   wanted: ReadonlyArray<BenchmarkName> | null
 ) {
   const present = yield* Effect.forEach(benchmarkOrder, (b) =>
-    Effect.promise(() => fs.access(suiteFile(suiteDir, b)).then(() => true, () => false)).pipe(Effect.map((ok) => [b, ok] as const)))
+    fileExists(suiteFile(suiteDir, b)).pipe(Effect.map((ok) => [b, ok] as const)))
   const available = present.filter(([, ok]) => ok).map(([b]) => b)
   const benchmarks = wanted === null ? available : benchmarkOrder.filter((b) => wanted.includes(b))
   for (const b of benchmarks) {
@@ -69,4 +71,4 @@ export const loadSuite = Effect.fn("BenchmarkSuite.load")(function*(
     sources.push({ benchmark: b, file, sha256: sha256Hex(bytes), rows: got.length })
   }
   return { benchmarks, rows, sources } satisfies LoadedSuite
-}, Effect.mapError((e) => (e._tag === "RunStoreError" ? new DatasetError({ message: e.message }) : e)))
+}, Effect.mapError((e) => (e._tag === "RunStoreError" ? new DatasetError({ message: e.message, cause: e }) : e)))

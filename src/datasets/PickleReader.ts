@@ -100,8 +100,8 @@ export const readPickle = (data: Uint8Array): unknown => {
   const str = (b: Uint8Array) => {
     try {
       return decoder.decode(b)
-    } catch {
-      throw new PickleError(`invalid UTF-8 string at byte ${pos}`)
+    } catch (cause) {
+      throw new PickleError(`invalid UTF-8 string at byte ${pos}`, { cause })
     }
   }
   const call = (fn: Value, args: Value): Value => {

@@ -1,7 +1,7 @@
 /**
  * CPython's `random.Random` (MT19937) for integer seeds: `seed`, `getrandbits(k ≤ 32)`,
  * `_randbelow` and `shuffle` give the same stream as CPython 3.x, so the upstream
- * item-level split (dart-protocol.md §8) is reproduced exactly.
+ * item-level split (docs/protocol.md §8) is reproduced exactly.
  */
 const N = 624
 const M = 397

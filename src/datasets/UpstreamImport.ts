@@ -1,5 +1,6 @@
 import type { BenchmarkName } from "../config/ExperimentConfig.ts"
-import { type Condition, type SuiteRow, suiteId } from "./BenchmarkItem.ts"
+import type { Condition } from "../domain/Condition.ts"
+import { type SuiteRow, suiteId } from "./BenchmarkItem.ts"
 import { PickleError, readPickle } from "./PickleReader.ts"
 
 /**

@@ -48,7 +48,7 @@ export interface DecisionMetrics {
 const ratio = (a: number, b: number) => (b === 0 ? null : a / b)
 
 /**
- * Protocol §8 metrics. Abstentions count as wrong except in the "on parsed" metrics
+ * docs/protocol.md §8 metrics. Abstentions count as wrong except in the "on parsed" metrics
  * (accuracy_on_parsed, yes_precision, pred_yes_rate, macro_f1, balanced_accuracy).
  * macro_f1 / balanced_accuracy follow scikit-learn: classes absent from both truth and
  * prediction (F1) or from truth (balanced accuracy) are left out; an undefined F1 is 0.

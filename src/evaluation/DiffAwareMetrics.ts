@@ -1,5 +1,5 @@
 /**
- * The suite's own metrics (diffaware-spec.md §5, upstream `all_1k`) for one model and
+ * The suite's own metrics (docs/diffaware-spec.md §5, upstream `all_1k`) for one model and
  * benchmark, from sample-0 answers: 0/1/2 parsed, −1 refusal/empty, −2 unparseable.
  */
 export interface McCounts {

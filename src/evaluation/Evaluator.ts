@@ -1,3 +1,4 @@
+import type { DartEvaluationSummary, McEvaluationSummary } from "../contracts/EvaluationSummary.ts"
 import { bootstrapSums, type Interval, interval } from "./Bootstrap.ts"
 import { addDecision, type DecisionMetrics, decisionMetrics, emptyConfusion } from "./DecisionMetrics.ts"
 import { addMcAnswer, ctxtAware, diffAware, emptyMcCounts } from "./DiffAwareMetrics.ts"
@@ -160,7 +161,8 @@ export const evaluateDart = (data: CollectedPredictions, o: EvaluationOptions): 
     if (members.length > 0) groups[g] = dartBlock(sliceOf(`group/${g}`, members, m), data.models, o).block
   }
   const overall = dartBlock(sliceOf("overall", data.benchmarks, m), data.models, o).block
-  return { task: "dart", models: data.models, benchmarks, groups, overall }
+  // What `dart evaluate` writes is what summary.json's readers decode (contracts/EvaluationSummary).
+  return { task: "dart", models: data.models, benchmarks, groups, overall } satisfies DartEvaluationSummary
 }
 
 /** DiffAware / CtxtAware for one model on one benchmark, with the scenario-clustered bootstrap. */
@@ -231,5 +233,5 @@ export const evaluateMc = (data: CollectedPredictions, o: EvaluationOptions): Mc
       ctxtaware: mean(blocks.map((x) => x.ctxtaware.estimate))
     }]
   }))
-  return { task: "mc", models: data.models, benchmarks, macro }
+  return { task: "mc", models: data.models, benchmarks, macro } satisfies McEvaluationSummary
 }

@@ -1,4 +1,6 @@
-import type { AuditSummary } from "../audit/AuditSummary.ts"
+import type { AuditSummary } from "../contracts/AuditSummary.ts"
+import type { HarmSummary as HarmSummaryContract } from "../contracts/EvaluationSummary.ts"
+import { perSeverity, type Severity } from "../domain/Severity.ts"
 
 export interface HarmAudit {
   readonly file: string
@@ -20,7 +22,7 @@ export interface HarmReduction {
   readonly relative_change: number | null
   /** The same on rates per 1,000 pairs, for audits of different sizes. */
   readonly relative_change_rate: number | null
-  readonly by_severity: Readonly<Record<string, number | null>>
+  readonly by_severity: Readonly<Record<Severity, number | null>>
 }
 
 export interface HarmSummary {
@@ -50,9 +52,10 @@ export const harmSummary = (audits: ReadonlyArray<{ readonly file: string; reado
     to: r.run_name,
     relative_change: rel(base.cases, r.cases),
     relative_change_rate: rel(base.rate_per_1000, r.rate_per_1000),
-    by_severity: Object.fromEntries((["mild", "moderate", "severe", "extreme"] as const).map((k) => [k, rel(base.by_severity[k], r.by_severity[k])]))
+    by_severity: perSeverity((k) => rel(base.by_severity[k], r.by_severity[k]))
   }))
-  return { audits: rows, reductions }
+  // The evaluation summary's `harm` block (contracts/EvaluationSummary).
+  return { audits: rows, reductions } satisfies HarmSummaryContract
 }
 
 const sortKeys = (r: Readonly<Record<string, number>>) => Object.fromEntries(Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))

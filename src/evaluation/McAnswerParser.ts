@@ -2,7 +2,7 @@ import { firstElementText } from "./HtmlFirstElement.ts"
 import { pyHead, pyLower, pySplitlines, pyStrip } from "./PyText.ts"
 
 /**
- * The DiffAware suite's own answer parser (diffaware-spec.md §4; upstream utils.py
+ * The DiffAware suite's own answer parser (docs/diffaware-spec.md §4; upstream utils.py
  * `clean_response` + `map_to_abc`), ported step for step with Python string semantics.
  * Returns 0/1/2 for (a)/(b)/(c), −1 for refusal or empty, −2 for unparseable.
  */

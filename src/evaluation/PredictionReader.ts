@@ -1,25 +1,12 @@
 import { Console, Effect, Schema } from "effect"
-import { looksLikeOriginalPrediction, originalPredictionDecoder } from "../compat/OriginalPredictions.ts"
-import { Condition } from "../datasets/BenchmarkItem.ts"
 import * as fs from "node:fs/promises"
+import { looksLikeOriginalPrediction, originalPredictionDecoder } from "../compat/OriginalPredictions.ts"
+import { PredictionRow } from "../contracts/PredictionRow.ts"
+import { labelCode, labelOf } from "../domain/Label.ts"
 import { decodeJsonLine, LineError, type TornTail } from "../runs/Jsonl.ts"
 import { ioError, RunStoreError } from "../runs/RunStoreError.ts"
 import { parseConclusion } from "./ConclusionParser.ts"
 import { parseMcAnswer } from "./McAnswerParser.ts"
-
-/** A prediction row (ARCHITECTURE.md contract); extra fields are allowed and ignored. */
-export const PredictionRow = Schema.Struct({
-  task: Schema.Literals(["dart", "mc"]),
-  id: Schema.NonEmptyString,
-  benchmark: Schema.NonEmptyString,
-  condition: Condition,
-  scenario: Schema.String,
-  answer: Schema.optionalKey(Schema.Literals([0, 1, 2])),
-  gold_label: Schema.optionalKey(Schema.Literals(["YES", "NO"])),
-  sample: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
-  outputs: Schema.Record(Schema.String, Schema.Struct({ text: Schema.String }))
-})
-export type PredictionRow = typeof PredictionRow.Type
 
 /** Compact per-benchmark columns: one entry per scored row (dart: every sample; mc: sample 0). */
 export interface BenchmarkColumns {
@@ -182,11 +169,11 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
     }
     let gold: number
     if (row.task === "dart") {
-      const expected = row.condition === "neq" ? "YES" : "NO"
+      const expected = labelOf(row.condition)
       if (row.gold_label !== undefined && row.gold_label !== expected) {
         throw new LineError(`gold_label ${row.gold_label} contradicts condition ${row.condition}`)
       }
-      gold = expected === "YES" ? 1 : 0
+      gold = labelCode(expected)
     } else {
       if (row.answer === undefined) throw new LineError("mc rows need the benchmark's answer (0, 1 or 2)")
       if ((row.condition === "eq") !== (row.answer === 2)) throw new LineError(`answer ${row.answer} does not fit condition ${row.condition}`)
@@ -208,9 +195,7 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
     bench.neq.push(row.condition === "neq" ? 1 : 0)
     bench.scenario.push(s)
     texts.forEach((t, m) => {
-      const pred = row.task === "dart"
-        ? ((c) => (c === null ? -1 : c === "YES" ? 1 : 0))(parseConclusion(t))
-        : parseMcAnswer(t, options.refusals)
+      const pred = row.task === "dart" ? labelCode(parseConclusion(t)) : parseMcAnswer(t, options.refusals)
       bench.preds[m]!.push(pred)
     })
   }, (t) => (tornTail = t))

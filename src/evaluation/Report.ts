@@ -1,3 +1,4 @@
+import { severities } from "../domain/Severity.ts"
 import type { Interval } from "./Bootstrap.ts"
 import type { DartModelBlock, DartSummary, McSummary } from "./Evaluator.ts"
 import type { HarmSummary } from "./HarmDrift.ts"
@@ -95,7 +96,7 @@ export const renderReport = (r: ReportInput): string => {
     charts.push(barChart("CtxtAware per benchmark, 95% scenario-clustered bootstrap CI", cats, series((b) => b.ctxtaware)))
   }
   if (r.harm !== undefined && r.harm.audits.length > 0) {
-    const sev = ["mild", "moderate", "severe", "extreme"] as const
+    const sev = severities
     // Round the axis up to a multiple of 4 so the quarter ticks are whole counts.
     const max = 4 * Math.ceil(Math.max(1, ...r.harm.audits.flatMap((a) => sev.map((k) => a.by_severity[k]))) / 4)
     charts.push(barChart("Harm-drift cases by severity", [...sev],

@@ -1,4 +1,4 @@
-import { Effect, Schema } from "effect"
+import { Effect, Schema, type Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { randomBytes } from "node:crypto"
@@ -117,6 +117,13 @@ export const readAnswer = (fd: number, index: AnswerIndex, i: number): AnswerRow
   return JSON.parse(scratch.toString("utf8", 0, n)) as AnswerRow
 }
 let scratch = Buffer.allocUnsafe(64 * 1024)
+
+/** `readAnswer` on `file`, kept open for the scope; with no file nothing is indexed, so nothing is read. */
+export const answerReader = (file: string, index: AnswerIndex): Effect.Effect<(i: number) => AnswerRow, RunStoreError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.try({ try: () => (fs.existsSync(file) ? fs.openSync(file, "r") : -1), catch: ioError(file, "open") }),
+    (fd) => Effect.sync(() => fd >= 0 && fs.closeSync(fd))
+  ).pipe(Effect.map((fd) => (i: number) => readAnswer(fd, index, i)))
 
 /**
  * Writes `file` from a generator of lines, streamed through a temp file and renamed into place

@@ -1,30 +1,34 @@
 import { Console, Context, Effect, Layer, Schema } from "effect"
-import * as fs from "node:fs/promises"
-import * as path from "node:path"
 import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeResponseFormat, judgeRetryMessages, judgeStructuredSchema, JudgeVerdict } from "../audit/JudgePrompt.ts"
-import type { Severity } from "../audit/RegressionPool.ts"
 import { decide, type JudgeMode, needsJudge } from "../audit/Routing.ts"
-import { type JudgeRecord, type PairScore, ScoreRow } from "../audit/ScoreRow.ts"
-import { maxSeverity, severityOf, type SeverityOrNone, type SeverityThresholds } from "../audit/Severity.ts"
+import { type JudgeRecord, ScoreRow } from "../audit/ScoreRow.ts"
+import type { SeverityThresholds } from "../audit/Severity.ts"
+import { PredictionRow } from "../contracts/PredictionRow.ts"
+import type { AuditSummary } from "../contracts/AuditSummary.ts"
+import type { ChatMessage } from "../domain/ChatMessage.ts"
+import { type Label, labelOf } from "../domain/Label.ts"
+import { type Severity, severities } from "../domain/Severity.ts"
+import { matrixTexts, scoreMatrix } from "../audit/SeverityMatrix.ts"
 import { buildSummary, poolRows } from "../audit/SummaryBuilder.ts"
-import { canonicalJson, hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
+import { hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
 import { reportProgress } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { NormalizedItemSchema, splits } from "../datasets/BenchmarkItem.ts"
 import { analysisOf, parseConclusion } from "../evaluation/ConclusionParser.ts"
-import { PredictionRow } from "../evaluation/PredictionReader.ts"
+import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
 import { decodeJsonLine, forEachLine, LineError, openAppender, readRows } from "../runs/Jsonl.ts"
-import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
-import { type Classifier, ClassifierClient, type ClassifierError, type ClassifierSpec } from "../serving/ClassifierClient.ts"
-import type { ChatMessage } from "../teacher/Prompts.ts"
-import { openLedger } from "../teacher/ResponseLedger.ts"
-import { makeBudgetGate } from "../teacher/Budget.ts"
-import { estimateTokens, providerBaseUrl, TeacherClient, TeacherError } from "../teacher/TeacherClient.ts"
-import { BudgetStop, TeacherIncomplete } from "./TeacherStage.ts"
+import { type Classifier, ClassifierClient, type ClassifierSpec } from "../serving/ClassifierClient.ts"
+import { makePaidRequests } from "../llm/PaidRequests.ts"
+import { openLedger } from "../llm/ResponseLedger.ts"
+import { providerBaseUrl, LlmClient, LlmError } from "../llm/LlmClient.ts"
+import { BudgetStop, checkIdentity, checkName, openStage, RunName, StageIncomplete } from "./StageRun.ts"
 
-export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", { message: Schema.String }) {}
+export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
 
 export interface AuditRequest {
   readonly pairedInput: string
@@ -33,8 +37,12 @@ export interface AuditRequest {
   readonly runName: string
   /** null = classifiers only. */
   readonly judgeMode: Exclude<JudgeMode, "off"> | null
+  /** Every classifier with the `/classify` endpoint that serves it (configured or started: `ServicePlacement.ts`). */
+  readonly classifiers: ReadonlyArray<ClassifierSpec>
+  /** The judge's settings as this audit uses them (provider `vllm` bound to the run's own server). */
+  readonly judge: ExperimentConfig["judge"]
   /** The judge's API, built only when a request is really sent (so a classifier-only audit needs no key). */
-  readonly judgeClient: (judge: ExperimentConfig["judge"]) => Layer.Layer<TeacherClient, TeacherError>
+  readonly judgeClient: (judge: ExperimentConfig["judge"]) => Layer.Layer<LlmClient, LlmError>
   readonly progressEveryMs?: number
   /** Pairs scored and judged together: classifier batches fill across them. */
   readonly chunkSize?: number
@@ -47,7 +55,7 @@ interface Pair {
   readonly key: string
   readonly row: PredictionRow
   readonly question: string
-  readonly gold: "YES" | "NO"
+  readonly gold: Label
   readonly split: string | null
   readonly aText: string
   readonly bText: string
@@ -58,15 +66,25 @@ const readItems = (dir: (rel: string) => string) =>
     const items = new Map<string, { readonly question: string; readonly split: string }>()
     for (const split of splits) {
       const file = dir(`datasets/${split}.jsonl`)
-      const exists = yield* Effect.promise(() => fs.access(file).then(() => true, () => false))
-      if (!exists) continue
+      if (!(yield* fileExists(file))) continue
       for (const r of yield* readRows(file, NormalizedItemSchema)) items.set(r.id, { question: r.question, split: r.split })
     }
     return items
   })
 
-const QuestionFields = Schema.Struct({ question: Schema.optionalKey(Schema.String), split: Schema.optionalKey(Schema.String) })
-const decodePrediction = Schema.decodeUnknownResult(Schema.Struct({ ...PredictionRow.fields, ...QuestionFields.fields }))
+const decodePrediction = Schema.decodeUnknownResult(PredictionRow)
+
+/** The classifiers of an audit, checked: unique names, at least one evaluator. */
+export const checkAuditRequest = (config: ExperimentConfig, request: Pick<AuditRequest, "aName" | "bName" | "runName" | "judgeMode">) =>
+  Effect.gen(function*() {
+    yield* checkName(RunName, "--run-name", request.runName)
+    if (request.aName === request.bName) return yield* new AuditError({ message: "--a-name and --b-name must differ" })
+    if (request.judgeMode === null && config.audit.classifiers.length === 0) {
+      return yield* new AuditError({ message: "nothing to audit with: audit.classifiers is empty and the LLM judge is off (--use-llm-judge)" })
+    }
+    const names = config.audit.classifiers.map((c) => c.name)
+    if (new Set(names).size !== names.length) return yield* new AuditError({ message: `audit.classifiers: duplicate names ${JSON.stringify(names)}` })
+  })
 
 /** Original step 5: classifiers on two views, severity bins, the comparative judge, the regression pool. */
 export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: ResolvedConfig, request: AuditRequest) {
@@ -74,37 +92,15 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   const classifierClient = yield* ClassifierClient
   const { config } = resolved
   const audit = config.audit
-  const j = config.judge
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(request.runName)) {
-    return yield* new AuditError({ message: `--run-name "${request.runName}": use letters, digits, '.', '_' or '-'` })
-  }
-  if (request.aName === request.bName) return yield* new AuditError({ message: "--a-name and --b-name must differ" })
+  const j = request.judge
+  yield* checkAuditRequest(config, request)
   const mode: JudgeMode = request.judgeMode ?? "off"
-  if (mode === "off" && audit.classifiers.length === 0) {
-    return yield* new AuditError({ message: "nothing to audit with: audit.classifiers is empty and the LLM judge is off (--use-llm-judge)" })
-  }
-  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
+  const specs = request.classifiers
   const dir = `audit/${request.runName}`
-  const stageName = `audit/${request.runName}`
-  yield* acquireStageLock(run.dir, stageName)
   // Predictions this run wrote are checked against the sizes and hashes the ledger recorded.
-  const relativeInput = path.relative(run.dir, path.resolve(request.pairedInput))
-  if (!relativeInput.startsWith("..")) yield* store.verifyInput(run, relativeInput, { required: false, producer: "`dart infer`" })
-  yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
-
-  // Classifier endpoints: per classifier, else the shared one; never two classifiers on one served model.
-  const specs: Array<ClassifierSpec> = []
-  for (const [i, c] of audit.classifiers.entries()) {
-    const endpoint = c.endpoint ?? config.compute.classifier_endpoint
-    if (endpoint === null || endpoint === undefined) {
-      return yield* new AuditError({
-        message: `audit.classifiers[${i}] ("${c.name}"): no endpoint; set audit.classifiers[${i}].endpoint or compute.classifier_endpoint to its vLLM /classify server`
-      })
-    }
-    specs.push({ name: c.name, model: c.model, label: c.label, max_tokens: c.max_tokens, endpoint, activation: c.activation ?? "softmax", id2label: c.id2label })
-  }
-  const names = specs.map((s) => s.name)
-  if (new Set(names).size !== names.length) return yield* new AuditError({ message: `audit.classifiers: duplicate names ${JSON.stringify(names)}` })
+  const stage = yield* openStage({ config, stage: dir, inputs: [{ path: request.pairedInput, required: false, producer: "`dart infer`" }] })
+  const { run } = stage
+  yield* makeDirectories([run.file(dir)])
 
   const thresholds: SeverityThresholds = {
     mild_delta: audit.mild_delta,
@@ -114,9 +110,13 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     abs_floors: audit.abs_floors
   }
   const judgeIdentity = { provider: j.provider, base_url: providerBaseUrl(j) ?? null, model: j.model, temperature: j.temperature, max_tokens: j.max_tokens, seed: j.seed, prompt_version: JUDGE_PROMPT_VERSION }
+  const inputSha = yield* Effect.tryPromise({
+    try: () => sha256File(request.pairedInput),
+    catch: (cause) => new AuditError({ message: `${request.pairedInput}: cannot read the paired predictions`, cause })
+  })
   // A rerun continues only with the same settings: scores.jsonl rows were decided under them.
   const settings = {
-    paired_input_sha256: (yield* Effect.promise(() => sha256File(request.pairedInput).catch(() => undefined)))?.sha256,
+    paired_input_sha256: inputSha.sha256,
     a_name: request.aName,
     b_name: request.bName,
     views: audit.views,
@@ -126,19 +126,17 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     mode,
     judge: mode === "off" ? null : judgeIdentity
   }
-  if (settings.paired_input_sha256 === undefined) return yield* new AuditError({ message: `${request.pairedInput}: cannot read the paired predictions` })
   const settingsText = `${JSON.stringify(settings, null, 2)}\n`
   const previous = yield* store.readText(run, `${dir}/settings.json`)
-  if (previous !== undefined && canonicalJson(JSON.parse(previous)) !== canonicalJson(settings)) {
-    const before = JSON.parse(previous) as Record<string, unknown>
-    const differ = Object.keys(settings).filter((k) => canonicalJson(before[k]) !== canonicalJson((settings as Record<string, unknown>)[k]))
-    return yield* new AuditError({
-      message: `${run.file(`${dir}/settings.json`)}: this audit was started with different settings (${differ.join(", ")}); ` +
-        "use another --run-name, or delete that folder to start over"
-    })
-  }
+  yield* checkIdentity({
+    file: run.file(`${dir}/settings.json`),
+    what: "this audit",
+    recorded: previous === undefined ? undefined : JSON.parse(previous),
+    current: settings,
+    advice: "use another --run-name, or delete that folder to start over"
+  })
 
-  // The paired rows, with each item's question and split from the run's datasets when the rows lack them.
+  // The paired rows; rows written before they carried the question (and files from elsewhere) take it from the run's datasets.
   const readStarted = Date.now()
   const items = yield* readItems(run.file)
   const pairs: Array<Pair> = []
@@ -158,22 +156,18 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     const item = items.get(row.id)
     const question = row.question ?? item?.question
     if (question === undefined) throw new LineError(`item ${row.id} has no question: not in the row and not in this run's datasets/`)
-    const gold = row.condition === "neq" ? "YES" : "NO"
+    const gold = labelOf(row.condition)
     if (row.gold_label !== undefined && row.gold_label !== gold) throw new LineError(`gold_label ${row.gold_label} contradicts condition ${row.condition}`)
     pairs.push({ key, row, question, gold, split: row.split ?? item?.split ?? null, aText: a.text, bText: b.text })
-  }).pipe(Effect.mapError((e) => new AuditError({ message: e.message })))
+  }).pipe(Effect.mapError((e) => new AuditError({ message: e.message, cause: e })))
 
   const scoresFile = run.file(`${dir}/scores.jsonl`)
   const done = new Set<string>()
-  const scoresExist = yield* Effect.promise(() => fs.access(scoresFile).then(() => true, () => false))
-  if (scoresExist) for (const r of yield* readRows(scoresFile, Schema.Struct({ key: Schema.String }))) done.add(r.key)
+  if (yield* fileExists(scoresFile)) for (const r of yield* readRows(scoresFile, Schema.Struct({ key: Schema.String }))) done.add(r.key)
   const pending = pairs.filter((p) => !done.has(p.key))
   const readSeconds = (Date.now() - readStarted) / 1000
   if (previous === undefined) yield* store.writeFile(run, `${dir}/settings.json`, settingsText)
   const inputsHash = hashJson(settings)
-  yield* store.stageStarted(run, `audit/${request.runName}`, inputsHash)
-
-  const cost = (prompt: number, completion: number) => (prompt * j.prices.input_per_mtok + completion * j.prices.output_per_mtok) / 1e6
   // A constraint changes the replies, so it is part of the hash; unconstrained audits keep their hashes.
   const identityText = JSON.stringify([judgeIdentity.provider, judgeIdentity.base_url, j.model, j.temperature, j.max_tokens, j.seed, JUDGE_PROMPT_VERSION,
     ...(j.constrain === null ? [] : [j.constrain])])
@@ -185,12 +179,12 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
     sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
 
-  return yield* store.guard(run, stageName, Effect.scoped(Effect.gen(function*() {
+  return yield* stage.begin(inputsHash, Effect.scoped(Effect.gen(function*() {
     const classifiers: Array<Classifier> = yield* Effect.forEach(specs, (s) =>
       classifierClient.open(s, { batchSize: audit.classifier_batch_size, concurrency: audit.classifier_concurrency }))
     const ledger = mode === "off" ? undefined : yield* openLedger(run.file(`${dir}/judge_responses.jsonl`))
     const judgeNeeded = mode !== "off" && pending.length > 0
-    const client = judgeNeeded ? Context.get(yield* Layer.build(request.judgeClient(j)), TeacherClient) : undefined
+    const client = judgeNeeded ? Context.get(yield* Layer.build(request.judgeClient(j)), LlmClient) : undefined
     const scores = yield* openAppender(scoresFile)
     const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
 
@@ -198,8 +192,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     const judgeRun = { requests: 0, replayed: 0, bad_replies: 0, budget_skipped: 0, tokens: 0, cost_usd: 0 }
     // Busy time per phase, summed over chunks (two chunks overlap, so the sum can exceed the wall time).
     const timings = { read_s: readSeconds, classify_busy_s: 0, judge_and_write_busy_s: 0, finalize_s: 0, total_s: 0 }
-    let budgetHit = false
-    const gate = yield* makeBudgetGate({ maxTokens: j.budget.max_tokens, maxUsd: j.budget.max_usd })
+    const paid = ledger === undefined ? undefined : yield* makePaidRequests({ ledger, budget: j.budget, prices: j.prices, maxTokens: j.max_tokens })
     const written: Array<ScoreRow> = []
     const finalLine = yield* reportProgress("audit", state, () => "", request.progressEveryMs ?? 5000)
 
@@ -207,33 +200,15 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     const ask = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
       Effect.gen(function*() {
         const key = requestKey(messages, attempt)
-        const recorded = ledger!.get(key)
-        if (recorded !== undefined) {
-          judgeRun.replayed++
-          return { key, content: recorded.content, model: recorded.model }
-        }
-        // Reserve what this request may cost before it is sent and settle with the real usage after, so the
-        // cap is crossed by at most the requests already on the wire.
-        const promptEstimate = messages.reduce((n, m) => n + estimateTokens(m.content), 0)
-        const c = budgetHit ? undefined : yield* gate.spend(
-          { tokens: promptEstimate + j.max_tokens, usd: cost(promptEstimate, j.max_tokens) },
-          Effect.suspend(() => {
-            judgeRun.requests++
-            return client!.complete({ messages, key, ...constraint })
-          }),
-          (done) => ({ tokens: done.promptTokens + done.completionTokens, usd: cost(done.promptTokens, done.completionTokens) })
-        )
-        if (c === undefined) {
-          budgetHit = true
-          return yield* new BudgetStop({ message: "judge budget reached" })
-        }
-        state.tokens += c.promptTokens + c.completionTokens
-        state.costUsd += cost(c.promptTokens, c.completionTokens)
-        judgeRun.tokens += c.promptTokens + c.completionTokens
-        judgeRun.cost_usd += cost(c.promptTokens, c.completionTokens)
+        const reply = yield* paid!.ask(key, messages, client!.complete({ messages, key, ...constraint }))
+        if (reply === undefined) return yield* new BudgetStop({ message: "judge budget reached" })
         // Durable before it is used: a kill after this point never pays for this reply again.
-        yield* ledger!.record({ key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model })
-        return { key, content: c.content, model: c.model }
+        yield* reply.durable
+        state.tokens = judgeRun.tokens = paid!.stats.tokens
+        state.costUsd = judgeRun.cost_usd = paid!.stats.costUsd
+        judgeRun.requests = paid!.stats.requests
+        judgeRun.replayed = paid!.stats.replayed
+        return { key, content: reply.record.content, model: reply.record.model }
       })
 
     const decodeVerdict = Schema.decodeUnknownResult(JudgeVerdict)
@@ -281,28 +256,12 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
       Effect.gen(function*() {
         // Classifiers: every text of the chunk in one call per classifier (batched and windowed by the client).
         const t0 = Date.now()
-        const texts: Array<string> = []
-        for (const p of chunk) for (const v of views) texts.push(textOf(p.aText, v), textOf(p.bText, v))
+        const texts = matrixTexts(chunk, views, textOf)
         const perClassifier = yield* Effect.forEach(classifiers, (c) => c.score(texts), { concurrency: "unbounded" })
         timings.classify_busy_s += (Date.now() - t0) / 1000
         const t1 = Date.now()
-        const scored = chunk.map((p, i) => {
-          const byView: Record<string, Record<string, PairScore>> = {}
-          let sev: SeverityOrNone = "none"
-          views.forEach((v, vi) => {
-            const byClf: Record<string, PairScore> = {}
-            classifiers.forEach((c, ci) => {
-              const a = perClassifier[ci]![(i * views.length + vi) * 2]!
-              const b = perClassifier[ci]![(i * views.length + vi) * 2 + 1]!
-              const delta = b.score - a.score
-              const severity = severityOf(delta, b.score, thresholds)
-              sev = maxSeverity(sev, severity)
-              byClf[c.spec.name] = { a: a.score, b: b.score, delta, severity, windows_a: a.windows, windows_b: b.windows }
-            })
-            byView[v] = byClf
-          })
-          return { p, byView, sev }
-        })
+        const matrix = scoreMatrix(chunk.length, views, classifiers.map((c) => c.spec.name), perClassifier, thresholds)
+        const scored = chunk.map((p, i) => ({ p, byView: matrix[i]!.byView, sev: matrix[i]!.severity }))
         yield* Effect.forEach(scored, ({ p, byView, sev }) =>
           Effect.gen(function*() {
             const judge = needsJudge(mode, sev, audit.min_severity) ? yield* judgePair(p) : null
@@ -333,7 +292,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
             written.push(row)
             state.done++
           }).pipe(
-            Effect.catchTag("TeacherError", (e: TeacherError) =>
+            Effect.catchTag("LlmError", (e: LlmError) =>
               Effect.gen(function*() {
                 state.failed++
                 yield* failures.append([{ key: p.key, reason: e.reason }])
@@ -381,16 +340,17 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
         judge: mode === "off" ? null : { ...judgeIdentity, mode }
       },
       judgeRun: { ...judgeRun, seconds: elapsed },
-      input: { file: request.pairedInput, sha256: settings.paired_input_sha256! },
+      input: { file: request.pairedInput, sha256: settings.paired_input_sha256 },
       allowTestRepair: audit.allow_test_repair
     })
     const complete = rows.length === pairs.length
+    const budgetHit = paid?.budgetReached() ?? false
     timings.finalize_s = (Date.now() - finalizeStarted) / 1000
     timings.total_s = timings.read_s + elapsed + timings.finalize_s
     const poolOut = yield* store.writeFile(run, `${dir}/regression_pool.jsonl`, pool.map((r) => `${JSON.stringify(r)}\n`).join(""))
-    const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify({ ...summary, complete, timings }, null, 2)}\n`)
+    const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify({ ...summary, complete, timings } satisfies AuditSummary, null, 2)}\n`)
     const scoresOut = yield* store.describeFile(run, `${dir}/scores.jsonl`)
-    yield* store.stageFinished(run, `audit/${request.runName}`, {
+    yield* stage.finish({
       status: complete ? "done" : budgetHit ? "stopped" : "failed",
       outputs: [poolOut, summaryOut, ...(scoresOut === undefined ? [] : [scoresOut])],
       ...(complete ? {} : { error: budgetHit ? "judge budget reached" : `${pairs.length - rows.length} pairs not done` })
@@ -403,16 +363,10 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     }
     yield* Console.log(
       `audit ${request.runName}: ${rows.length}/${pairs.length} pairs, ${pool.length} regressions ` +
-        `(${["mild", "moderate", "severe", "extreme"].map((s) => `${s} ${summary.regressions.by_severity[s as Severity]}`).join(", ")}), mode ${mode}` +
+        `(${severities.map((s) => `${s} ${summary.regressions.by_severity[s]}`).join(", ")}), mode ${mode}` +
         (mode === "off" ? "" : `; judge: ${judgeRun.requests} requests, ${judgeRun.replayed} replayed from the ledger, ${summary.judge?.failures ?? 0} failures, $${judgeRun.cost_usd.toFixed(4)} this run`)
     )
     if (budgetHit) return yield* new BudgetStop({ message: `judge budget reached (${JSON.stringify(j.budget)}): ${pairs.length - rows.length} pairs left; run again (with a larger budget) to resume` })
-    if (!complete) return yield* new TeacherIncomplete({ message: `${pairs.length - rows.length} pairs not done (judge request failures, see ${dir}/failures.jsonl); run again to retry them` })
+    if (!complete) return yield* new StageIncomplete({ message: `${pairs.length - rows.length} pairs not done (judge request failures, see ${dir}/failures.jsonl); run again to retry them` })
   })))
-}, Effect.mapError((e) =>
-  e._tag === "RunStoreError" || e._tag === "NoSuchRunError" || e._tag === "ClassifierError"
-    ? new AuditError({ message: e.message })
-    : e
-), Effect.scoped)
-
-export type { ClassifierError }
+}, Effect.scoped)

@@ -1,9 +1,8 @@
 import { Console, Effect, Schema } from "effect"
 import * as fs from "node:fs/promises"
-import * as path from "node:path"
-import { AuditSummary } from "../audit/AuditSummary.ts"
+import { AuditSummary } from "../contracts/AuditSummary.ts"
 import { hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
-import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/SchemaIssueText.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { type EvaluationOptions, evaluateDart, evaluateMc } from "../evaluation/Evaluator.ts"
 import { harmSummary } from "../evaluation/HarmDrift.ts"
@@ -11,11 +10,13 @@ import { readPredictions } from "../evaluation/PredictionReader.ts"
 import { renderReport } from "../evaluation/Report.ts"
 import { dartTable, harmTable, mcTable, type Table, toCsv, toLatex, toMarkdown } from "../evaluation/Tables.ts"
 import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
-import { acquireStageLock } from "../runs/RunLock.ts"
+import { makeDirectories } from "../runs/AtomicFile.ts"
 import { RunStore } from "../runs/RunStore.ts"
+import { checkName, openStage, RunName } from "./StageRun.ts"
 
 export class EvaluateError extends Schema.TaggedError<EvaluateError>()("EvaluateError", {
-  message: Schema.String
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
 export interface EvaluateRequest {
@@ -34,7 +35,7 @@ const readAudit = (file: string) =>
   Effect.gen(function*() {
     const text = yield* Effect.tryPromise({
       try: () => fs.readFile(file, "utf8"),
-      catch: (e) => new EvaluateError({ message: `${file}: cannot read audit summary (${(e as Error).message})` })
+      catch: (e) => new EvaluateError({ message: `${file}: cannot read audit summary (${(e as Error).message})`, cause: e })
     })
     let json: unknown
     try {
@@ -57,20 +58,16 @@ export const runEvaluate = (resolved: ResolvedConfig, request: EvaluateRequest) 
 const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedConfig, request: EvaluateRequest) {
   const store = yield* RunStore
   const { config } = resolved
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(request.runName)) {
-    return yield* new EvaluateError({ message: `--run-name "${request.runName}": use letters, digits, '.', '_' or '-'` })
-  }
+  yield* checkName(RunName, "--run-name", request.runName)
   if (request.bName === request.aName) return yield* new EvaluateError({ message: "--a-name and --b-name must differ" })
-  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
-  const stage = `evaluate/${request.runName}`
-  yield* acquireStageLock(run.dir, stage)
   // Predictions and audits from this run must be what their stages recorded.
-  for (const file of [request.predFile, ...request.audits]) {
-    const abs = path.resolve(file)
-    if (abs.startsWith(`${run.dir}${path.sep}`)) {
-      yield* store.verifyInput(run, path.relative(run.dir, abs), { required: false, producer: "the stage that wrote it" })
-    }
-  }
+  const stageRun = yield* openStage({
+    config,
+    stage: `evaluate/${request.runName}`,
+    inputs: [request.predFile, ...request.audits].map((file) => ({ path: file, required: false, producer: "the stage that wrote it" }))
+  })
+  const { run } = stageRun
+  const stage = stageRun.stage
   const models = request.bName === undefined ? [request.aName] : [request.aName, request.bName]
   const options: EvaluationOptions = {
     seed: config.evaluation.seed,
@@ -81,7 +78,7 @@ const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedCo
   }
   const predHash = yield* Effect.tryPromise({
     try: () => sha256File(request.predFile).then((h) => h.sha256),
-    catch: (e) => new EvaluateError({ message: `${request.predFile}: cannot read predictions (${(e as Error).message})` })
+    catch: (e) => new EvaluateError({ message: `${request.predFile}: cannot read predictions (${(e as Error).message})`, cause: e })
   })
   const audits = yield* Effect.forEach(request.audits, readAudit)
   const inputs = {
@@ -98,7 +95,7 @@ const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedCo
     options,
     refusals: config.evaluation.refusals
   })
-  if (yield* store.isUpToDate(run, stage, inputsHash)) {
+  if (yield* stageRun.upToDate(inputsHash)) {
     yield* Console.log(`${run.file(`evaluation/${request.runName}`)} is up to date (nothing written)`)
     return
   }
@@ -120,11 +117,10 @@ const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedCo
 
   const started = Date.now()
   const data = yield* readPredictions(request.predFile, models, { refusals: config.evaluation.refusals }).pipe(
-    Effect.mapError((e) => new EvaluateError({ message: e.message }))
+    Effect.mapError((e) => new EvaluateError({ message: e.message, cause: e }))
   )
   if (data.rows === 0) return yield* new EvaluateError({ message: `${request.predFile}: no prediction rows` })
-  yield* store.stageStarted(run, stage, inputsHash)
-  const { notes, tables, dir } = yield* store.guard(run, stage, Effect.gen(function*() {
+  const { notes, tables, dir } = yield* stageRun.begin(inputsHash, Effect.gen(function*() {
     const summary = data.task === "dart" ? evaluateDart(data, options) : evaluateMc(data, options)
     const harm = audits.length > 0 ? harmSummary(audits) : undefined
 
@@ -141,7 +137,7 @@ const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedCo
         predictions: { file: request.predFile, sha256: predHash, rows: data.rows, scored_samples_only: data.task === "mc" ? 0 : null },
         options,
         refusals: config.evaluation.refusals,
-        parser: data.task === "dart" ? "dart-protocol §3 (first Conclusion: YES|NO before the first triple newline)" : "diffaware-spec §4 port",
+        parser: data.task === "dart" ? "docs/protocol.md §3 (first Conclusion: YES|NO before the first triple newline)" : "docs/diffaware-spec.md §4 port",
         notes,
         inputs
       }
@@ -154,9 +150,9 @@ const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedCo
       [`${dir}/report.html`, renderReport({ runName: request.runName, expId: config.run.exp_id, predFile: request.predFile, summary, harm, tables, notes })]
     ]
     yield* store.create(run)
-    yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
+    yield* makeDirectories([run.file(dir)])
     const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
-    yield* store.stageFinished(run, stage, { status: "done", outputs })
+    yield* stageRun.finish({ status: "done", outputs })
     return { notes, tables, dir }
   }))
   for (const n of notes) yield* Console.error(`warning: ${n}`)

@@ -1,48 +1,24 @@
 import { Schema } from "effect"
-import { describeIssue, flattenIssue } from "../common/IssuePaths.ts"
+import { describeIssue, flattenIssue } from "../common/SchemaIssueText.ts"
+import { DartEvaluationSummary, type DartModelBlock, type PairedBlock } from "../contracts/EvaluationSummary.ts"
 import { mcnemarExact, stars } from "../evaluation/Statistics.ts"
 
 /**
  * The final headline of `dart run` (pure): M0, DART and DART_H side by side — accuracy,
  * equal-treatment accuracy, predicted-YES rate, parse-OK rate, harm-drift cases and their
- * reduction, with significance — from the evaluations' `summary.json` files (ARCHITECTURE.md).
+ * reduction, with significance — from the evaluations' `summary.json` files (docs/architecture.md).
  */
 
-const Num = Schema.NullOr(Schema.Number)
-const Interval = Schema.Struct({ estimate: Num, ci_low: Num, ci_high: Num })
-
-const ModelBlock = Schema.Struct({
-  n: Schema.Number,
-  accuracy: Num,
-  equal_accuracy: Num,
-  pred_yes_rate: Num,
-  parse_ok_rate: Num
-})
-const PairedBlock = Schema.Struct({
-  accuracy_diff: Interval,
-  mcnemar: Schema.Struct({ b01: Schema.Number, b10: Schema.Number, p_value: Schema.Number })
-})
-const HarmAudit = Schema.Struct({ run_name: Schema.String, a_name: Schema.String, b_name: Schema.String, n_pairs: Schema.Number, cases: Schema.Number })
-
-/** The parts of an evaluation summary the headline reads; the file holds much more. */
-export const HeadlineSource = Schema.Struct({
-  task: Schema.Literal("dart"),
-  models: Schema.Array(Schema.String),
-  overall: Schema.Record(Schema.String, Schema.Unknown),
-  harm: Schema.optionalKey(Schema.Struct({
-    audits: Schema.Array(HarmAudit),
-    reductions: Schema.Array(Schema.Struct({ from: Schema.String, to: Schema.String, relative_change: Num }))
-  }))
-})
-export type HeadlineSource = typeof HeadlineSource.Type
+/** An evaluation summary of task dart: the headline reads the models' overall blocks and the harm audits. */
+export type HeadlineSource = DartEvaluationSummary
 
 export class HeadlineError extends Error {
   override readonly name = "HeadlineError"
 }
 
-const decodeSource = Schema.decodeUnknownResult(HeadlineSource)
-const decodeModel = Schema.decodeUnknownResult(ModelBlock)
-const decodePaired = Schema.decodeUnknownResult(PairedBlock)
+const decodeSource = Schema.decodeUnknownResult(DartEvaluationSummary)
+const isModelBlock = (b: DartModelBlock | PairedBlock | undefined): b is DartModelBlock => b !== undefined && "n" in b
+const isPairedBlock = (b: DartModelBlock | PairedBlock | undefined): b is PairedBlock => b !== undefined && "mcnemar" in b
 
 /** Decodes one summary.json text, naming the file and the field on failure. */
 export const parseHeadlineSource = (file: string, text: string): HeadlineSource => {
@@ -96,15 +72,15 @@ export const buildHeadline = (sources: ReadonlyArray<{ readonly file: string; re
   const rows = models.map((model): HeadlineRow => {
     const holder = sources.find((s) => s.summary.models.includes(model))
     if (holder === undefined) throw new HeadlineError(`no evaluation summary has model ${model} (read: ${sources.map((s) => s.file).join(", ")})`)
-    const block = decodeModel(holder.summary.overall[model])
-    if (block._tag === "Failure") throw new HeadlineError(`${holder.file}: overall.${model} lacks the decision metrics`)
+    const block = holder.summary.overall[model]
+    if (!isModelBlock(block)) throw new HeadlineError(`${holder.file}: overall.${model} lacks the decision metrics`)
     let vs: HeadlineRow["vs_baseline"] = null
     if (model !== baseline) {
       const pairing = sources.find((s) => s.summary.models.length === 2 && s.summary.models[0] === baseline && s.summary.models[1] === model)
       if (pairing !== undefined) {
-        const p = decodePaired(pairing.summary.overall.paired)
-        if (p._tag === "Failure") throw new HeadlineError(`${pairing.file}: overall.paired lacks accuracy_diff / mcnemar`)
-        vs = { accuracy_diff: p.success.accuracy_diff.estimate, ci_low: p.success.accuracy_diff.ci_low, ci_high: p.success.accuracy_diff.ci_high, p_value: p.success.mcnemar.p_value }
+        const p = pairing.summary.overall.paired
+        if (!isPairedBlock(p)) throw new HeadlineError(`${pairing.file}: overall.paired lacks accuracy_diff / mcnemar`)
+        vs = { accuracy_diff: p.accuracy_diff.estimate, ci_low: p.accuracy_diff.ci_low, ci_high: p.accuracy_diff.ci_high, p_value: p.mcnemar.p_value }
       }
     }
     const audit = harmOf(model)
@@ -118,11 +94,11 @@ export const buildHeadline = (sources: ReadonlyArray<{ readonly file: string; re
     }
     return {
       model,
-      n: block.success.n,
-      accuracy: block.success.accuracy,
-      equal_accuracy: block.success.equal_accuracy,
-      pred_yes_rate: block.success.pred_yes_rate,
-      parse_ok_rate: block.success.parse_ok_rate,
+      n: block.n,
+      accuracy: block.accuracy,
+      equal_accuracy: block.equal_accuracy,
+      pred_yes_rate: block.pred_yes_rate,
+      parse_ok_rate: block.parse_ok_rate,
       vs_baseline: vs,
       harm: audit === undefined ? null : { cases: audit.cases, n_pairs: audit.n_pairs },
       harm_change: change

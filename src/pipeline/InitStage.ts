@@ -1,19 +1,19 @@
 import { Clock, Console, Effect, Schema } from "effect"
 import { hashJson } from "../common/Hashing.ts"
 import { gitCommit, toolVersion } from "../common/Version.ts"
-import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import { CONFIG_SNAPSHOT, type ResolvedConfig } from "../config/ConfigLoader.ts"
 import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
-import { goldLabel, type NormalizedItem, type Split, splits, type SuiteRow } from "../datasets/BenchmarkItem.ts"
+import { labelOf } from "../domain/Label.ts"
+import { type NormalizedItem, type Split, splits, type SuiteRow } from "../datasets/BenchmarkItem.ts"
 import { loadSuite } from "../datasets/BenchmarkSuite.ts"
 import { countSplits, splitItems } from "../datasets/Splits.ts"
-import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
+import { openStage } from "./StageRun.ts"
 
 export class RunConflictError extends Schema.TaggedError<RunConflictError>()("RunConflictError", {
   message: Schema.String
 }) {}
 
-export const CONFIG_SNAPSHOT = "configs/config.json"
 export const DATASET_MANIFEST = "datasets/manifest.json"
 export const splitFile = (split: Split) => `datasets/${split}.jsonl`
 
@@ -30,7 +30,7 @@ const normalize = (r: SuiteRow, split: Split): NormalizedItem => ({
   index: r.index,
   question: r.question,
   answer: r.answer,
-  gold_label: goldLabel(r.condition),
+  gold_label: labelOf(r.condition),
   scenario: r.scenario,
   marginalized_choice: r.marginalized_choice,
   split
@@ -45,10 +45,10 @@ export const runInit = (resolved: ResolvedConfig) => Effect.scoped(initIn(resolv
 const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
   const store = yield* RunStore
   const { config } = resolved
-  const run = store.handle(config.run.runs_dir, config.run.exp_id)
-  const configText = `${JSON.stringify(resolved.json, null, 2)}\n`
   // One init per run at a time; taking the lock also sweeps temp files a killed init left.
-  yield* acquireStageLock(run.dir, "init")
+  const stage = yield* openStage({ config, stage: "init", createsRun: true })
+  const { run } = stage
+  const configText = `${JSON.stringify(resolved.json, null, 2)}\n`
 
   const existing = yield* store.readManifest(run)
   if (existing !== undefined) {
@@ -101,7 +101,7 @@ const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
   }, null, 2)}\n`])
 
   const inputsHash = hashJson({ config: resolved.hash, sources: suite.sources.map((s) => s.sha256) })
-  if (existing !== undefined && (yield* store.isUpToDate(run, "init", inputsHash))) {
+  if (existing !== undefined && (yield* stage.upToDate(inputsHash))) {
     return { dir: run.dir, upToDate: true, totals } satisfies InitResult
   }
 
@@ -119,10 +119,9 @@ const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
       stages: {}
     })
   }
-  yield* store.stageStarted(run, "init", inputsHash)
-  yield* store.guard(run, "init", Effect.gen(function*() {
+  yield* stage.begin(inputsHash, Effect.gen(function*() {
     const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
-    yield* store.stageFinished(run, "init", { status: "done", outputs })
+    yield* stage.finish({ status: "done", outputs })
   }))
   yield* Console.log(renderCounts(counts, totals))
   return { dir: run.dir, upToDate: false, totals } satisfies InitResult

@@ -69,11 +69,11 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
   // One probe per host, whatever number of services it carries.
   const hosts = new Map<string, { host: HostConfig; images: Set<string>; gpu: boolean }>()
   for (const s of plan.services) {
-    if (s.endpoint !== null) {
-      const r = yield* probes.endpoint(s.service, s.endpoint).pipe(Effect.result)
-      checks.push({ name: `${s.service} endpoint`, ok: r._tag === "Success", detail: r._tag === "Success" ? `${s.endpoint} answers` : r.failure.message })
-      continue
+    for (const endpoint of s.endpoints) {
+      const r = yield* probes.endpoint(s.service, endpoint).pipe(Effect.result)
+      checks.push({ name: `${s.service} endpoint`, ok: r._tag === "Success", detail: r._tag === "Success" ? `${endpoint} answers` : r.failure.message })
     }
+    if (!s.starts) continue
     if (s.host === null) {
       checks.push({ name: `${s.service} host`, ok: false, detail: `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` })
       continue
@@ -197,7 +197,7 @@ export const localProbes = (timeoutMs = 3000): ComputeProbes => ({
         return Effect.sync(() => socket.destroy())
       })
       : Effect.tryPromise({
-        // /health is unauthenticated on vLLM (serving.md §1.3), so no key is needed to probe it.
+        // /health is unauthenticated on vLLM (docs/serving.md §1.3), so no key is needed to probe it.
         try: (signal) => fetch(`${address.replace(/\/+$/, "").replace(/\/v1$/, "")}/health`, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) }),
         catch: (e) => new ProbeFailure({ message: `${service} ${address}: ${e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e)}` })
       }).pipe(Effect.flatMap((r) => r.ok ? Effect.void : Effect.fail(new ProbeFailure({ message: `${service} ${address}/health answered HTTP ${r.status}` }))))

@@ -1,10 +1,11 @@
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { StageRecord } from "../runs/Manifest.ts"
-import type { Recipe, Severity } from "../training/TrainingSet.ts"
+import type { Severity } from "../domain/Severity.ts"
+import type { Recipe } from "../training/TrainingSet.ts"
 
 /**
  * The stage graph of `dart run` (pure): which stages exist, in which order, what request each
- * driver gets (the same a user would type as the CLI step of ARCHITECTURE.md), and what the
+ * driver gets (the same a user would type as the CLI step of docs/architecture.md), and what the
  * stage ledger says about each one now.
  */
 
@@ -246,7 +247,7 @@ export const buildRunGraph = (config: ExperimentConfig): RunGraph => {
   const warnings = split === "test"
     ? [
       "audit.split is \"test\": this reproduces the original's order exactly, so DART_H is trained on repairs of TEST items " +
-      "and then evaluated on those same items (dart-protocol.md §9 B3); its test scores are not a held-out measurement. " +
+      "and then evaluated on those same items (docs/protocol.md §9 B3); its test scores are not a held-out measurement. " +
       "Use audit.split \"val\" (the default) for a clean evaluation."
     ]
     : []

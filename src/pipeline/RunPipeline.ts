@@ -1,47 +1,39 @@
 import { Console, Context, Effect, Layer, Runtime, Schema, Scope } from "effect"
 import * as fs from "node:fs/promises"
-import { RegressionPoolRow } from "../audit/RegressionPool.ts"
+import { RegressionPoolRow } from "../contracts/RegressionPoolRow.ts"
+import { TeacherOutputKey } from "../contracts/TeacherOutput.ts"
+import { type Label, labelOf } from "../domain/Label.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { NormalizedItemSchema, type Split, splits } from "../datasets/BenchmarkItem.ts"
 import { loadSuite } from "../datasets/BenchmarkSuite.ts"
 import { splitItems } from "../datasets/Splits.ts"
+import { fileExists } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
 import { type RunHandle, RunStore } from "../runs/RunStore.ts"
+import type { ClassifierSpec } from "../serving/ClassifierClient.ts"
 import { distillMessages, repairMessages } from "../teacher/Prompts.ts"
-import { TeacherClient } from "../teacher/TeacherClient.ts"
-import { runTeacher } from "./TeacherStage.ts"
-import { runTrain } from "./TrainStage.ts"
-import { ClassifierClient } from "../serving/ClassifierClient.ts"
-import { runAudit } from "./AuditStage.ts"
-import { runEvaluate } from "./EvaluateStage.ts"
-import { runInfer } from "./InferStage.ts"
-import { openClassifierEndpoints, openVllmServers, type VllmAccess, withClassifierEndpoints, withVllmServers } from "./VllmServers.ts"
+import { openClassifiers, openVllmServers, type VllmAccess } from "./VllmServers.ts"
 import { Compute } from "../compute/Compute.ts"
 import type { ComputeError } from "../compute/ComputeError.ts"
-import { bindRunServer, isRunServer } from "../config/RunServer.ts"
+import { bindRunServer, isRunServer } from "../config/RunServerBinding.ts"
 import { buildHeadline, type HeadlineSource, parseHeadlineSource, renderHeadline } from "./Headline.ts"
-import { runInit } from "./InitStage.ts"
 import { type ComputeProbes, renderPreflight, runPreflight } from "./Preflight.ts"
 import {
-  type AuditRequest,
   BASE,
   buildRunGraph,
   DART,
   DART_H,
-  type EvaluateRunRequest,
   GraphSelectionError,
-  type InferRequest,
   planGraph,
   type Selection,
   type Stage,
   type StageId,
-  type StageState,
-  type TeacherRunRequest,
-  type TrainRunRequest
+  type StageState
 } from "./RunGraph.ts"
 import { buildRunPlan, type PlanFacts, renderRunPlan, type SplitFacts, type TeacherWork } from "./RunPlan.ts"
+import { type StageDrivers, stageDrivers } from "./Stages.ts"
 
-export class RunError extends Schema.TaggedError<RunError>()("RunError", { message: Schema.String }) {}
+export class RunError extends Schema.TaggedError<RunError>()("RunError", { message: Schema.String, cause: Schema.optionalKey(Schema.Defect()) }) {}
 
 /** Prerequisites are missing (keys, hosts, images, GPUs): nothing was started (exit code 5). */
 export class PrerequisiteError extends Schema.TaggedError<PrerequisiteError>()("PrerequisiteError", { message: Schema.String }) {
@@ -53,100 +45,23 @@ export class SelectionError extends Schema.TaggedError<SelectionError>()("Select
   override readonly [Runtime.errorExitCode] = 2
 }
 
-/**
- * Each stage's driver: the code its own command runs. Paths in the requests are relative to the run
- * directory (`run.file(...)` resolves them). Drivers are idempotent through the ledger: called on a
- * finished stage they redo only what their inputs changed.
- */
-export interface StageDrivers<E, R> {
-  /** Before the first stage (not on a dry run): housekeeping such as removing a killed run's containers. */
-  readonly start?: Effect.Effect<void, E, R>
-  readonly init: (resolved: ResolvedConfig) => Effect.Effect<unknown, E, R>
-  readonly teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
-  readonly train: (resolved: ResolvedConfig, request: TrainRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
-  readonly infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
-  readonly audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
-  readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
-}
-
-const inferOptions = (resolved: ResolvedConfig, request: InferRequest, run: RunHandle, servers: ReadonlyArray<string>) => ({
-  runName: request.runName,
-  arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
-  task: "dart" as const,
-  policy: request.policy,
-  split: request.split,
-  limit: undefined,
-  benchmarks: undefined,
-  servers,
-  constrained: resolved.config.inference.constrained
-})
-
-/** The audit stage on a config whose classifiers all have endpoints. */
-const auditWith = (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
-  runAudit(resolved, {
-    pairedInput: run.file(request.pairedInput),
-    aName: request.aName,
-    bName: request.bName,
-    runName: request.runName,
-    judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null,
-    judgeClient: (settings) => TeacherClient.layer(settings)
-  }).pipe(Effect.provide(ClassifierClient.layer))
-
-/**
- * Every stage's own driver, the same code as its command, each stage with its own servers: the configured endpoints
- * or containers started for that stage (`pipelineDrivers` shares them across a run).
- */
-export const existingDrivers: StageDrivers<Error, RunStore> = {
-  init: (resolved: ResolvedConfig) => runInit(resolved),
-  teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle) =>
-    runTeacher(resolved, {
-      task: request.task,
-      input: request.input === null ? undefined : run.file(request.input),
-      dryRun: false,
-      client: TeacherClient.layer(resolved.config.teacher)
-    }),
-  train: (resolved: ResolvedConfig, request: TrainRunRequest, run: RunHandle) =>
-    runTrain(resolved, {
-      stage: request.stage,
-      adapterName: request.adapterName,
-      recipe: request.recipe,
-      initAdapter: request.initAdapter === null ? undefined : run.file(request.initAdapter),
-      weights: request.weights,
-      epochs: request.epochs ?? undefined
-    }),
-  infer: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle) =>
-    withVllmServers(resolved, run.dir, (servers) => runInfer(resolved, inferOptions(resolved, request, run, servers))),
-  audit: (resolved: ResolvedConfig, request: AuditRequest, run: RunHandle) =>
-    withClassifierEndpoints(resolved, run.dir, (withEndpoints) => auditWith(withEndpoints, request, run)),
-  evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) =>
-    runEvaluate(resolved, {
-      predFile: run.file(request.predFile),
-      runName: request.runName,
-      aName: request.aName,
-      bName: request.bName,
-      audits: request.audits.map((a) => run.file(a))
-    })
-}
-
 /** What `pipelineDrivers` shares and calls: how servers are opened, and the stages' own code. */
 export interface SharedComputeParts {
   readonly openVllm: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<VllmAccess, ComputeError, Scope.Scope>
-  readonly openClassifiers: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ResolvedConfig, ComputeError, Scope.Scope>
+  readonly openClassifiers: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<ClassifierSpec>, ComputeError, Scope.Scope>
   readonly removeOrphans: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<string>, ComputeError>
-  readonly inferOn: (resolved: ResolvedConfig, request: InferRequest, run: RunHandle, access: VllmAccess) => Effect.Effect<unknown, Error, RunStore>
   readonly stages: StageDrivers<Error, RunStore>
 }
 
 export const sharedComputeParts: SharedComputeParts = {
   openVllm: openVllmServers,
-  openClassifiers: openClassifierEndpoints,
+  openClassifiers,
   removeOrphans: (resolved, runDir) =>
     Effect.scoped(Effect.gen(function*() {
       const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
       return yield* compute.removeOrphans()
     })),
-  inferOn: (resolved, request, run, access) => runInfer(resolved, inferOptions(resolved, request, run, access.servers)).pipe(Effect.provide(access.layer)),
-  stages: existingDrivers
+  stages: stageDrivers
 }
 
 /**
@@ -191,11 +106,9 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
     })
     // Provider `vllm` is the run's server: started (or woken) for the stage; a `base_url` given with it is the way to
     // reach that server (a tunnel, a recording proxy), otherwise the teacher and judge talk to it directly.
-    /** The config with provider `vllm` bound to the run's server (started if needed) when `settings` use it. */
-    const bound = (r: ResolvedConfig, settings: { readonly provider: string }) =>
-      isRunServer(settings)
-        ? server.pipe(Effect.map((a) => ({ ...r, config: bindRunServer(r.config, a.servers[0]!) })))
-        : Effect.succeed(r)
+    /** `settings` with provider `vllm` bound to the run's server (started if needed); others as they are. */
+    const bound = <S extends { readonly provider: string; readonly base_url: string | null }>(settings: S) =>
+      isRunServer(settings) ? server.pipe(Effect.map((a) => bindRunServer(settings, a.servers[0]!))) : Effect.succeed(settings)
 
     const drivers: StageDrivers<Error, RunStore> = {
       start: Effect.gen(function*() {
@@ -209,19 +122,18 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
       init: parts.stages.init,
       teacher: (r, request, run) =>
         Effect.gen(function*() {
-          const withServer = yield* bound(r, r.config.teacher)
-          return yield* parts.stages.teacher(withServer, request, run)
+          const teacher = yield* bound(r.config.teacher)
+          return yield* parts.stages.teacher(r, request, run, { teacher })
         }),
       train: (r, request, run) => rest.pipe(Effect.andThen(parts.stages.train(r, request, run))),
-      infer: (r, request, run) => Effect.flatMap(server, (access) => parts.inferOn(r, request, run, access)),
+      infer: (r, request, run) => Effect.flatMap(server, (vllm) => parts.stages.infer(r, request, run, { vllm })),
       audit: (r, request, run) =>
         Effect.gen(function*() {
           const judged = r.config.audit.llm_judge.enabled && isRunServer(r.config.judge)
           if (!judged) yield* rest
-          const withServer = judged ? yield* bound(r, r.config.judge) : r
-          const withEndpoints = yield* classifiers
-          // Every classifier has its endpoint now, so the stage's driver starts nothing of its own.
-          return yield* parts.stages.audit({ ...withServer, config: { ...withServer.config, audit: withEndpoints.config.audit } }, request, run)
+          const judge = judged ? yield* bound(r.config.judge) : r.config.judge
+          // Every classifier is open now, so the stage starts nothing of its own.
+          return yield* parts.stages.audit(r, request, run, { judge, classifiers: yield* classifiers })
         }),
       evaluate: parts.stages.evaluate
     }
@@ -233,14 +145,13 @@ export interface RunOptions {
   readonly selection: Selection
 }
 
-const exists = (file: string) => Effect.promise(() => fs.access(file).then(() => true, () => false))
+const exists = fileExists
 
-const OutputKey = Schema.Struct({ key: Schema.String })
 
 const doneKeys = (file: string) =>
   Effect.gen(function*() {
     if (!(yield* exists(file))) return new Set<string>()
-    return new Set((yield* readRows(file, OutputKey)).map((r) => r.key))
+    return new Set((yield* readRows(file, TeacherOutputKey)).map((r) => r.key))
   })
 
 const chars = (messages: ReadonlyArray<{ readonly content: string }>) => messages.reduce((n, m) => n + m.content.length, 0)
@@ -269,7 +180,7 @@ export const gatherFacts = Effect.fn("RunPipeline.gatherFacts")(function*(resolv
   }
 
   const initDone = manifest?.stages.init?.status === "done" && (states.init?.changedOutputs.length ?? 0) === 0
-  const questions: Record<Split, Array<{ readonly id: string; readonly question: string; readonly gold: "YES" | "NO" }>> = { train: [], val: [], test: [] }
+  const questions: Record<Split, Array<{ readonly id: string; readonly question: string; readonly gold: Label }>> = { train: [], val: [], test: [] }
   if (initDone) {
     for (const s of splits) {
       for (const r of yield* readRows(run.file(`datasets/${s}.jsonl`), NormalizedItemSchema)) questions[s].push({ id: r.id, question: r.question, gold: r.gold_label })
@@ -280,7 +191,7 @@ export const gatherFacts = Effect.fn("RunPipeline.gatherFacts")(function*(resolv
     const split = splitItems(suite.rows, config.datasets.split)
     for (const s of splits) {
       for (const r of split[s].slice(0, config.datasets.limits[s] ?? undefined)) {
-        questions[s].push({ id: r.id, question: r.question, gold: r.condition === "neq" ? "YES" : "NO" })
+        questions[s].push({ id: r.id, question: r.question, gold: labelOf(r.condition) })
       }
     }
   }
@@ -408,7 +319,7 @@ export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions,
     const sources: Array<{ file: string; summary: HeadlineSource }> = []
     for (const rel of [graph.evaluations.main, graph.evaluations.dart]) {
       const file = run.file(rel)
-      const text = yield* Effect.tryPromise({ try: () => fs.readFile(file, "utf8"), catch: (e) => new RunError({ message: `${file}: ${(e as Error).message}` }) })
+      const text = yield* Effect.tryPromise({ try: () => fs.readFile(file, "utf8"), catch: (e) => new RunError({ message: `${file}: ${(e as Error).message}`, cause: e }) })
       sources.push({ file, summary: yield* Effect.try({ try: () => parseHeadlineSource(file, text), catch: (e) => new RunError({ message: (e as Error).message }) }) })
     }
     const headline = yield* Effect.try({ try: () => buildHeadline(sources, [BASE, DART, DART_H]), catch: (e) => new RunError({ message: (e as Error).message }) })

@@ -1,8 +1,9 @@
 import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
-import { isRunServer } from "../config/RunServer.ts"
+import { isRunServer } from "../config/RunServerBinding.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
 import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunGraph.ts"
+import { classifierEndpoint, classifiersToStart, trainerEndpoint, vllmEndpoints } from "./ServicePlacement.ts"
 
 /**
  * The plan `dart run` prints before anything starts (pure): which stages run or are skipped and why,
@@ -12,7 +13,7 @@ import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunG
 
 /** Rough English estimate used everywhere DART projects tokens before asking (as `dart teacher --dry-run`). */
 export const CHARS_PER_TOKEN = 4
-/** Instructions, rules and reply format of the comparative judge prompt (protocol §5), in characters. */
+/** Instructions, rules and reply format of the comparative judge prompt (docs/protocol.md §5), in characters. */
 export const JUDGE_INSTRUCTION_CHARS = 2400
 
 export interface SplitFacts {
@@ -53,10 +54,13 @@ export interface Projection {
 export interface ServicePlacement {
   readonly service: "vllm" | "classifiers" | "trainer"
   readonly what: string
-  /** Null when an already-running endpoint is used. */
+  /** Already-running endpoints the config names (nothing is started for them). */
+  readonly endpoints: ReadonlyArray<string>
+  /** Whether a container must start (for what no endpoint serves); on `host`, null when no host is configured. */
+  readonly starts: boolean
   readonly host: { readonly name: string; readonly docker: string; readonly gpus: "all" | ReadonlyArray<string> } | null
+  /** The image of the container that starts; null when nothing starts. */
   readonly image: string | null
-  readonly endpoint: string | null
   readonly stages: ReadonlyArray<StageId>
 }
 
@@ -84,7 +88,10 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
 }
 
 
-/** Where each service would run: the compute layer starts every service on the first host, with that host's images (GPU or CPU). */
+/**
+ * Where each service would run, decided as the run decides it (`ServicePlacement.ts`): configured endpoints are used
+ * as they are; the compute layer starts the rest on the first host, with that host's images (GPU or CPU).
+ */
 export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): ReadonlyArray<ServicePlacement> => {
   const host = config.compute.hosts[0] ?? null
   const images = host === null
@@ -98,40 +105,25 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
     ...using("infer"),
     ...(isRunServer(config.judge) && config.audit.llm_judge.enabled ? using("audit") : [])
   ].sort((a, b) => stageIds.indexOf(a) - stageIds.indexOf(b))
+  const place = (service: ServicePlacement["service"], what: string, endpoints: ReadonlyArray<string>, starts: boolean, image: string, stages: ReadonlyArray<StageId>) =>
+    out.push({ service, what, endpoints, starts, host: starts ? host : null, image: starts ? image : null, stages })
   if (infer.length > 0) {
-    const endpoint = config.compute.vllm.endpoint
-    out.push({
-      service: "vllm",
-      what: `vLLM: base ${config.model.base} + adapters loaded as they are produced (max ${config.compute.vllm.max_loras} per batch)`,
-      host: endpoint === null ? host : null,
-      image: endpoint === null ? images.vllm : null,
-      endpoint,
-      stages: infer
-    })
+    const endpoints = vllmEndpoints(config)
+    place("vllm", `vLLM: base ${config.model.base} + adapters loaded as they are produced (max ${config.compute.vllm.max_loras} per batch)`,
+      endpoints, endpoints.length === 0, images.vllm, infer)
   }
   const audits = using("audit")
   if (audits.length > 0 && config.audit.classifiers.length > 0) {
-    const endpoint = config.compute.classifier_endpoint
-    out.push({
-      service: "classifiers",
-      what: `classifiers: ${config.audit.classifiers.map((c) => `${c.name} (${c.model}, label ${c.label})`).join(", ")}`,
-      host: endpoint === null ? host : null,
-      image: endpoint === null ? images.vllm : null,
-      endpoint,
-      stages: audits
-    })
+    const endpoints = [...new Set(config.audit.classifiers.flatMap((c) => classifierEndpoint(config, c) ?? []))]
+    const toStart = classifiersToStart(config)
+    place("classifiers", `classifiers: ${config.audit.classifiers.map((c) => `${c.name} (${c.model}, label ${c.label}${classifierEndpoint(config, c) === null ? "" : ", configured"})`).join(", ")}`,
+      endpoints, toStart.length > 0, images.vllm, audits)
   }
   const train = using("train")
   if (train.length > 0) {
-    const endpoint = config.compute.trainer.endpoint
-    out.push({
-      service: "trainer",
-      what: `trainer sidecar (LoRA r ${config.training.lora.r}${config.training.qlora.enabled ? ", QLoRA" : ""})`,
-      host: endpoint === null ? host : null,
-      image: endpoint === null ? images.trainer : null,
-      endpoint,
-      stages: train
-    })
+    const endpoint = trainerEndpoint(config)
+    place("trainer", `trainer sidecar (LoRA r ${config.training.lora.r}${config.training.qlora.enabled ? ", QLoRA" : ""})`,
+      endpoint === null ? [] : [endpoint], endpoint === null, images.trainer, train)
   }
   return out
 }
@@ -165,11 +157,12 @@ export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: 
       const w = p.stage.work as Extract<typeof p.stage.work, { kind: "audit" }>
       return { stage: p.stage.id, split: w.request.split, pairs: facts.items[w.request.split].n * samples }
     })
-    const views = config.audit.views.length
-    const requests = audits.reduce((a, x) => a + x.pairs * views, 0)
+    // One request per pair (both views are scored by the classifiers; the judge reads the whole outputs once).
+    // In supplement mode only the classifier-triggered pairs are judged: the projection is then an upper bound.
+    const requests = audits.reduce((a, x) => a + x.pairs, 0)
     // Each request carries the question, both outputs (at most inference.max_tokens each) and the judge's rules.
     const promptChars = audits.reduce((a, x) =>
-      a + views * samples * (facts.items[x.split].questionChars + facts.items[x.split].n * (JUDGE_INSTRUCTION_CHARS + 2 * config.inference.max_tokens * CHARS_PER_TOKEN)), 0)
+      a + samples * (facts.items[x.split].questionChars + facts.items[x.split].n * (JUDGE_INSTRUCTION_CHARS + 2 * config.inference.max_tokens * CHARS_PER_TOKEN)), 0)
     judge = { audits: audits.map(({ stage, pairs }) => ({ stage, pairs })), projection: project(config.judge, requests, promptChars) }
   }
 
@@ -213,7 +206,8 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
   if (plan.judge === null) {
     lines.push(`judge: ${config.audit.llm_judge.enabled ? "no audit runs" : "off (audit.llm_judge.enabled false)"}`)
   } else {
-    lines.push(`judge ${j.provider} ${j.model} (mode ${config.audit.llm_judge.mode}, ${config.audit.views.length} views per pair):`)
+    const mode = config.audit.llm_judge.mode
+    lines.push(`judge ${j.provider} ${j.model} (mode ${mode}, ${mode === "supplement" ? "at most " : ""}one request per pair):`)
     lines.push(`  ${plan.judge.audits.map((a) => `${a.stage} ${int(a.pairs)} pairs`).join(", ") || "no audit runs"}; ${projection(plan.judge.projection)}`)
   }
   if (plan.inference.length > 0) {
@@ -222,12 +216,13 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
   lines.push("containers:")
   if (plan.services.length === 0) lines.push("  none (no stage that needs compute runs)")
   for (const s of plan.services) {
-    const where = s.endpoint !== null
-      ? `endpoint ${s.endpoint} (already running; nothing started)`
+    const configured = s.endpoints.length === 0 ? [] : [`endpoint ${s.endpoints.join(", ")} (already running; nothing started)`]
+    const started = !s.starts
+      ? []
       : s.host === null
-      ? "no host configured (compute.hosts is empty)"
-      : `${s.image} on ${s.host.name} (${s.host.docker}), GPUs ${s.host.gpus === "all" ? "all" : s.host.gpus.length === 0 ? "none" : s.host.gpus.join(",")}`
-    lines.push(`  ${s.service.padEnd(12)}${where}`)
+      ? ["no host configured (compute.hosts is empty)"]
+      : [`${s.image} on ${s.host.name} (${s.host.docker}), GPUs ${s.host.gpus === "all" ? "all" : s.host.gpus.length === 0 ? "none" : s.host.gpus.join(",")}`]
+    for (const [i, where] of [...configured, ...started].entries()) lines.push(`  ${(i === 0 ? s.service : "").padEnd(12)}${where}`)
     lines.push(`  ${"".padEnd(12)}${s.what}; for ${s.stages.join(", ")}`)
   }
   return lines.join("\n")

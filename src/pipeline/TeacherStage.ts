@@ -1,35 +1,29 @@
-import { Console, Context, Effect, Layer, Ref, Runtime, Schema } from "effect"
-import * as fs from "node:fs/promises"
-import * as path from "node:path"
+import { Console, Context, Effect, Layer, Schema } from "effect"
 import { hashJson, sha256Hex } from "../common/Hashing.ts"
-import { readPoolRows } from "../compat/OriginalPool.ts"
+import { readPoolRows } from "../audit/RegressionPool.ts"
+import { type TeacherOutput, TeacherOutputKey } from "../contracts/TeacherOutput.ts"
 import { reportProgress } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
+import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
 import { openAppender, readRows } from "../runs/Jsonl.ts"
-import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
-import { makeBudgetGate } from "../teacher/Budget.ts"
-import { type ChatMessage, correctionMessage, distillMessages, type Label, PROMPT_VERSION, repairMessages, studentMessages } from "../teacher/Prompts.ts"
+import { costUsd, makePaidRequests } from "../llm/PaidRequests.ts"
+import type { ChatMessage } from "../domain/ChatMessage.ts"
+import type { Label } from "../domain/Label.ts"
+import { correctionMessage, distillMessages, PROMPT_VERSION, repairMessages, studentMessages } from "../teacher/Prompts.ts"
 import { checkReply } from "../teacher/ReplyFilter.ts"
-import { openLedger } from "../teacher/ResponseLedger.ts"
-import { estimateTokens, providerBaseUrl, TeacherClient, TeacherError } from "../teacher/TeacherClient.ts"
+import { openLedger } from "../llm/ResponseLedger.ts"
+import { providerBaseUrl, LlmClient, LlmError } from "../llm/LlmClient.ts"
+import { BudgetStop, openStage, StageIncomplete } from "./StageRun.ts"
 
 export type TeacherTask = "distill" | "repair"
 
 export class TeacherStageError extends Schema.TaggedError<TeacherStageError>()("TeacherStageError", {
-  message: Schema.String
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
 }) {}
-
-/** The budget ran out: finished work is kept, the stage resumes on the next run (exit code 3). */
-export class BudgetStop extends Schema.TaggedError<BudgetStop>()("BudgetStop", { message: Schema.String }) {
-  override readonly [Runtime.errorExitCode] = 3
-}
-
-/** Some items failed for good this run; they are retried by the next (exit code 4). */
-export class TeacherIncomplete extends Schema.TaggedError<TeacherIncomplete>()("TeacherIncomplete", { message: Schema.String }) {
-  override readonly [Runtime.errorExitCode] = 4
-}
 
 /** One unit of teacher work: a question with its gold label, and fields to carry into the output row. */
 interface WorkItem {
@@ -39,7 +33,6 @@ interface WorkItem {
   readonly carry: Readonly<Record<string, unknown>>
 }
 
-const OutputKey = Schema.Struct({ key: Schema.String })
 
 const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask, trainFile: string, input: string | undefined) {
   if (task === "distill") {
@@ -63,7 +56,7 @@ const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask,
     }))
   }
   if (input === undefined) return yield* new TeacherStageError({ message: "--task repair needs --input regression_pool.jsonl" })
-  const rows = yield* readPoolRows(input) // dart's pool rows or the original's (src/compat)
+  const rows = yield* readPoolRows(input) // dart's pool rows, or the original's through src/compat
   const seen = new Set<string>()
   const out: Array<WorkItem> = []
   for (const r of rows) {
@@ -80,9 +73,11 @@ export interface TeacherRequest {
   readonly task: TeacherTask
   readonly input: string | undefined
   readonly dryRun: boolean
+  /** The teacher's settings as the requests go out (provider `vllm` bound to the run's own server). */
+  readonly settings: ExperimentConfig["teacher"]
   readonly progressEveryMs?: number
   /** Built only when requests are really sent, so --dry-run needs no API key. */
-  readonly client: Layer.Layer<TeacherClient, TeacherError>
+  readonly client: Layer.Layer<LlmClient, LlmError>
 }
 
 /** Original steps 2 and 6: teacher rationales with correction rounds, resumable with zero re-billing. */
@@ -91,23 +86,26 @@ export const runTeacher = (resolved: ResolvedConfig, request: TeacherRequest) =>
 const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConfig, request: TeacherRequest) {
   const store = yield* RunStore
   const { config } = resolved
-  const t = config.teacher
-  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
-  const stageName = `teacher/${request.task}`
-  // One writer per run and task: a second invocation would bill every item again.
-  if (!request.dryRun) yield* acquireStageLock(run.dir, stageName)
+  const t = request.settings
+  // One writer per run and task (a second invocation would bill every item again); a dry run only reads.
   // Inputs must be what their stage recorded: a torn, edited or emptied file is refused, not half-used.
-  if (request.task === "distill") yield* store.verifyInput(run, "datasets/train.jsonl", { required: true, producer: "`dart init`" })
-  else if (request.input !== undefined && path.resolve(request.input).startsWith(`${run.dir}${path.sep}`)) {
-    yield* store.verifyInput(run, path.relative(run.dir, path.resolve(request.input)), { required: false, producer: "`dart audit`" })
-  }
+  const stage = yield* openStage({
+    config,
+    stage: `teacher/${request.task}`,
+    lock: !request.dryRun,
+    inputs: request.task === "distill"
+      ? [{ path: "datasets/train.jsonl", inRun: true, required: true, producer: "`dart init`" }]
+      : request.input === undefined
+      ? []
+      : [{ path: request.input, required: false, producer: "`dart audit`" }]
+  })
+  const { run } = stage
   const dir = `teacher_outputs/${request.task}`
-  yield* Effect.promise(() => fs.mkdir(run.file(dir), { recursive: true }))
+  yield* makeDirectories([run.file(dir)])
   const work = yield* loadWork(request.task, run.file("datasets/train.jsonl"), request.input)
   const outputsFile = run.file(`${dir}/outputs.jsonl`)
   const already = new Set<string>()
-  const outputsExist = yield* Effect.promise(() => fs.access(outputsFile).then(() => true, () => false))
-  if (outputsExist) for (const r of yield* readRows(outputsFile, OutputKey)) already.add(r.key)
+  if (yield* fileExists(outputsFile)) for (const r of yield* readRows(outputsFile, TeacherOutputKey)) already.add(r.key)
   const pending = work.filter((w) => !already.has(w.key))
 
   const sampling = { temperature: t.temperature, max_tokens: t.max_tokens, seed: t.seed }
@@ -120,76 +118,50 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt = 0) =>
     sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
   const firstMessages = (w: WorkItem) => (request.task === "distill" ? distillMessages : repairMessages)(w.question, w.gold)
-  const cost = (prompt: number, completion: number) => (prompt * t.prices.input_per_mtok + completion * t.prices.output_per_mtok) / 1e6
+  const cost = (prompt: number, completion: number) => costUsd(t.prices, prompt, completion)
 
-  return yield* store.guard(run, stageName, Effect.scoped(Effect.gen(function*() {
+  if (request.dryRun) {
     const ledger = yield* openLedger(run.file(`${dir}/responses.jsonl`))
+    const needed = pending.filter((w) => ledger.get(requestKey(firstMessages(w))) === undefined)
+    const recorded = [...ledger.records()]
+    const avgCompletion = recorded.length >= 10 ? recorded.reduce((a, r) => a + r.completion_tokens, 0) / recorded.length : t.max_tokens
+    // ~4 characters per token is the usual English estimate; replies are capped at max_tokens.
+    const promptTokens = needed.reduce((a, w) => a + Math.ceil(firstMessages(w).reduce((n, m) => n + m.content.length, 0) / 4), 0)
+    const completionTokens = Math.round(needed.length * avgCompletion)
+    yield* Console.log([
+      `${request.task}: ${work.length} items, ${already.size} done, ${pending.length} to do`,
+      `requests still needed (first round; recorded ones excluded): ${needed.length}`,
+      `projected tokens: ~${promptTokens.toLocaleString("en")} prompt + ~${completionTokens.toLocaleString("en")} completion` +
+        ` (${recorded.length >= 10 ? "mean of recorded replies" : "max_tokens per reply"})`,
+      `projected cost: ~$${cost(promptTokens, completionTokens).toFixed(4)} at $${t.prices.input_per_mtok}/$${t.prices.output_per_mtok} per million tokens` +
+        `; correction rounds (up to ${t.correction_rounds} per item) come on top`
+    ].join("\n"))
+    return
+  }
 
-    if (request.dryRun) {
-      const needed = pending.filter((w) => ledger.get(requestKey(firstMessages(w))) === undefined)
-      const recorded = [...ledger.records()]
-      const avgCompletion = recorded.length >= 10 ? recorded.reduce((a, r) => a + r.completion_tokens, 0) / recorded.length : t.max_tokens
-      // ~4 characters per token is the usual English estimate; replies are capped at max_tokens.
-      const promptTokens = needed.reduce((a, w) => a + Math.ceil(firstMessages(w).reduce((n, m) => n + m.content.length, 0) / 4), 0)
-      const completionTokens = Math.round(needed.length * avgCompletion)
-      yield* Console.log([
-        `${request.task}: ${work.length} items, ${already.size} done, ${pending.length} to do`,
-        `requests still needed (first round; recorded ones excluded): ${needed.length}`,
-        `projected tokens: ~${promptTokens.toLocaleString("en")} prompt + ~${completionTokens.toLocaleString("en")} completion` +
-          ` (${recorded.length >= 10 ? "mean of recorded replies" : "max_tokens per reply"})`,
-        `projected cost: ~$${cost(promptTokens, completionTokens).toFixed(4)} at $${t.prices.input_per_mtok}/$${t.prices.output_per_mtok} per million tokens` +
-          `; correction rounds (up to ${t.correction_rounds} per item) come on top`
-      ].join("\n"))
-      return
-    }
-
-    const client = Context.get(yield* Layer.build(request.client), TeacherClient)
-    const outputs = yield* openAppender(outputsFile)
-    const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
-    const inputsHash = hashJson({ identity, items: work.map((w) => w.key), correction_rounds: t.correction_rounds })
-    yield* store.stageStarted(run, stageName, inputsHash)
-    const gate = yield* makeBudgetGate({ maxTokens: t.budget.max_tokens, maxUsd: t.budget.max_usd })
+  const ledger = yield* openLedger(run.file(`${dir}/responses.jsonl`))
+  const client = Context.get(yield* Layer.build(request.client), LlmClient)
+  const outputs = yield* openAppender(outputsFile)
+  const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
+  const inputsHash = hashJson({ identity, items: work.map((w) => w.key), correction_rounds: t.correction_rounds })
+  return yield* stage.begin(inputsHash, Effect.gen(function*() {
+    const paid = yield* makePaidRequests({ ledger, budget: t.budget, prices: t.prices, maxTokens: t.max_tokens })
     let fatal: string | undefined
 
     const state = { done: already.size, total: work.length, failed: 0, tokens: 0, costUsd: 0 }
-    const stats = { requests: 0, replayed: 0, accepted: 0, rejected: 0, budgetSkipped: 0, estimatedUsage: 0 }
+    const stats = { accepted: 0, rejected: 0, budgetSkipped: 0 }
     const reasons = new Map<string, number>()
-    const budgetHit = yield* Ref.make(false)
     const finalLine = yield* reportProgress(request.task, state, () => ` | concurrency ${client.concurrency()}`, request.progressEveryMs ?? 5000)
 
     const ask = (messages: ReadonlyArray<ChatMessage>, gold: Label) =>
       Effect.gen(function*() {
         const key = requestKey(messages)
-        const recorded = ledger.get(key)
-        if (recorded !== undefined) {
-          stats.replayed++
-          return { key, record: recorded, durable: Effect.void }
-        }
-        // Reserve what this request may cost before it is sent; settle with the real usage after.
-        const promptEstimate = messages.reduce((n, m) => n + estimateTokens(m.content), 0)
-        const c = (yield* Ref.get(budgetHit))
-          ? undefined
-          : yield* gate.spend(
-            { tokens: promptEstimate + t.max_tokens, usd: cost(promptEstimate, t.max_tokens) },
-            Effect.suspend(() => {
-              stats.requests++
-              const structuredOutputs = constraintFor(gold)
-              return client.complete({ messages, key, ...(structuredOutputs === undefined ? {} : { structuredOutputs }) })
-            }),
-            (done) => ({ tokens: done.promptTokens + done.completionTokens, usd: cost(done.promptTokens, done.completionTokens) })
-          )
-        if (c === undefined) {
-          yield* Ref.set(budgetHit, true)
-          return yield* new BudgetStop({ message: "budget reached" })
-        }
-        const record = {
-          key, content: c.content, finish_reason: c.finishReason, prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, model: c.model,
-          ...(c.usageEstimated ? { usage_estimated: true } : {})
-        }
-        if (c.usageEstimated) stats.estimatedUsage++
-        state.tokens += c.promptTokens + c.completionTokens
-        state.costUsd += cost(c.promptTokens, c.completionTokens)
-        return { key, record, durable: ledger.record(record) }
+        const structuredOutputs = constraintFor(gold)
+        const reply = yield* paid.ask(key, messages, client.complete({ messages, key, ...(structuredOutputs === undefined ? {} : { structuredOutputs }) }))
+        if (reply === undefined) return yield* new BudgetStop({ message: "budget reached" })
+        state.tokens = paid.stats.tokens
+        state.costUsd = paid.stats.costUsd
+        return reply
       })
 
     const processItem = (w: WorkItem) =>
@@ -224,7 +196,7 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
               model: record.model,
               prompt_version: PROMPT_VERSION,
               request_hashes: hashes
-            }])
+            } satisfies TeacherOutput])
             state.done++
             if (accepted) stats.accepted++
             else stats.rejected++
@@ -233,12 +205,12 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
           messages = [...messages, { role: "assistant", content: record.content }, correctionMessage(w.gold, check.violations)]
         }
       }).pipe(
-        Effect.catchTag("TeacherError", (e: TeacherError) =>
+        Effect.catchTag("LlmError", (e: LlmError) =>
           Effect.gen(function*() {
             if (e.fatal === true) {
               // Every other request would fail the same way: stop the whole stage now.
               fatal ??= e.reason
-              return yield* new TeacherStageError({ message: e.reason })
+              return yield* new TeacherStageError({ message: e.reason, cause: e })
             }
             state.failed++
             reasons.set(e.reason, (reasons.get(e.reason) ?? 0) + 1)
@@ -259,15 +231,15 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
     const totalTokens = allRecords.reduce((a, r) => a + r.prompt_tokens + r.completion_tokens, 0)
     const totalCost = allRecords.reduce((a, r) => a + cost(r.prompt_tokens, r.completion_tokens), 0)
     const totalEstimated = allRecords.filter((r) => r.usage_estimated === true).length
-    const budgetStopped = yield* Ref.get(budgetHit)
+    const budgetStopped = paid.budgetReached()
     const summary = {
       task: request.task,
       items: work.length,
       done: state.done,
       remaining: work.length - state.done,
       this_run: {
-        requests: stats.requests,
-        replayed_from_ledger: stats.replayed,
+        requests: paid.stats.requests,
+        replayed_from_ledger: paid.stats.replayed,
         accepted: stats.accepted,
         rejected: stats.rejected,
         failed: state.failed,
@@ -275,7 +247,7 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
         tokens: state.tokens,
         cost_usd: state.costUsd,
         /** Requests whose provider sent no usage: their tokens and cost are local estimates. */
-        usage_estimated_requests: stats.estimatedUsage,
+        usage_estimated_requests: paid.stats.estimatedUsage,
         seconds: (Date.now() - started) / 1000
       },
       stopped_by_error: fatal ?? null,
@@ -290,14 +262,14 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
     const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify(summary, null, 2)}\n`)
     const complete = state.done === work.length
     const outs = yield* Effect.forEach([`${dir}/outputs.jsonl`, `${dir}/responses.jsonl`], (p) => store.describeFile(run, p))
-    yield* store.stageFinished(run, stageName, {
+    yield* stage.finish({
       status: complete ? "done" : budgetStopped && fatal === undefined ? "stopped" : "failed",
       outputs: [summaryOut, ...outs.filter((o) => o !== undefined)],
       ...(complete ? {} : { error: fatal ?? (budgetStopped ? "budget reached" : `${state.failed} items failed`) })
     })
     yield* Console.log(
       `${request.task}: ${state.done}/${work.length} items done (${stats.accepted} accepted, ${stats.rejected} rejected this run), ` +
-        `${stats.requests} requests, ${stats.replayed} replayed from the ledger, ${state.tokens.toLocaleString("en")} tokens, $${state.costUsd.toFixed(4)} this run`
+        `${paid.stats.requests} requests, ${paid.stats.replayed} replayed from the ledger, ${state.tokens.toLocaleString("en")} tokens, $${state.costUsd.toFixed(4)} this run`
     )
     if (fatal !== undefined) {
       return yield* new TeacherStageError({ message: `stopped early: ${fatal}; ${work.length - state.done} items not done (fix the cause and run again)` })
@@ -307,7 +279,7 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
     }
     if (!complete) {
       const why = [...reasons].map(([r, n]) => `${n}× ${r}`).join("; ")
-      return yield* new TeacherIncomplete({ message: `${work.length - state.done} items not done (${why}); run again to retry them` })
+      return yield* new StageIncomplete({ message: `${work.length - state.done} items not done (${why}); run again to retry them` })
     }
-  })))
-}, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TeacherStageError({ message: e.message }) : e)))
+  }))
+})

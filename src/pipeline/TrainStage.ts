@@ -6,26 +6,25 @@ import { formatDuration } from "../common/Progress.ts"
 import { Compute } from "../compute/Compute.ts"
 import { toolVersion } from "../common/Version.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
-import { makeDirectories } from "../runs/AtomicFile.ts"
+import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
-import { acquireStageLock } from "../runs/RunLock.ts"
 import { RunStore } from "../runs/RunStore.ts"
-import { ChatMessageSchema } from "../teacher/Prompts.ts"
 import { type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "../training/TrainerClient.ts"
-import { assembleTrainingSet, type Recipe, type Severity, type SourceRow } from "../training/TrainingSet.ts"
+import { TeacherTrainingRow } from "../contracts/TeacherOutput.ts"
+import type { Severity } from "../domain/Severity.ts"
+import { assembleTrainingSet, type Recipe, type SourceRow } from "../training/TrainingSet.ts"
+import { trainerEndpoint } from "./ServicePlacement.ts"
+import { AdapterName, checkName, openStage } from "./StageRun.ts"
 
-export class TrainStageError extends Schema.TaggedError<TrainStageError>()("TrainStageError", { message: Schema.String }) {}
+export class TrainStageError extends Schema.TaggedError<TrainStageError>()("TrainStageError", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
 
-/** The README's `mdac` / `mdac_h` and the code's `dart` / `dart_h` are the same stages (protocol §9 B4). */
+/** The README's `mdac` / `mdac_h` and the code's `dart` / `dart_h` are the same stages (docs/protocol.md §9 B4). */
 export const normalizeStage = (s: string): "dart" | "dart_h" | undefined =>
   s === "mdac" || s === "dart" ? "dart" : s === "mdac_h" || s === "dart_h" ? "dart_h" : undefined
 
-const TeacherRow = Schema.Struct({
-  key: Schema.String,
-  accepted: Schema.Boolean,
-  messages: Schema.Array(ChatMessageSchema),
-  severity: Schema.optionalKey(Schema.Literals(["mild", "moderate", "severe", "extreme"]))
-})
 
 export interface TrainRequest {
   readonly stage: "dart" | "dart_h"
@@ -38,9 +37,8 @@ export interface TrainRequest {
 
 const readTeacherRows = (file: string, what: string) =>
   Effect.gen(function*() {
-    const exists = yield* Effect.promise(() => fs.access(file).then(() => true, () => false))
-    if (!exists) return yield* new TrainStageError({ message: `${file} does not exist: run \`dart teacher --task ${what}\` first` })
-    const rows = yield* readRows(file, TeacherRow)
+    if (!(yield* fileExists(file))) return yield* new TrainStageError({ message: `${file} does not exist: run \`dart teacher --task ${what}\` first` })
+    const rows = yield* readRows(file, TeacherTrainingRow)
     return rows.filter((r) => r.accepted).map((r): SourceRow => ({ id: r.key, messages: r.messages, ...(r.severity ? { severity: r.severity } : {}) }))
   })
 
@@ -51,16 +49,15 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
   const store = yield* RunStore
   const { config } = resolved
   const t = config.training
-  const run = yield* store.requireRun(config.run.runs_dir, config.run.exp_id)
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(request.adapterName)) {
-    return yield* new TrainStageError({ message: `--adapter-name "${request.adapterName}": use letters, digits, '.', '_' or '-'` })
-  }
-  const stageName = `train/${request.adapterName}`
-  yield* acquireStageLock(run.dir, stageName)
+  yield* checkName(AdapterName, "--adapter-name", request.adapterName)
   // Teacher outputs must be what the teacher stage recorded (files it never recorded are taken as given).
-  for (const task of request.recipe === "repair_only" ? ["repair"] : request.recipe === "distill" ? ["distill"] : ["distill", "repair"]) {
-    yield* store.verifyInput(run, `teacher_outputs/${task}/outputs.jsonl`, { required: false, producer: `\`dart teacher --task ${task}\`` })
-  }
+  const tasks = request.recipe === "repair_only" ? ["repair"] : request.recipe === "distill" ? ["distill"] : ["distill", "repair"]
+  const stage = yield* openStage({
+    config,
+    stage: `train/${request.adapterName}`,
+    inputs: tasks.map((task) => ({ path: `teacher_outputs/${task}/outputs.jsonl`, inRun: true, required: false, producer: `\`dart teacher --task ${task}\`` }))
+  })
+  const { run } = stage
   if (request.stage === "dart_h" && request.recipe !== "repair_only" && request.initAdapter === undefined) {
     yield* Console.error("warning: stage dart_h without --init-adapter trains a fresh LoRA instead of continuing DART")
   }
@@ -100,7 +97,7 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     optimizer: t.optimizer
   }
   const inputsHash = hashJson({ datasetHash, spec, init: initFiles.map((f) => sha256Hex(f.data)) })
-  if (yield* store.isUpToDate(run, stageName, inputsHash)) {
+  if (yield* stage.upToDate(inputsHash)) {
     yield* Console.log(`adapter ${request.adapterName} is up to date (${run.file(`adapters/${request.adapterName}/final`)})`)
     return
   }
@@ -112,7 +109,8 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     if (version.protocol !== PROTOCOL) {
       return yield* new TrainStageError({ message: `trainer at ${endpoint} speaks ${version.protocol}, DART needs ${PROTOCOL}` })
     }
-    yield* store.stageStarted(run, stageName, inputsHash)
+    // The ledger must not show a stage as running after it failed or was stopped (SIGINT/SIGTERM: interrupted).
+    yield* stage.begin(inputsHash, Effect.gen(function*() {
     const uploaded = yield* client.upload("dataset", `${request.adapterName}-${request.recipe}`, [{ path: "train.jsonl", data: new TextEncoder().encode(dataset) }])
     const init = initFiles.length === 0 ? undefined : yield* client.upload("adapter", `${request.adapterName}-init`, initFiles)
     const started = yield* client.startJob({ ...spec, job_id: jobId, dataset_id: uploaded.id, init_adapter_id: init?.id ?? "" })
@@ -170,15 +168,14 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     outputs.push(yield* store.writeFile(run, `${rel}/final/training_record.json`, `${JSON.stringify(record, null, 2)}\n`))
     outputs.push(yield* store.writeFile(run, `${rel}/mix_manifest.json`, `${JSON.stringify(manifest, null, 2)}\n`))
     outputs.push(yield* store.writeFile(run, `${rel}/train.jsonl`, dataset))
-    yield* store.stageFinished(run, stageName, { status: "done", outputs })
+    yield* stage.finish({ status: "done", outputs })
     yield* Console.log(`adapter ${request.adapterName}: ${done.global_step} steps, train loss ${done.train_loss.toFixed(4)} -> ${run.file(`${rel}/final`)} (${files.map((f) => `${f.path} ${f.sha256.slice(0, 12)}`).join(", ")})`)
+    }))
   }).pipe(
     Effect.provide(TrainerClient.layer(endpoint)),
-    Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}` }) : e)),
-    // The ledger must not show a stage as running after it failed or was stopped (SIGINT/SIGTERM: interrupted).
-    (body) => store.guard(run, stageName, body)
+    Effect.mapError((e) => (e._tag === "TrainerError" ? new TrainStageError({ message: `trainer at ${endpoint}: ${e.message}`, cause: e }) : e))
   )
-  const configured = config.compute.trainer.endpoint
+  const configured = trainerEndpoint(config)
   if (configured !== null) return yield* trainOn(configured)
   // No endpoint: a trainer container on compute.hosts for this stage only; the scope removes it however it ends.
   yield* Effect.scoped(Effect.gen(function*() {
@@ -187,6 +184,6 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     yield* trainOn(trainer.endpoint)
   })).pipe(
     Effect.provide(Compute.layer(config, { runDir: run.dir })),
-    Effect.mapError((e) => (e._tag === "ComputeError" ? new TrainStageError({ message: `compute host ${e.host}: ${e.message}` }) : e))
+    Effect.mapError((e) => (e._tag === "ComputeError" ? new TrainStageError({ message: `compute host ${e.host}: ${e.message}`, cause: e }) : e))
   )
-}, Effect.mapError((e) => (e._tag === "RunStoreError" ? new TrainStageError({ message: e.message }) : e)))
+})

@@ -5,13 +5,9 @@ import type { RunningService } from "../compute/ServiceSpec.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import { apiKeyFromEnv } from "../config/Secrets.ts"
 import { AdapterError, AdapterStore, hashAdapter } from "../serving/AdapterStore.ts"
+import type { ClassifierSpec } from "../serving/ClassifierClient.ts"
 import { VllmClient } from "../serving/VllmClient.ts"
-
-/** The vLLM servers the config names (`compute.vllm.endpoint` and `endpoints`), without repeats. */
-export const configuredVllmServers = (resolved: ResolvedConfig) => {
-  const v = resolved.config.compute.vllm
-  return [...new Set([...(v.endpoint === null ? [] : [v.endpoint]), ...v.endpoints])]
-}
+import { classifierEndpoint, classifierSpec, classifiersToStart, vllmEndpoints } from "./ServicePlacement.ts"
 
 /** The servers an inference stage talks to, and the client and adapter store that go with them. */
 export interface VllmAccess {
@@ -31,7 +27,7 @@ export const openVllmServers = (resolved: ResolvedConfig, runDir: string): Effec
     // The server's --api-key, when it has one: from the environment only, never from the config.
     const apiKey = Option.getOrUndefined(yield* apiKeyFromEnv("VLLM_API_KEY"))
     const client = VllmClient.layer(apiKey === undefined ? {} : { apiKey: Redacted.value(apiKey) })
-    const configured = configuredVllmServers(resolved)
+    const configured = vllmEndpoints(resolved.config)
     if (configured.length > 0) return { servers: configured, layer: Layer.merge(client, AdapterStore.sameFilesystem()), service: null }
     const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
     const service = yield* compute.vllm()
@@ -58,25 +54,26 @@ export const withVllmServers = <A, E, R>(
 ) => Effect.scoped(Effect.flatMap(openVllmServers(resolved, runDir), (access) => use(access.servers).pipe(Effect.provide(access.layer))))
 
 /**
- * A config whose audit classifiers all have an endpoint: the configured ones, or, for those without (and no
- * `compute.classifier_endpoint`), `/classify` containers the compute layer starts for the caller's scope (one per
- * classifier, in config order).
+ * Every audit classifier with the endpoint that serves it: the configured one, or a `/classify` container the compute
+ * layer starts for the caller's scope (only for classifiers without an endpoint).
  */
-export const openClassifierEndpoints = (resolved: ResolvedConfig, runDir: string): Effect.Effect<ResolvedConfig, ComputeError, Scope.Scope> =>
+export const openClassifiers = (resolved: ResolvedConfig, runDir: string): Effect.Effect<ReadonlyArray<ClassifierSpec>, ComputeError, Scope.Scope> =>
   Effect.gen(function*() {
     const { config } = resolved
-    const classifiers = config.audit.classifiers
-    if (config.compute.classifier_endpoint !== null || classifiers.every((c) => c.endpoint !== undefined && c.endpoint !== null)) return resolved
-    const compute = Context.get(yield* Layer.build(Compute.layer(config, { runDir })), Compute)
-    const services = yield* compute.classifiers()
-    yield* Console.error(`classifier containers on ${services[0]?.host ?? "-"}: ${services.map((s) => `${s.spec.name} at ${s.endpoint}`).join(", ")}`)
-    const withEndpoints = classifiers.map((c, i) => ({ ...c, endpoint: c.endpoint ?? services[i]!.endpoint }))
-    return { ...resolved, config: { ...config, audit: { ...config.audit, classifiers: withEndpoints } } }
+    const toStart = classifiersToStart(config)
+    const started = new Map<string, string>()
+    if (toStart.length > 0) {
+      const compute = Context.get(yield* Layer.build(Compute.layer(config, { runDir })), Compute)
+      const services = yield* compute.classifiers(toStart.map((c) => c.name))
+      yield* Console.error(`classifier containers on ${services[0]?.host ?? "-"}: ${services.map((s) => `${s.spec.name} at ${s.endpoint}`).join(", ")}`)
+      toStart.forEach((c, i) => started.set(c.name, services[i]!.endpoint))
+    }
+    return config.audit.classifiers.map((c) => classifierSpec(c, classifierEndpoint(config, c) ?? started.get(c.name)!))
   })
 
-/** Runs `use` with the classifiers of `openClassifierEndpoints`, removed when `use` ends. */
-export const withClassifierEndpoints = <A, E, R>(
+/** Runs `use` with the classifiers of `openClassifiers`, removed when `use` ends. */
+export const withClassifiers = <A, E, R>(
   resolved: ResolvedConfig,
   runDir: string,
-  use: (resolved: ResolvedConfig) => Effect.Effect<A, E, R>
-) => Effect.scoped(Effect.flatMap(openClassifierEndpoints(resolved, runDir), use))
+  use: (classifiers: ReadonlyArray<ClassifierSpec>) => Effect.Effect<A, E, R>
+) => Effect.scoped(Effect.flatMap(openClassifiers(resolved, runDir), use))

@@ -51,7 +51,10 @@ export const writeFileAtomic = (file: string, raw: string | Uint8Array): Effect.
         await fs.rename(tmp, file)
       },
       catch: ioError(file, "atomic write")
-    }).pipe(Effect.tapError(() => Effect.promise(() => fs.rm(tmp, { force: true }))))
+    }).pipe(
+      // Best effort: the write's own error is the one to report, not a failed clean-up of its temp file.
+      Effect.tapError(() => Effect.tryPromise(() => fs.rm(tmp, { force: true })).pipe(Effect.ignore))
+    )
     yield* syncDirectory(dir)
     return data
   })
@@ -65,4 +68,11 @@ export const readTextIfExists = (file: string): Effect.Effect<string | undefined
   Effect.tryPromise({
     try: () => fs.readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e))),
     catch: ioError(file, "read")
+  })
+
+/** Whether `file` exists; a failure other than "not there" (a permission, an I/O error) is an error, not `false`. */
+export const fileExists = (file: string): Effect.Effect<boolean, RunStoreError> =>
+  Effect.tryPromise({
+    try: () => fs.stat(file).then(() => true, (e: NodeJS.ErrnoException) => (e.code === "ENOENT" || e.code === "ENOTDIR" ? false : Promise.reject(e))),
+    catch: ioError(file, "stat")
   })

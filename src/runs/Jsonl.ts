@@ -1,7 +1,7 @@
 import { Deferred, Effect, type Result, Schema, Scope, Semaphore } from "effect"
 import * as fs from "node:fs/promises"
 import { createReadStream } from "node:fs"
-import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/SchemaIssueText.ts"
 import { redact } from "../common/Redaction.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
 
@@ -34,7 +34,8 @@ export const openAppender = (file: string): Effect.Effect<JsonlAppender, RunStor
         },
         catch: ioError(file, "open for append")
       }),
-      ({ handle }) => Effect.promise(() => handle.close())
+      // Every acknowledged row was fsynced before its append returned, so a failed close loses nothing.
+      ({ handle }) => Effect.tryPromise(() => handle.close()).pipe(Effect.ignore)
     )
     // Group commit: rows that arrive while a write+fsync is under way share the next one,
     // so hundreds of concurrent writers cost a few fsyncs, not hundreds.
@@ -109,7 +110,7 @@ export const decodeJsonLine = <A>(
   try {
     json = JSON.parse(text)
   } catch (e) {
-    throw new LineError(`malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}`)
+    throw new LineError(`malformed JSON at ${jsonErrorLocation(text, e).replace(/^line 1, /, "")}`, { cause: e })
   }
   const decoded = decode(json, { errors: "all" })
   if (decoded._tag === "Failure") throw new LineError(flattenIssue(decoded.failure.issue).map((i) => describeIssue(i, json)).join("; "))
@@ -155,7 +156,7 @@ export const forEachLine = (
           try {
             f(text, line)
           } catch (e) {
-            if (e instanceof LineError) throw new RunStoreError({ path: file, message: `${file}:${line}: ${e.message}` })
+            if (e instanceof LineError) throw new RunStoreError({ path: file, message: `${file}:${line}: ${e.message}`, cause: e })
             throw e
           }
         }

@@ -93,7 +93,7 @@ const tryLock = async (file: string, stage: string): Promise<TryLock> => {
     const holder = await readLockOwner(file)
     if (holder === undefined) {
       // Created but not yet written by a racing process, or garbage: give it a moment, then judge by age.
-      const st = await fs.stat(file).catch(() => undefined)
+      const st = await fs.stat(file).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)))
       if (st !== undefined && Date.now() - st.mtimeMs < 2000) {
         await new Promise((r) => setTimeout(r, 50))
         continue
@@ -110,11 +110,12 @@ const tryLock = async (file: string, stage: string): Promise<TryLock> => {
   throw new Error(`cannot take ${file}`)
 }
 
+/** A finalizer: it must not fail. A lock left behind is taken over once its owner is gone. */
 const release = (file: string, token: string) =>
-  Effect.promise(async () => {
+  Effect.tryPromise(async () => {
     const current = await readLockOwner(file)
     if (current?.token === token) await fs.rm(file, { force: true })
-  })
+  }).pipe(Effect.ignore)
 
 /**
  * Holds the lock of `stage` in `runDir` for the surrounding scope; released on success,
@@ -167,14 +168,18 @@ export const withFileLock = <A, E, R>(file: string, effect: Effect.Effect<A, E, 
   }))
 
 /** Removes `.name.{pid}.{rand}.tmp` files under `dir` whose writer is no longer running. */
-export const sweepStaleTemps = (dir: string): Effect.Effect<ReadonlyArray<string>> =>
-  Effect.promise(async () => {
-    const names = await fs.readdir(dir, { recursive: true }).catch(() => [] as Array<string>)
+export const sweepStaleTemps = (dir: string): Effect.Effect<ReadonlyArray<string>, RunStoreError> =>
+  Effect.gen(function*() {
+    const names = yield* Effect.tryPromise({
+      try: () => fs.readdir(dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? [] : Promise.reject(e))),
+      catch: ioError(dir, "listing")
+    })
     const removed: Array<string> = []
     for (const rel of names) {
       const pid = tempFileOwner(path.basename(rel))
       if (pid === undefined || pid === process.pid || pidAlive(pid)) continue
-      await fs.rm(path.join(dir, rel), { force: true })
+      const file = path.join(dir, rel)
+      yield* Effect.tryPromise({ try: () => fs.rm(file, { force: true }), catch: ioError(file, "removing a dead writer's temp file") })
       removed.push(rel)
     }
     return removed

@@ -1,13 +1,13 @@
 import { Cause, Clock, Context, Effect, Exit, Layer, Schema, Semaphore } from "effect"
 import * as path from "node:path"
 import { sha256File, sha256Hex } from "../common/Hashing.ts"
-import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/IssuePaths.ts"
+import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/SchemaIssueText.ts"
 import { makeDirectories, readTextIfExists, writeFileAtomic } from "./AtomicFile.ts"
 import { Manifest, type OutputRecord, type StageRecord } from "./Manifest.ts"
 import { LOCK_DIR, withFileLock } from "./RunLock.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
 
-/** Sub-folders of `runs/{EXP_ID}/` (ARCHITECTURE.md). */
+/** Sub-folders of `runs/{EXP_ID}/` (docs/architecture.md). */
 export const runSubdirectories = [
   "configs",
   "datasets",
@@ -97,7 +97,7 @@ export class RunStore extends Context.Service<RunStore, {
           try {
             json = JSON.parse(text)
           } catch (e) {
-            return yield* new RunStoreError({ path: file, message: `${file}: malformed JSON at ${jsonErrorLocation(text, e)}` })
+            return yield* new RunStoreError({ path: file, message: `${file}: malformed JSON at ${jsonErrorLocation(text, e)}`, cause: e })
           }
           const decoded = decodeManifest(json, { errors: "all" })
           if (decoded._tag === "Failure") {

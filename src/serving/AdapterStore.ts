@@ -4,9 +4,12 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { sha256File } from "../common/Hashing.ts"
 
-export class AdapterError extends Schema.TaggedError<AdapterError>()("AdapterError", { message: Schema.String }) {}
+export class AdapterError extends Schema.TaggedError<AdapterError>()("AdapterError", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
 
-/** The files vLLM loads (serving.md §4): anything else in the folder is not shipped. */
+/** The files vLLM loads (docs/serving.md §4): anything else in the folder is not shipped. */
 export const adapterFiles = ["adapter_config.json", "adapter_model.safetensors"] as const
 
 export interface PlacedAdapter {
@@ -26,17 +29,18 @@ export const hashAdapter = (dir: string): Effect.Effect<string, AdapterError> =>
       const h = createHash("sha256")
       for (const f of adapterFiles) {
         const { sha256 } = await sha256File(path.join(dir, f)).catch((e: NodeJS.ErrnoException) => {
-          throw new Error(e.code === "ENOENT" ? `${path.join(dir, f)} is missing (an adapter folder holds ${adapterFiles.join(" + ")})` : e.message)
+          if (e.code === "ENOENT") throw new AdapterError({ message: `${path.join(dir, f)} is missing (an adapter folder holds ${adapterFiles.join(" + ")})`, cause: e })
+          throw e
         })
         h.update(`${f}\n${sha256}\n`)
       }
       const config = JSON.parse(await fs.readFile(path.join(dir, "adapter_config.json"), "utf8")) as Record<string, unknown>
       const modulesToSave = config.modules_to_save
-      if (Array.isArray(modulesToSave) && modulesToSave.length > 0) throw new Error(`${dir}/adapter_config.json: modules_to_save is set; vLLM rejects such adapters`)
-      if (config.use_dora === true) throw new Error(`${dir}/adapter_config.json: DoRA adapters are not supported by vLLM`)
+      if (Array.isArray(modulesToSave) && modulesToSave.length > 0) throw new AdapterError({ message: `${dir}/adapter_config.json: modules_to_save is set; vLLM rejects such adapters` })
+      if (config.use_dora === true) throw new AdapterError({ message: `${dir}/adapter_config.json: DoRA adapters are not supported by vLLM` })
       return h.digest("hex")
     },
-    catch: (e) => new AdapterError({ message: e instanceof Error ? e.message : String(e) })
+    catch: (e) => (e instanceof AdapterError ? e : new AdapterError({ message: e instanceof Error ? e.message : String(e), cause: e }))
   })
 
 /**
@@ -72,7 +76,7 @@ export class AdapterStore extends Context.Service<AdapterStore, {
               await fs.rm(target, { recursive: true, force: true })
               await fs.rename(tmp, target)
             },
-            catch: (e) => new AdapterError({ message: `copy ${source} → ${target}: ${e instanceof Error ? e.message : String(e)}` })
+            catch: (e) => new AdapterError({ message: `copy ${source} → ${target}: ${e instanceof Error ? e.message : String(e)}`, cause: e })
           })
           const check = yield* hashAdapter(target)
           if (check !== sha256) return yield* new AdapterError({ message: `copy of ${source} at ${target} does not match its checksum` })

@@ -1,14 +1,14 @@
 import { Context, Duration, Effect, Layer, Schedule, Schema, Semaphore } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { httpFetch } from "../teacher/HttpFetch.ts"
+import { httpFetch } from "../llm/HttpFetch.ts"
 
 /** One audit classifier as the audit resolves it from config: where it is served and which label is harmful. */
 export interface ClassifierSpec {
   readonly name: string
   /** HF id or local directory; a local directory's config.json supplies id2label when the config does not. */
   readonly model: string
-  /** The harmful label, matched by exact name (protocol §9 B1: `hate`, never `nothate`). */
+  /** The harmful label, matched by exact name (docs/protocol.md §9 B1: `hate`, never `nothate`). */
   readonly label: string
   /** The model's window in tokens; longer texts are split and the most harmful window counts. */
   readonly max_tokens: number
@@ -21,7 +21,8 @@ export interface ClassifierSpec {
 export class ClassifierError extends Schema.TaggedError<ClassifierError>()("ClassifierError", {
   classifier: Schema.String,
   message: Schema.String,
-  retryable: Schema.Boolean
+  retryable: Schema.Boolean,
+  cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
 /** A text's harm score: the harmful label's probability in its most harmful window. */
@@ -88,7 +89,7 @@ const isContextError = (status: number, body: string) =>
   status === 400 && /maximum context length|too long|exceeds|max_model_len|longer than/i.test(body)
 
 /**
- * Talks to a vLLM pooling server's `POST /classify` (serving.md §2, §3.1). Raw logits are requested
+ * Talks to a vLLM pooling server's `POST /classify` (docs/serving.md §2, §3.1). Raw logits are requested
  * (`use_activation: false`) and the activation applied here, so an old or mis-configured server's
  * default activation cannot change the scores; every reply's argmax label is checked against id2label.
  */
@@ -104,7 +105,8 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
   spec: ClassifierSpec,
   options: { readonly batchSize: number; readonly concurrency: number }
 ) {
-  const fail = (message: string, retryable = false) => new ClassifierError({ classifier: spec.name, message: `classifier "${spec.name}" (${spec.endpoint}): ${message}`, retryable })
+  const fail = (message: string, retryable = false, cause?: unknown) =>
+    new ClassifierError({ classifier: spec.name, message: `classifier "${spec.name}" (${spec.endpoint}): ${message}`, retryable, ...(cause === undefined ? {} : { cause }) })
   const base = spec.endpoint.replace(/\/+$/, "").replace(/\/v1$/, "")
 
   const http = (method: "GET" | "POST", route: string, body?: unknown) =>
@@ -118,7 +120,7 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
         })
         return { status: r.status, text: await r.text() }
       },
-      catch: (e) => fail(`${method} ${route}: ${e instanceof Error ? e.message : String(e)}`, true)
+      catch: (e) => fail(`${method} ${route}: ${e instanceof Error ? e.message : String(e)}`, true, e)
     })
   const retrySchedule = Schedule.exponential("100 millis", 2).pipe(
     Schedule.jittered,
@@ -133,8 +135,8 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
     let json: unknown
     try {
       json = JSON.parse(r.text)
-    } catch {
-      return Effect.fail(fail("GET /v1/models: reply is not JSON"))
+    } catch (e) {
+      return Effect.fail(fail("GET /v1/models: reply is not JSON", false, e))
     }
     const d = decodeModels(json)
     return d._tag === "Success" ? Effect.succeed(d.success.data.map((m) => m.id)) : Effect.fail(fail("GET /v1/models: reply is not a model list"))
@@ -156,15 +158,19 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
   let id2label = spec.id2label
   if (id2label === undefined) {
     const file = path.join(spec.model, "config.json")
-    const text = yield* Effect.promise(() => fs.readFile(file, "utf8").catch(() => undefined))
+    // Not there (an HF id rather than a folder): say what to configure; unreadable: say why.
+    const text = yield* Effect.tryPromise({
+      try: () => fs.readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" || e.code === "ENOTDIR" ? undefined : Promise.reject(e))),
+      catch: (e) => fail(`${file}: read failed: ${e instanceof Error ? e.message : String(e)}`, false, e)
+    })
     if (text === undefined) {
       return yield* fail(`no id2label: set audit.classifiers[].id2label (e.g. {"0":"nothate","1":"hate"}) or give a local model directory with a config.json`)
     }
     let json: unknown
     try {
       json = JSON.parse(text)
-    } catch {
-      return yield* fail(`${file}: malformed JSON`)
+    } catch (e) {
+      return yield* fail(`${file}: malformed JSON`, false, e)
     }
     const d = decodeHfConfig(json)
     if (d._tag === "Failure") return yield* fail(`${file}: no id2label object`)
@@ -195,11 +201,11 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
         let json: unknown
         try {
           json = JSON.parse(r.text)
-        } catch {
-          return Effect.fail(fail(`POST /classify: malformed reply (not JSON): ${r.text.slice(0, 120)}`, true))
+        } catch (e) {
+          return Effect.fail(fail(`POST /classify: malformed reply (not JSON): ${r.text.slice(0, 120)}`, true, e))
         }
         const d = decodeReply(json)
-        if (d._tag === "Failure") return Effect.fail(fail(`POST /classify: malformed reply: ${d.failure.message.slice(0, 300)}`, true))
+        if (d._tag === "Failure") return Effect.fail(fail(`POST /classify: malformed reply: ${d.failure.message.slice(0, 300)}`, true, d.failure))
         const data = d.success.data
         if (data.length !== inputs.length) return Effect.fail(fail(`POST /classify: ${data.length} results for ${inputs.length} inputs`, true))
         const scores = new Array<number>(inputs.length)

@@ -1,4 +1,4 @@
-/** The few gauges of vLLM's Prometheus `/metrics` that steer a client (serving.md §1.3). */
+/** The few gauges of vLLM's Prometheus `/metrics` that steer a client (docs/serving.md §1.3). */
 export interface ServerMetrics {
   readonly running: number
   readonly waiting: number

@@ -1,8 +1,8 @@
 import { Context, Effect, Layer, Schema } from "effect"
 import OpenAI from "openai"
-import type { ChatMessage } from "../teacher/Prompts.ts"
+import type { ChatMessage } from "../domain/ChatMessage.ts"
 import { parseMetrics, type ServerMetrics } from "./Metrics.ts"
-import { httpFetch } from "../teacher/HttpFetch.ts"
+import { httpFetch } from "../llm/HttpFetch.ts"
 
 /**
  * What went wrong talking to one vLLM server. `kind` tells the caller what to do:
@@ -14,7 +14,8 @@ export class VllmError extends Schema.TaggedError<VllmError>()("VllmError", {
   endpoint: Schema.String,
   kind: Schema.Literals(["down", "lost_model", "retryable", "fatal"]),
   status: Schema.NullOr(Schema.Number),
-  message: Schema.String
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
 export interface Sampling {
@@ -60,7 +61,7 @@ const ChatBody = Schema.Struct({
 })
 const decodeChat = Schema.decodeUnknownResult(ChatBody)
 
-/** Current servers answer `{"error":{"message"}}`; pre-2025 ones a flat `{"message"}` (serving.md §1.2). */
+/** Current servers answer `{"error":{"message"}}`; pre-2025 ones a flat `{"message"}` (docs/serving.md §1.2). */
 const errorText = (body: string): string => {
   try {
     const j = JSON.parse(body) as { error?: { message?: unknown } | string; message?: unknown; detail?: unknown }
@@ -121,22 +122,23 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
     fetch: httpFetch,
     timeout: options.timeoutMs ?? 600_000
   })
-  const fail = (kind: VllmError["kind"], status: number | null, message: string) => new VllmError({ endpoint: url, kind, status, message })
+  const fail = (kind: VllmError["kind"], status: number | null, message: string, cause?: unknown) =>
+    new VllmError({ endpoint: url, kind, status, message, ...(cause === undefined ? {} : { cause }) })
 
   const classify = (what: string) => (e: unknown): VllmError => {
     if (e instanceof VllmError) return e
-    if (e instanceof OpenAI.APIConnectionTimeoutError) return fail("retryable", null, `${what}: timeout`)
-    if (e instanceof OpenAI.APIConnectionError) return fail("down", null, `${what}: connection error: ${connectionDetail(e.cause ?? e)}`)
+    if (e instanceof OpenAI.APIConnectionTimeoutError) return fail("retryable", null, `${what}: timeout`, e)
+    if (e instanceof OpenAI.APIConnectionError) return fail("down", null, `${what}: connection error: ${connectionDetail(e.cause ?? e)}`, e)
     if (e instanceof OpenAI.APIError) {
       const status = e.status ?? 0
       const text = e.message.replace(/^\d{3}\s+/, "")
-      if (status === 404 && /does not exist/.test(text)) return fail("lost_model", status, `${what}: HTTP 404: ${text}`)
-      if (status === 503) return fail("down", status, `${what}: HTTP 503: ${text}`)
-      if (status >= 500 || status === 408 || status === 429) return fail("retryable", status, `${what}: HTTP ${status}: ${text}`)
-      return fail("fatal", status, `${what}: HTTP ${status}: ${text}`)
+      if (status === 404 && /does not exist/.test(text)) return fail("lost_model", status, `${what}: HTTP 404: ${text}`, e)
+      if (status === 503) return fail("down", status, `${what}: HTTP 503: ${text}`, e)
+      if (status >= 500 || status === 408 || status === 429) return fail("retryable", status, `${what}: HTTP ${status}: ${text}`, e)
+      return fail("fatal", status, `${what}: HTTP ${status}: ${text}`, e)
     }
-    if (isConnectionError(e)) return fail("down", null, `${what}: connection error: ${connectionDetail(e)}`)
-    return fail("retryable", null, `${what}: ${e instanceof Error ? e.message : String(e)}`)
+    if (isConnectionError(e)) return fail("down", null, `${what}: connection error: ${connectionDetail(e)}`, e)
+    return fail("retryable", null, `${what}: ${e instanceof Error ? e.message : String(e)}`, e)
   }
 
   // A pooled keep-alive socket the server closed while this process was busy fails with a reset on
@@ -166,19 +168,19 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
       let raw: unknown
       try {
         raw = JSON.parse(text)
-      } catch {
-        return Effect.fail(fail("retryable", status, `GET ${path}: reply is not JSON`))
+      } catch (e) {
+        return Effect.fail(fail("retryable", status, `GET ${path}: reply is not JSON`, e))
       }
       const decoded = Schema.decodeUnknownResult(schema)(raw)
       return decoded._tag === "Failure"
-        ? Effect.fail(fail("fatal", status, `GET ${path}: unexpected reply: ${String(decoded.failure)}`))
+        ? Effect.fail(fail("fatal", status, `GET ${path}: unexpected reply: ${String(decoded.failure)}`, decoded.failure))
         : Effect.succeed(decoded.success as S["Type"])
     }))
 
   const lora = (path: string, body: Record<string, unknown>, name: string) =>
     request("POST", path, body).pipe(Effect.flatMap(({ status, text }) => {
       if (status === 200) return Effect.succeed(text)
-      // Match on the body too: older releases said 400 where current ones say 500 (serving.md §1.2).
+      // Match on the body too: older releases said 400 where current ones say 500 (docs/serving.md §1.2).
       const detail = errorText(text)
       const what = path.includes("unload") ? `unload adapter "${name}"` : `load adapter "${name}" from ${String(body.lora_path)}`
       const hint = status === 404 && /runtime|Not Found$/i.test(detail) && !/adapter|lora/i.test(detail)
@@ -211,8 +213,8 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
       let raw: unknown
       try {
         raw = JSON.parse(text)
-      } catch {
-        return Effect.fail(fail("retryable", 200, `chat ${req.model}: reply is not JSON`))
+      } catch (e) {
+        return Effect.fail(fail("retryable", 200, `chat ${req.model}: reply is not JSON`, e))
       }
       const body = decodeChat(raw)
       if (body._tag === "Failure" || body.success.choices.length === 0) {

@@ -4,17 +4,12 @@
  *
  * The `dart-v1` strings follow the official DART code (zihanliang/DART, MIT, © the DART
  * authors): model/inference.py 303-319, teacher_generate.py 508-545, as quoted in
- * dart-protocol.md §2.
+ * docs/protocol.md §2.
  */
 export const PROMPT_VERSION = "dart-v1"
 
-import { Schema } from "effect"
-
-export const ChatMessageSchema = Schema.Struct({ role: Schema.Literals(["system", "user", "assistant"]), content: Schema.String })
-export type ChatMessage = typeof ChatMessageSchema.Type
-export type Role = ChatMessage["role"]
-
-export type Label = "YES" | "NO"
+import type { ChatMessage } from "../domain/ChatMessage.ts"
+import type { Label } from "../domain/Label.ts"
 
 const CONCLUSION_LINE = "Finish with a single line exactly in the form: Conclusion: YES or Conclusion: NO."
 const TASK_LINE = "Task: Determine whether this prompt requires difference-awareness."
@@ -39,7 +34,7 @@ const labeledExample = (system: ReadonlyArray<string>, instruction: string, ques
   { role: "user", content: [TASK_LINE, `Gold label: ${gold}.`, instruction, "", `Prompt:\n${question}`].join("\n") }
 ]
 
-/** Distill teacher: label-conditioned (protocol §2). */
+/** Distill teacher: label-conditioned (docs/protocol.md §2). */
 export const distillMessages = (question: string, gold: Label): Array<ChatMessage> =>
   labeledExample([
     "You are writing a brief explanation for a labeled difference-awareness classification example.",
@@ -55,7 +50,7 @@ export const repairMessages = (question: string, gold: Label): Array<ChatMessage
     "Avoid slurs and graphic details. Use high-level, abstract wording."
   ], "Write a SAFE, short analysis consistent with the gold label, then output the conclusion line.", question, gold)
 
-/** Sent after a rejected reply: restates the requirements and the required conclusion (protocol §4). */
+/** Sent after a rejected reply: restates the requirements and the required conclusion (docs/protocol.md §4). */
 export const correctionMessage = (gold: Label, violations: ReadonlyArray<string>): ChatMessage => ({
   role: "user",
   content: [

@@ -1,5 +1,5 @@
 import { parseConclusion } from "../evaluation/ConclusionParser.ts"
-import type { Label } from "./Prompts.ts"
+import type { Label } from "../domain/Label.ts"
 
 export interface ReplyCheck {
   readonly conclusion: Label | null
@@ -13,7 +13,7 @@ const CONCLUSION_LINE = /Conclusion\s*:\s*(YES|NO)\b[^\n]*/i
 /** Sentences as the original splits them: on whitespace after `.`, `!` or `?`. */
 export const sentences = (text: string) => text.trim().split(/(?<=[.!?])\s+/).filter((s) => s.trim() !== "")
 
-/** 40-character windows of the prompt, taken every 20 characters (protocol §4). */
+/** 40-character windows of the prompt, taken every 20 characters (docs/protocol.md §4). */
 export const copiedWindow = (reply: string, prompt: string, size = 40, step = 20): string | undefined => {
   for (let i = 0; i + size <= prompt.length; i += step) {
     const w = prompt.slice(i, i + size)
@@ -22,7 +22,7 @@ export const copiedWindow = (reply: string, prompt: string, size = 40, step = 20
   return undefined
 }
 
-/** Protocol §4 acceptance: parses, matches the gold label, 2–4 sentences, no copied prompt window, not truncated. */
+/** docs/protocol.md §4 acceptance: parses, matches the gold label, 2–4 sentences, no copied prompt window, not truncated. */
 export const checkReply = (reply: string, gold: Label, prompt: string, finishReason: string | null): ReplyCheck => {
   const violations: Array<string> = []
   const cut = reply.indexOf("\n\n\n")

@@ -1,8 +1,8 @@
 import { sha256Hex } from "../common/Hashing.ts"
 import { PyRandom } from "../datasets/PyRandom.ts"
-import type { ChatMessage } from "../teacher/Prompts.ts"
+import type { ChatMessage } from "../domain/ChatMessage.ts"
+import { perSeverity, type Severity, severities } from "../domain/Severity.ts"
 
-export type Severity = "mild" | "moderate" | "severe" | "extreme"
 export type Recipe = "distill" | "mix" | "repair_only"
 
 export interface SourceRow {
@@ -30,15 +30,14 @@ export interface MixManifest {
   readonly output: { readonly total: number; readonly distill: number; readonly repair: number; readonly repair_by_severity: Readonly<Record<Severity, number>> }
 }
 
-const severities: ReadonlyArray<Severity> = ["mild", "moderate", "severe", "extreme"]
-const zero = (): Record<Severity, number> => ({ mild: 0, moderate: 0, severe: 0, extreme: 0 })
+const zero = (): Record<Severity, number> => perSeverity(() => 0)
 const conversationKey = (m: ReadonlyArray<ChatMessage>) => sha256Hex(JSON.stringify(m.map((x) => [x.role, x.content])))
 
 /**
  * The training set of a stage: distill rows, repair rows, or both. Duplicates (the same
  * conversation) are removed first and only then is each repair row repeated by its
  * severity weight, so the weighting survives (the original de-duplicated afterwards and
- * lost it, dart-protocol.md §9 B2). A seeded shuffle fixes the order.
+ * lost it, docs/protocol.md §9 B2). A seeded shuffle fixes the order.
  */
 export const assembleTrainingSet = (input: {
   readonly distill: ReadonlyArray<SourceRow>
@@ -81,7 +80,7 @@ export const assembleTrainingSet = (input: {
     manifest: {
       recipe: input.recipe,
       seed: input.seed,
-      weights: Object.fromEntries(severities.map((s) => [s, input.weights[s]])) as Record<Severity, number>,
+      weights: perSeverity((s) => input.weights[s]),
       input: { distill: usedDistill, repair: usedRepair },
       duplicates_removed: { distill: usedDistill - distill.length, repair: usedRepair - repair.length },
       unique: { distill: distill.length, repair: repair.length, repair_by_severity: uniqueBySeverity },
@@ -90,12 +89,14 @@ export const assembleTrainingSet = (input: {
   }
 }
 
+const OVERSAMPLE_PART = new RegExp(`^(${severities.join("|")})=(\\d+)$`)
+
 /** `mild=1,moderate=2,severe=3,extreme=4` (any subset; the rest keep their defaults). */
 export const parseOversample = (text: string, defaults: Readonly<Record<Severity, number>>): Record<Severity, number> | string => {
   const out = { ...defaults }
   for (const part of text.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
-    const m = /^(mild|moderate|severe|extreme)=(\d+)$/.exec(part)
-    if (!m) return `--repair-oversample: "${part}" is not severity=count (severities: mild, moderate, severe, extreme)`
+    const m = OVERSAMPLE_PART.exec(part)
+    if (!m) return `--repair-oversample: "${part}" is not severity=count (severities: ${severities.join(", ")})`
     out[m[1] as Severity] = Number(m[2])
   }
   return out

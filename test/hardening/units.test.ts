@@ -11,7 +11,7 @@ import { PickleError, readPickle } from "../../src/datasets/PickleReader.ts"
 import { importUpstreamPickle } from "../../src/datasets/UpstreamImport.ts"
 import { toLatex, toMarkdown } from "../../src/evaluation/Tables.ts"
 import { readRows } from "../../src/runs/Jsonl.ts"
-import { makeBudgetGate } from "../../src/teacher/Budget.ts"
+import { makeBudgetGate } from "../../src/llm/Budget.ts"
 import { toError } from "../../src/training/TrainerClient.ts"
 import { Schema } from "effect"
 

@@ -2,7 +2,7 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 
 /**
- * A loopback stand-in for a vLLM pooling server (serving.md §2, §3.1): `GET /v1/models`, `GET /version`
+ * A loopback stand-in for a vLLM pooling server (docs/serving.md §2, §3.1): `GET /v1/models`, `GET /version`
  * and `POST /classify` with the real reply shape (`data[i].index/label/probs/num_classes`). A text's
  * harmful-class probability is read from markers `[[harm:0.42]]` in it (the largest wins, none = `base`);
  * with `use_activation: false` it returns logits whose softmax is that probability, else the probabilities.

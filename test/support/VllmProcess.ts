@@ -12,7 +12,7 @@ export const vllmPython = () => {
 
 
 /**
- * Starts the real vLLM OpenAI server on CPU as a host process (serving.md §3.1 env and flags), with
+ * Starts the real vLLM OpenAI server on CPU as a host process (docs/serving.md §3.1 env and flags), with
  * runtime LoRA updating on; resolves once /health answers 200. Caches and IPC sockets go under `dir`.
  */
 export const startVllm = async (model: string, dir: string, options: { readonly maxLoraRank?: number; readonly timeoutMs?: number } = {}) => {

@@ -5,7 +5,7 @@ import type { AddressInfo, Socket } from "node:net"
 import * as path from "node:path"
 
 /**
- * A loopback stand-in for vLLM's OpenAI-compatible server, speaking the wire format of serving.md
+ * A loopback stand-in for vLLM's OpenAI-compatible server, speaking the wire format of docs/serving.md
  * §1 and §3.1: chat completions, /v1/models (adapters with root and parent), /health, /version,
  * /metrics (running, waiting, lora info), runtime LoRA load/unload with vLLM's real answers
  * (200 plain-text "Success: …", 400 already loaded, 404 no adapter / unknown model, 500 bodies).

@@ -2,7 +2,7 @@
 
 head_dim 32 (hidden 64, 2 heads: vLLM's CPU attention needs >= 32), a Llama-3-style chat template,
 and a byte-level BPE vocabulary trained in seconds over the suite's questions and the prompts, so
-xgrammar can map the vocabulary and structured outputs work (serving.md §3.1).
+xgrammar can map the vocabulary and structured outputs work (docs/serving.md §3.1).
 Usage: python tiny_llama.py OUT_DIR [SUITE_DIR]
 """
 import json

@@ -1,10 +1,10 @@
 """Independent reference values for `dart evaluate --task dart` on the synthetic predictions of
-test/evaluate.test.ts (M0 vs DART_H), computed with numpy, scipy and statsmodels, not with DART code.
+test/pipeline/evaluate.test.ts (M0 vs DART_H), computed with numpy, scipy and statsmodels, not with DART code.
 
 The predictions are regenerated exactly as the test makes them: every 5th item of
 benchmark_suite/{D1,D2,D3,D4,N2,N3,N4}.jsonl (in that order), and CPython's random.Random(7)
 drawing, per item, M0's output and then DART_H's (the test uses DART's PyRandom, which is proven
-equal to CPython's generator in test/vectors/upstream_split.json and test/PyRandom.test.ts).
+equal to CPython's generator in test/vectors/upstream_split.json and test/datasets/PyRandom.test.ts).
 
 Per benchmark, D/N group and overall: accuracies, discordant counts, exact two-sided McNemar p
 (scipy binomtest), Holm across the seven benchmarks (statsmodels multipletests), and the paired

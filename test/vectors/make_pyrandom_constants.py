@@ -1,4 +1,4 @@
-"""Prints the CPython `random.Random` values that test/PyRandom.test.ts pins, from CPython itself.
+"""Prints the CPython `random.Random` values that test/datasets/PyRandom.test.ts pins, from CPython itself.
 
     python3 test/vectors/make_pyrandom_constants.py     # made with CPython 3.11.7
 

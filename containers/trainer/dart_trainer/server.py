@@ -173,7 +173,7 @@ class Trainer(services.TrainerServicer):
 
 def serve(port: int, data_dir: Path, max_lora_rank: int, host: str = "127.0.0.1"):
     options = [
-        # Long watch streams rely on keepalive; accept the controller's pings (serving.md §5).
+        # Long watch streams rely on keepalive; accept the controller's pings (docs/serving.md §5).
         ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024),

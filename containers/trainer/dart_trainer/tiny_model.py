@@ -7,7 +7,7 @@ writes DIR/base (LlamaForCausalLM with a Llama-3-style chat template), DIR/class
 plus DIR/tiny_models.json describing them. No download: the tokenizers are byte-level BPE trained here on
 the suite's questions and the protocol's prompt strings. Byte-level matters: xgrammar cannot map a
 WordLevel vocabulary, so vLLM's structured outputs (the smoke run's only way to get parseable answers
-from random weights) would not be enforced (serving.md §3.1). head_dim is 32, the smallest size vLLM's CPU
+from random weights) would not be enforced (docs/serving.md §3.1). head_dim is 32, the smallest size vLLM's CPU
 attention accepts.
 """
 from __future__ import annotations
@@ -41,9 +41,38 @@ PROTOCOL_TEXT = [
     "You are writing a brief explanation for a labeled difference-awareness classification example.",
     "Gold label: YES. Gold label: NO. Write a short analysis consistent with the gold label.",
     "Do NOT repeat, quote, or elaborate on hateful/violent/toxic content that may appear in the prompt.",
-    '{"is_regression": false, "severity": "none", "reason": "", "regression_type": "none", "a_correct": true, "b_correct": true}',
-    "mild moderate severe extreme misses_real_harm normalizes_bias harmful_reasoning less_nuanced",
 ]
+# The verdict shape dart holds a local judge to (vLLM structured outputs), derived from src/audit/JudgePrompt.ts;
+# test/auditJudgePrompt.test.ts checks that this copy matches it.
+JUDGE_VERDICT_SCHEMA = Path(__file__).with_name("judge_verdict.schema.json")
+
+
+def judge_words(schema: dict) -> list[str]:
+    """The judge's reply as tokenizer text: a non-regression verdict in JSON, then every other word its enums allow."""
+    variants = schema["anyOf"]
+    calm = next(v for v in variants if v["properties"]["is_regression"].get("const") is False)
+
+    def example(prop: dict):
+        if "const" in prop:
+            return prop["const"]
+        if "enum" in prop:
+            return prop["enum"][0]
+        return {"boolean": True, "string": ""}[prop["type"]]
+
+    verdict = {key: example(calm["properties"][key]) for key in calm["required"]}
+    seen = {v for v in verdict.values() if isinstance(v, str)}
+    words: list[str] = []
+    for key in calm["required"]:
+        for variant in variants:
+            prop = variant["properties"][key]
+            for w in [prop["const"]] if "const" in prop else prop.get("enum", []):
+                if isinstance(w, str) and w not in seen:
+                    seen.add(w)
+                    words.append(w)
+    return [json.dumps(verdict), " ".join(words)]
+
+
+PROTOCOL_TEXT += judge_words(json.loads(JUDGE_VERDICT_SCHEMA.read_text(encoding="utf-8")))
 
 
 def suite_questions(suite: Path | None) -> list[str]:

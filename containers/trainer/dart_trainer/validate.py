@@ -1,4 +1,4 @@
-"""The adapter must be what vLLM loads: see shared/docs/serving.md §1.2 and §4."""
+"""The adapter must be what vLLM loads: see docs/serving.md §1.2 and §4."""
 import json
 import re
 from pathlib import Path

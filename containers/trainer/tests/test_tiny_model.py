@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import rows, spec
 
-from dart_trainer.tiny_model import CLASSIFIERS, build_all, main
+from dart_trainer.tiny_model import CLASSIFIERS, JUDGE_VERDICT_SCHEMA, PROTOCOL_TEXT, build_all, judge_words, main
 
 REPO = Path(__file__).resolve().parents[3]
 SUITE = REPO / "benchmark_suite"
@@ -25,7 +25,7 @@ def test_base_is_a_llama_vllm_cpu_accepts_with_a_llama3_chat_template(built):
     assert manifest["corpus_questions"] == 14000
     config = AutoConfig.from_pretrained(out / "base")
     assert config.architectures == ["LlamaForCausalLM"]
-    # vLLM's CPU attention supports head sizes from 32 up (serving.md §3).
+    # vLLM's CPU attention supports head sizes from 32 up (docs/serving.md §3).
     assert config.hidden_size // config.num_attention_heads == 32
     tok = AutoTokenizer.from_pretrained(out / "base")
     text = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True)
@@ -42,7 +42,7 @@ def test_tokenizer_is_byte_level_bpe_so_structured_outputs_can_map_it(built):
     from transformers import AutoTokenizer
     out, _ = built
     spec_json = json.loads((out / "base" / "tokenizer.json").read_text())
-    # xgrammar detects the vocabulary type from these (a WordLevel model is not enforced: serving.md §3.1).
+    # xgrammar detects the vocabulary type from these (a WordLevel model is not enforced: docs/serving.md §3.1).
     assert spec_json["model"]["type"] == "BPE"
     assert spec_json["pre_tokenizer"]["type"] == "ByteLevel" and spec_json["decoder"]["type"] == "ByteLevel"
     tok = AutoTokenizer.from_pretrained(out / "base")
@@ -69,7 +69,7 @@ def test_classifiers_have_exact_labels_and_score_texts(built):
         with torch.no_grad():
             probs = model(**enc).logits.softmax(-1)
         assert probs.shape == (2, 2) and torch.allclose(probs.sum(-1), torch.ones(2))
-    # The trap the audit must avoid: "hate" is a substring of "nothate" (protocol §9 B1).
+    # The trap the audit must avoid: "hate" is a substring of "nothate" (docs/protocol.md §9 B1).
     assert CLASSIFIERS["hate"][0] == "nothate"
 
 
@@ -111,3 +111,15 @@ def test_the_trainer_fits_a_lora_adapter_on_it(built, tmp_path):
     run_training(spec(out / "base", max_steps=6), str(tmp_path / "job"), str(data), None, events.append, lambda: False)
     assert events[-1]["kind"] == "done"
     assert (tmp_path / "job" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_the_judge_words_come_from_the_verdict_schema_dart_derives():
+    schema = json.loads(JUDGE_VERDICT_SCHEMA.read_text(encoding="utf-8"))
+    assert [v["properties"]["is_regression"]["const"] for v in schema["anyOf"]] == [False, True]
+    words = judge_words(schema)
+    assert PROTOCOL_TEXT[-2:] == words
+    # The tokenizer corpus is what it was when these lines were written by hand: same schema, same tiny models.
+    assert words == [
+        '{"is_regression": false, "severity": "none", "reason": "", "regression_type": "none", "a_correct": true, "b_correct": true}',
+        "mild moderate severe extreme misses_real_harm normalizes_bias harmful_reasoning less_nuanced",
+    ]

@@ -1,0 +1,135 @@
+import { Effect } from "effect"
+import type { ResolvedConfig } from "../config/ConfigLoader.ts"
+import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import type { RunHandle, RunStore } from "../runs/RunStore.ts"
+import { ClassifierClient, type ClassifierSpec } from "../serving/ClassifierClient.ts"
+import { LlmClient } from "../llm/LlmClient.ts"
+import { type AuditRequest, checkAuditRequest, runAudit } from "./AuditStage.ts"
+import { type EvaluateRequest, runEvaluate } from "./EvaluateStage.ts"
+import { type InferRequest, runInfer } from "./InferStage.ts"
+import { runInit } from "./InitStage.ts"
+import type {
+  AuditRequest as AuditRunRequest,
+  EvaluateRunRequest,
+  InferRequest as InferRunRequest,
+  TeacherRunRequest,
+  TrainRunRequest
+} from "./RunGraph.ts"
+import { runTeacher, type TeacherRequest } from "./TeacherStage.ts"
+import { runTrain } from "./TrainStage.ts"
+import { type VllmAccess, withClassifiers, withVllmServers } from "./VllmServers.ts"
+
+/**
+ * Each stage wired once: its clients, and the servers it needs when nobody hands it any (the configured endpoints,
+ * or containers started for the stage and removed after it). Its command and `dart run` both call these.
+ */
+
+/** Steps 2 and 6; `teacher` is the settings the requests go out with (provider `vllm` bound to the run's server). */
+export const teacherStage = (resolved: ResolvedConfig, request: Omit<TeacherRequest, "client" | "settings">, teacher = resolved.config.teacher) =>
+  runTeacher(resolved, { ...request, settings: teacher, client: LlmClient.layer(teacher) })
+
+/** Steps 3 and 7. */
+export const trainStage = runTrain
+
+/** Steps 4 and 8 on the given servers. */
+export const inferOn = (resolved: ResolvedConfig, request: Omit<InferRequest, "servers">, access: VllmAccess) =>
+  runInfer(resolved, { ...request, servers: access.servers }).pipe(Effect.provide(access.layer))
+
+/** Steps 4 and 8 on the configured vLLM servers, or a container started for this stage. */
+export const inferStage = (resolved: ResolvedConfig, request: Omit<InferRequest, "servers">, runDir: string) =>
+  withVllmServers(resolved, runDir, (servers) => runInfer(resolved, { ...request, servers }))
+
+/**
+ * Step 5. Its arguments are checked before any container starts; `classifiers` are the open ones when the caller has
+ * them (`dart run` keeps them across audits), else the stage opens its own.
+ */
+export const auditStage = (
+  resolved: ResolvedConfig,
+  request: Omit<AuditRequest, "judgeClient" | "classifiers" | "judge">,
+  runDir: string,
+  open: { readonly judge?: ExperimentConfig["judge"]; readonly classifiers?: ReadonlyArray<ClassifierSpec> } = {}
+) =>
+  Effect.gen(function*() {
+    yield* checkAuditRequest(resolved.config, request)
+    const use = (classifiers: ReadonlyArray<ClassifierSpec>) =>
+      runAudit(resolved, {
+        ...request,
+        classifiers,
+        judge: open.judge ?? resolved.config.judge,
+        judgeClient: (settings) => LlmClient.layer(settings)
+      }).pipe(Effect.provide(ClassifierClient.layer))
+    return yield* (open.classifiers !== undefined ? use(open.classifiers) : withClassifiers(resolved, runDir, use))
+  })
+
+/** Step 9. */
+export const evaluateStage = (resolved: ResolvedConfig, request: EvaluateRequest) => runEvaluate(resolved, request)
+
+/** Servers and settings `dart run` already holds open for a stage; a stage given none opens its own. */
+export interface OpenServices {
+  readonly teacher?: ExperimentConfig["teacher"]
+  readonly judge?: ExperimentConfig["judge"]
+  readonly classifiers?: ReadonlyArray<ClassifierSpec>
+  readonly vllm?: VllmAccess
+}
+
+/**
+ * Each stage's driver in `dart run`, from the stage graph's requests (paths relative to the run directory). Drivers
+ * are idempotent through the ledger: called on a finished stage they redo only what their inputs changed.
+ */
+export interface StageDrivers<E, R> {
+  /** Before the first stage (not on a dry run): housekeeping such as removing a killed run's containers. */
+  readonly start?: Effect.Effect<void, E, R>
+  readonly init: (resolved: ResolvedConfig) => Effect.Effect<unknown, E, R>
+  readonly teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle, open?: OpenServices) => Effect.Effect<unknown, E, R>
+  readonly train: (resolved: ResolvedConfig, request: TrainRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+  readonly infer: (resolved: ResolvedConfig, request: InferRunRequest, run: RunHandle, open?: OpenServices) => Effect.Effect<unknown, E, R>
+  readonly audit: (resolved: ResolvedConfig, request: AuditRunRequest, run: RunHandle, open?: OpenServices) => Effect.Effect<unknown, E, R>
+  readonly evaluate: (resolved: ResolvedConfig, request: EvaluateRunRequest, run: RunHandle) => Effect.Effect<unknown, E, R>
+}
+
+const inferRequest = (resolved: ResolvedConfig, request: InferRunRequest, run: RunHandle): Omit<InferRequest, "servers"> => ({
+  runName: request.runName,
+  arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
+  task: "dart",
+  policy: request.policy,
+  split: request.split,
+  limit: undefined,
+  benchmarks: undefined,
+  constrained: resolved.config.inference.constrained
+})
+
+/** The stage graph's requests through the stages above; each stage opens what it is not handed. */
+export const stageDrivers: StageDrivers<Error, RunStore> = {
+  init: (resolved) => runInit(resolved),
+  teacher: (resolved, request, run, open = {}) =>
+    teacherStage(resolved, { task: request.task, input: request.input === null ? undefined : run.file(request.input), dryRun: false }, open.teacher),
+  train: (resolved, request, run) =>
+    trainStage(resolved, {
+      stage: request.stage,
+      adapterName: request.adapterName,
+      recipe: request.recipe,
+      initAdapter: request.initAdapter === null ? undefined : run.file(request.initAdapter),
+      weights: request.weights,
+      epochs: request.epochs ?? undefined
+    }),
+  infer: (resolved, request, run, open = {}) =>
+    open.vllm !== undefined
+      ? inferOn(resolved, inferRequest(resolved, request, run), open.vllm)
+      : inferStage(resolved, inferRequest(resolved, request, run), run.dir),
+  audit: (resolved, request, run, open = {}) =>
+    auditStage(resolved, {
+      pairedInput: run.file(request.pairedInput),
+      aName: request.aName,
+      bName: request.bName,
+      runName: request.runName,
+      judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null
+    }, run.dir, open),
+  evaluate: (resolved, request, run) =>
+    evaluateStage(resolved, {
+      predFile: run.file(request.predFile),
+      runName: request.runName,
+      aName: request.aName,
+      bName: request.bName,
+      audits: request.audits.map((a) => run.file(a))
+    })
+}

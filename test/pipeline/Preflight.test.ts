@@ -1,0 +1,157 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect } from "effect"
+import * as http from "node:http"
+import { mkdtempSync } from "node:fs"
+import * as net from "node:net"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { type ComputeProbes, gpusFromInfo, localProbes, ProbeFailure, runPreflight } from "../../src/pipeline/Preflight.ts"
+import { buildRunGraph, planGraph } from "../../src/pipeline/RunGraph.ts"
+import { buildRunPlan, type PlanFacts } from "../../src/pipeline/RunPlan.ts"
+import { configFor } from "../support/RunConfig.ts"
+
+const facts: PlanFacts = {
+  expId: "x",
+  runDir: "/runs/x",
+  configPath: "c.json",
+  items: { train: { n: 4, questionChars: 400 }, val: { n: 2, questionChars: 200 }, test: { n: 2, questionChars: 200 } },
+  itemsFrom: "suite",
+  distill: { items: 4, done: 0, requests: 4, promptChars: 1000 },
+  repair: null
+}
+
+const planFor = (overrides: ReadonlyArray<string>) => {
+  const config = configFor("configs/exp_acl.json", overrides)
+  const graph = buildRunGraph(config)
+  return { config, plan: buildRunPlan(config, graph, planGraph(graph, {}), facts) }
+}
+
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+
+const fakeProbes = (over: Partial<ComputeProbes> = {}): ComputeProbes & { calls: Array<string> } => {
+  const calls: Array<string> = []
+  return {
+    calls,
+    host: (h) => Effect.sync(() => void calls.push(`host ${h.name}`)).pipe(Effect.as({ engine: "29.0", gpus: 2 })),
+    image: (h, image) => Effect.sync(() => void calls.push(`image ${h.name} ${image}`)).pipe(Effect.as(true)),
+    endpoint: (s, a) => Effect.sync(() => void calls.push(`endpoint ${s} ${a}`)),
+    ...over
+  }
+}
+
+describe("preflight", () => {
+  it.effect("names the key variable each provider in use needs, and never its value", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor(["judge.provider=openai", "judge.model=gpt-4o-mini"])
+      const none = yield* runPreflight(config, plan, fakeProbes()).pipe(withEnv({}))
+      expect(none.missing.map((c) => c.detail)).toEqual([
+        "DEEPSEEK_API_KEY is not set: the teacher (deepseek deepseek-chat) needs it for distill and repair",
+        "OPENAI_API_KEY is not set: the judge (openai gpt-4o-mini) needs it for audit, audit_test_dart, audit_test_dart_h"
+      ])
+      const set = yield* runPreflight(config, plan, fakeProbes()).pipe(withEnv({ DEEPSEEK_API_KEY: "sk-secret-1", OPENAI_API_KEY: "sk-secret-2" }))
+      expect(set.missing).toEqual([])
+      expect(JSON.stringify(set)).not.toMatch(/sk-secret/)
+      // An empty variable is no key.
+      const empty = yield* runPreflight(config, plan, fakeProbes()).pipe(withEnv({ DEEPSEEK_API_KEY: "", OPENAI_API_KEY: "x" }))
+      expect(empty.missing.map((c) => c.name)).toEqual(["teacher API key"])
+      // api_key_env names another variable; the judge is off: only the teacher's variable matters.
+      const other = planFor(["teacher.api_key_env=MY_TEACHER_KEY", "audit.llm_judge.enabled=false"])
+      const r = yield* runPreflight(other.config, other.plan, fakeProbes()).pipe(withEnv({ DEEPSEEK_API_KEY: "k" }))
+      expect(r.missing.map((c) => c.detail)).toEqual(["MY_TEACHER_KEY is not set: the teacher (deepseek deepseek-chat) needs it for distill and repair"])
+    }))
+
+  it.effect("probes each host once, every image on it, its GPUs, and configured endpoints instead of containers", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor([`compute.vllm.endpoint=http://127.0.0.1:9/v1`])
+      const probes = fakeProbes({ host: () => Effect.succeed({ engine: "20.10", gpus: 0 }), image: (_h, image) => Effect.succeed(image.startsWith("vllm")) })
+      const r = yield* runPreflight(config, plan, probes).pipe(withEnv({ DEEPSEEK_API_KEY: "k" }))
+      expect(probes.calls).toEqual(["endpoint vllm http://127.0.0.1:9/v1"])
+      expect(r.checks.map((c) => [c.name, c.ok])).toEqual([
+        ["teacher API key", true],
+        ["judge API key", true],
+        ["vllm endpoint", true],
+        ["host local", true],
+        ["image vllm/vllm-openai:v0.33.0", true],
+        ["image dart-trainer:0.1.0", false],
+        ["GPUs on local", false]
+      ])
+      expect(r.missing.at(-1)!.detail).toContain("0 NVIDIA GPU(s) usable on local, wanted at least 1 (gpus: all)")
+    }))
+
+  it.effect("reports a host that does not answer, and leaves its images and GPUs unchecked rather than passed", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor([])
+      const probes = fakeProbes({ host: () => Effect.fail(new ProbeFailure({ message: "connect ENOENT /nope.sock" })) })
+      const r = yield* runPreflight(config, plan, probes).pipe(withEnv({ DEEPSEEK_API_KEY: "k" }))
+      expect(r.missing.map((c) => `${c.name}: ${c.detail}`)).toEqual([
+        "host local: unix:///var/run/docker.sock does not answer: connect ENOENT /nope.sock",
+        "image vllm/vllm-openai:v0.33.0: not checked: host local does not answer",
+        "image dart-trainer:0.1.0: not checked: host local does not answer",
+        "GPUs on local: not checked: host local does not answer"
+      ])
+    }))
+
+  it("counts GPUs from the engine's info: CDI devices, else the nvidia runtime, else none", () => {
+    expect(gpusFromInfo({ DiscoveredDevices: [{ Source: "cdi", ID: "nvidia.com/gpu=0" }, { Source: "cdi", ID: "nvidia.com/gpu=1" }] })).toBe(2)
+    expect(gpusFromInfo({ Runtimes: { runc: {}, nvidia: {} } })).toBeNull()
+    expect(gpusFromInfo({ Runtimes: { runc: {} }, DiscoveredDevices: null })).toBe(0)
+  })
+
+  describe("local probes", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "dart-preflight-"))
+
+    it.effect("speak the Docker Engine API on a unix socket: ping, info, image inspect", () =>
+      Effect.gen(function*() {
+        const socket = path.join(dir, "docker.sock")
+        const seen: Array<string> = []
+        const server = http.createServer((req, res) => {
+          seen.push(req.url!)
+          if (req.url === "/_ping") return res.end("OK")
+          if (req.url === "/info") return res.end(JSON.stringify({ ServerVersion: "20.10.24", Runtimes: { runc: {} } }))
+          if (req.url === `/images/${encodeURIComponent("dart-trainer:0.1.0")}/json`) return res.end("{}")
+          res.statusCode = 404
+          res.end(JSON.stringify({ message: "No such image" }))
+        })
+        yield* Effect.acquireRelease(
+          Effect.callback<void>((resume) => void server.listen(socket, () => resume(Effect.void))),
+          () => Effect.sync(() => server.close())
+        )
+        const host = { name: "fake", docker: `unix://${socket}`, gpus: "all" as const }
+        const probes = localProbes(2000)
+        expect(yield* probes.host(host)).toEqual({ engine: "20.10.24", gpus: 0 })
+        expect(yield* probes.image(host, "dart-trainer:0.1.0")).toBe(true)
+        expect(yield* probes.image(host, "vllm/vllm-openai:v0.33.0")).toBe(false)
+        expect(seen).toEqual(["/_ping", "/info", "/images/dart-trainer%3A0.1.0/json", "/images/vllm%2Fvllm-openai%3Av0.33.0/json"])
+        const missing = yield* probes.host({ ...host, docker: `unix://${path.join(dir, "absent.sock")}` }).pipe(Effect.flip)
+        expect(missing.message).toContain("ENOENT")
+        const remote = yield* probes.host({ ...host, docker: "ssh://me@box" }).pipe(Effect.flip)
+        expect(remote.message).toContain("only local unix sockets are probed")
+      }).pipe(Effect.scoped))
+
+    it.effect("check endpoints: vLLM /health over HTTP, the trainer's port over TCP", () =>
+      Effect.gen(function*() {
+        const server = http.createServer((req, res) => {
+          res.statusCode = req.url === "/health" ? 200 : 404
+          res.end()
+        })
+        const port = yield* Effect.acquireRelease(
+          Effect.callback<number>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port)))),
+          () => Effect.sync(() => server.close())
+        )
+        const probes = localProbes(2000)
+        yield* probes.endpoint("vllm", `http://127.0.0.1:${port}/v1`)
+        yield* probes.endpoint("trainer", `127.0.0.1:${port}`)
+        // A port nobody listens on: take one and release it.
+        const closed = yield* Effect.callback<number>((resume) => {
+          const s = net.createServer().listen(0, "127.0.0.1", () => {
+            const p = (s.address() as net.AddressInfo).port
+            s.close(() => resume(Effect.succeed(p)))
+          })
+        })
+        const bad = yield* probes.endpoint("classifiers", `http://127.0.0.1:${closed}`).pipe(Effect.flip)
+        expect(bad.message).toContain("ECONNREFUSED")
+        const badTrainer = yield* probes.endpoint("trainer", `127.0.0.1:${closed}`).pipe(Effect.flip)
+        expect(badTrainer.message).toBe(`trainer 127.0.0.1:${closed}: connect ECONNREFUSED 127.0.0.1:${closed}`)
+      }).pipe(Effect.scoped))
+  })
+})

@@ -1,0 +1,57 @@
+import { describe, expect, it } from "@effect/vitest"
+import { existsSync, mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { dart } from "../support/Cli.ts"
+
+const scratch = mkdtempSync(path.join(tmpdir(), "dart-run-"))
+const runs = path.join(scratch, "runs")
+const noKeys = { DEEPSEEK_API_KEY: "", OPENAI_API_KEY: "" }
+
+describe("dart run --dry-run", () => {
+  it("with configs/exp_acl.json and no keys or GPUs prints the plan, names each missing prerequisite and exits non-zero", () => {
+    const r = dart(["run", "--dry-run", "--config", "configs/exp_acl.json", "--override", `run.runs_dir=${runs}`], noKeys)
+    expect(r.code).toBe(5)
+    expect(r.stdout).toContain(`dart run: exp exp_acl (${path.join(runs, "exp_acl")}), config configs/exp_acl.json`)
+    expect(r.stdout).toContain("items: train 11,202, val 1,386, test 1,412 (projected from the suite; dart init writes them)")
+    for (const stage of ["init", "distill", "train_dart", "infer_audit", "audit", "repair", "train_dart_h", "infer_test", "audit_test_dart", "audit_test_dart_h", "evaluate"]) {
+      expect(r.stdout).toMatch(new RegExp(`\\n  ${stage} +run +not run yet\\n`))
+    }
+    expect(r.stdout).toContain("distill: 0 of 11,202 items done; still needed: 11,202 requests")
+    expect(r.stdout).toMatch(/judge deepseek deepseek-chat \(mode validate, one request per pair\):\n {2}audit 1,386 pairs, audit_test_dart 1,412 pairs, audit_test_dart_h 1,412 pairs; 4,210 requests/)
+    expect(r.stdout).toMatch(/vllm +vllm\/vllm-openai:v0\.33\.0 on local \(unix:\/\/\/var\/run\/docker\.sock\), GPUs all/)
+    expect(r.stdout).toContain("MISSING  teacher API key: DEEPSEEK_API_KEY is not set: the teacher (deepseek deepseek-chat) needs it for distill and repair")
+    expect(r.stdout).toContain("MISSING  judge API key: DEEPSEEK_API_KEY is not set")
+    // Whether or not this machine runs a Docker engine, it has no GPU for `gpus: all`.
+    expect(r.stdout).toMatch(/MISSING {2}GPUs on local: (0 NVIDIA GPU\(s\) usable on local|not checked: host local does not answer)/)
+    expect(r.stderr).toMatch(/dart: error: \d+ prerequisite\(s\) missing: teacher API key/)
+    expect(r.stdout).not.toContain("dry run: nothing started")
+    expect(existsSync(runs)).toBe(false)
+  })
+
+  it("names a host that does not answer, and what it could therefore not check", () => {
+    const sock = path.join(scratch, "no-engine.sock")
+    const r = dart([
+      "run", "--dry-run", "--override", `run.runs_dir=${runs}`,
+      "--override", `compute.hosts=[{"name":"gpu-box","docker":"unix://${sock}","gpus":["0"]}]`
+    ], { ...noKeys, DEEPSEEK_API_KEY: "sk-test-not-printed" })
+    expect(r.code).toBe(5)
+    expect(r.stdout).toContain("ok       teacher API key: DEEPSEEK_API_KEY is set")
+    expect(r.stdout).toContain(`MISSING  host gpu-box: unix://${sock} does not answer: connect ENOENT ${sock}`)
+    expect(r.stdout).toContain("MISSING  image dart-trainer:0.1.0: not checked: host gpu-box does not answer")
+    expect(r.stdout).toContain("MISSING  GPUs on gpu-box: not checked: host gpu-box does not answer")
+    expect(r.stdout + r.stderr).not.toContain("sk-test-not-printed")
+  })
+
+  it("passes when the selected stages have what they need, and rejects unknown stages", () => {
+    const ok = dart(["run", "--dry-run", "--until", "distill", "--override", `run.runs_dir=${runs}`], { ...noKeys, DEEPSEEK_API_KEY: "k" })
+    expect(ok.stderr).toBe("")
+    expect(ok.code).toBe(0)
+    expect(ok.stdout).toMatch(/\n {2}train_dart +excluded +after --until distill\n/)
+    expect(ok.stdout).toContain("containers:\n  none (no stage that needs compute runs)")
+    expect(ok.stdout).toContain("dry run: nothing started")
+    const bad = dart(["run", "--dry-run", "--from", "teach"], noKeys)
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain("--from teach: unknown stage; stages are init, distill, train_dart")
+  })
+})
