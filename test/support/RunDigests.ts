@@ -27,8 +27,9 @@ const VOLATILE = new Set([
   "created_at", "started_at", "finished_at", "at", "seconds", "timings", "pid", "host", "git_commit", "node_version", "tool_version",
   "tokens_per_second", "eta_seconds", "elapsed_s", "wall_s", "duration_s", "runtime_s", "train_runtime", "train_samples_per_second",
   "train_steps_per_second", "samples_per_second", "steps_per_second", "concurrency",
-  // Hashes of inputs that include run files: the files themselves are compared.
-  "inputs_hash"
+  // Hashes over contents that hold the run folder's path (the resolved config; an adapter's config names its base model by path), and
+  // names made from them: the files themselves are compared.
+  "inputs_hash", "config_hash", "adapter_sha256", "job_id"
 ])
 
 const files = (dir: string, prefix = ""): Array<string> =>
@@ -47,7 +48,7 @@ const strip = (value: unknown, drop: ReadonlyArray<string>, at = ""): unknown =>
     const out: Record<string, unknown> = {}
     for (const k of Object.keys(record).sort()) {
       const key = at === "" ? k : `${at}.${k}`
-      if (VOLATILE.has(k) || drop.includes(key) || (fileRecord && (k === "sha256" || k === "bytes"))) continue
+      if (VOLATILE.has(k) || drop.includes(key) || (fileRecord && (k === "sha256" || k === "bytes" || k === "size"))) continue
       out[k] = strip(record[k], drop, key)
     }
     return out
