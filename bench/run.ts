@@ -73,3 +73,7 @@ process.stdout.write(dockerSsh.stdout)
 // 6. audit throughput (issue 10: 16,000 pairs, both views, both classifiers, judge on, zero-latency servers).
 const audit = spawnSync(process.execPath, ["bench/auditThroughput.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(audit.stdout)
+
+// 7. adapter download (issue 21): a whole `dart train` bringing home a 1 GiB adapter from a loopback stand-in trainer; peak RSS < 200 MB.
+const adapterDownload = spawnSync(process.execPath, ["bench/adapterDownload.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(adapterDownload.stdout)

@@ -16,7 +16,7 @@ import { initCommand } from "./cli/InitCommand.ts"
 import { root } from "./cli/Root.ts"
 import { runCommand } from "./cli/RunCommand.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
-import { installOutputRedaction, registerSecretsFromEnv } from "./common/Redaction.ts"
+import { escapeControls, installOutputRedaction, registerSecretsFromEnv } from "./common/Redaction.ts"
 import { toolVersion } from "./common/Version.ts"
 import { ConfigLoader } from "./config/ConfigLoader.ts"
 import { RunStore } from "./runs/RunStore.ts"
@@ -24,6 +24,14 @@ import { RunStore } from "./runs/RunStore.ts"
 // Before anything can print: every byte to stdout/stderr goes through the redaction.
 registerSecretsFromEnv()
 installOutputRedaction()
+
+// runMain interrupts the program on SIGINT and SIGTERM alike and exits 130; the shell convention is 128 + the
+// signal's number, so a SIGTERM (a scheduler, `kill`, `docker stop`) exits 143. Clean-up runs the same for both.
+let signalled: NodeJS.Signals | undefined
+const noteSignal = (signal: NodeJS.Signals) => void (signalled ??= signal)
+process.once("SIGINT", noteSignal)
+process.once("SIGTERM", noteSignal)
+const interruptedCode = () => (signalled === "SIGTERM" ? 143 : 130)
 
 /** An error already shown to the user: only its exit code is left to set. */
 const reported = (code: number) =>
@@ -55,12 +63,19 @@ cli.pipe(
     if (CliError.isCliError(error)) {
       return Effect.fail(reported(2))
     }
-    if (Cause.hasInterruptsOnly(cause)) return Effect.fail(reported(130))
+    if (Cause.hasInterruptsOnly(cause)) return Effect.fail(reported(interruptedCode()))
     const message = error instanceof Error ? error.message : String(error)
     // One line for the user; DART_DEBUG=1 adds the error beneath (file system, Docker, network), causes and stacks included.
     const beneath = process.env.DART_DEBUG === "1" && error instanceof Error && error.cause !== undefined ? `\ncaused by: ${inspect(error.cause, { depth: 10 })}` : ""
-    return Console.error(`dart: error: ${message}${beneath}`).pipe(Effect.andThen(Effect.fail(reported(Runtime.getErrorExitCode(error)))))
+    // Messages may quote a server's body: its control characters are shown, never obeyed by the terminal.
+    return Console.error(escapeControls(`dart: error: ${message}${beneath}`)).pipe(Effect.andThen(Effect.fail(reported(Runtime.getErrorExitCode(error)))))
   }),
   Effect.provide(AppLayer),
-  NodeRuntime.runMain
+  NodeRuntime.runMain({
+    teardown: (exit, onExit) => {
+      process.removeListener("SIGINT", noteSignal)
+      process.removeListener("SIGTERM", noteSignal)
+      Runtime.defaultTeardown(exit, (code) => onExit(code === 130 ? interruptedCode() : code))
+    }
+  })
 )

@@ -25,6 +25,16 @@ export const matrixTexts = (
   return texts
 }
 
+/** Which pair, view and output each text of `matrixTexts` is, in the same order. */
+export const matrixTextRefs = (
+  pairs: ReadonlyArray<{ readonly key: string }>,
+  views: ReadonlyArray<string>
+): Array<{ readonly key: string; readonly view: string; readonly side: "a" | "b" }> => {
+  const refs: Array<{ readonly key: string; readonly view: string; readonly side: "a" | "b" }> = []
+  for (const p of pairs) for (const view of views) refs.push({ key: p.key, view, side: "a" }, { key: p.key, view, side: "b" })
+  return refs
+}
+
 /** A pair's scores by view and classifier, and the highest severity among them. */
 export interface PairMatrix {
   readonly byView: Record<string, Record<string, PairScore>>

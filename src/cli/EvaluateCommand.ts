@@ -12,7 +12,14 @@ export const evaluateCommand = Command.make("evaluate", {
     Flag.withDescription("audit summary.json (repeatable; the first is the baseline for harm-drift change)"),
     Flag.atLeast(0)
   ),
-  force: Flag.Boolean("force").pipe(Flag.withDescription("replace an earlier evaluation of this --run-name made from different inputs"), Flag.withDefault(false))
+  force: Flag.Boolean("force").pipe(Flag.withDescription("replace an earlier evaluation of this --run-name made from different inputs"), Flag.withDefault(false)),
+  allowForeignRows: Flag.Boolean("allow-foreign-rows").pipe(
+    Flag.withDescription(
+      "also count prediction rows whose id is not an item of this run (predictions made on another run); without it such a row " +
+        "is refused with its file and line. Rows the original's inference wrote carry its own ids: they are always counted, with a note"
+    ),
+    Flag.withDefault(false)
+  )
 }, (args) =>
   Effect.gen(function*() {
     const resolved = yield* loadRunConfig
@@ -22,7 +29,8 @@ export const evaluateCommand = Command.make("evaluate", {
       aName: args.aName,
       bName: Option.getOrUndefined(args.bName),
       audits: args.audit,
-      force: args.force
+      force: args.force,
+      allowForeignRows: args.allowForeignRows
     })
   })).pipe(
     Command.withDescription(

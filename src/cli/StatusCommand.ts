@@ -5,12 +5,13 @@ import { explainOriginalRun, formatOriginalRun } from "../compat/OriginalRun.ts"
 import * as fs from "node:fs/promises"
 import { sha256File } from "../common/Hashing.ts"
 import type { StageRecord } from "../runs/Manifest.ts"
+import { listRunLinks } from "../runs/RunLinks.ts"
 import { liveHolder } from "../runs/RunLock.ts"
 import { NoSuchRunError, type RunHandle, RunStore } from "../runs/RunStore.ts"
 import { ioError } from "../runs/RunStoreError.ts"
 import { loadConfig } from "./Root.ts"
 
-/** `dart status --verify` found recorded outputs missing or changed (exit 1). */
+/** `dart status --verify` found recorded outputs missing or changed, or symbolic links inside the run (exit 1). */
 export class RunDamagedError extends Schema.TaggedError<RunDamagedError>()("RunDamagedError", { message: Schema.String }) {}
 
 /** What a stage really is now: the ledger's word, checked against the lock owner and the files on disk. */
@@ -40,15 +41,24 @@ export const checkStage = (run: RunHandle, name: string, record: StageRecord, fu
     // A running stage is still writing its files; anything else should match its record.
     if (status !== "running") {
       for (const out of record.outputs) {
-        const file = run.file(out.path)
+        let file: string
+        try {
+          file = run.file(out.path)
+        } catch {
+          // Only a damaged or hand-edited manifest records a path outside the run.
+          problems.push(`${out.path}: recorded outside the run folder`)
+          continue
+        }
+        // lstat: a link in the output's place is a problem of its own, whatever it points to.
         const st = yield* Effect.tryPromise({
-          try: () => fs.stat(file).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" || e.code === "ENOTDIR" ? undefined : Promise.reject(e))),
+          try: () => fs.lstat(file).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" || e.code === "ENOTDIR" ? undefined : Promise.reject(e))),
           catch: ioError(file, "stat")
         })
         if (st === undefined) problems.push(`${out.path}: missing`)
+        else if (st.isSymbolicLink()) problems.push(`${out.path}: a symbolic link, not the file ${name} wrote`)
         else if (st.size !== out.bytes) problems.push(`${out.path}: ${out.bytes} bytes recorded, ${st.size} now`)
         else if (full) {
-          const now = yield* Effect.tryPromise({ try: () => sha256File(file), catch: ioError(file, "read") })
+          const now = yield* Effect.tryPromise({ try: () => sha256File(file, { noFollow: true }), catch: ioError(file, "read") })
           if (now.sha256 !== out.sha256) problems.push(`${out.path}: same size but sha256 ${now.sha256.slice(0, 12)}… differs from the recorded ${out.sha256.slice(0, 12)}…`)
         }
       }
@@ -60,7 +70,9 @@ export const checkStage = (run: RunHandle, name: string, record: StageRecord, fu
 export const statusCommand = Command.make("status", {
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the manifest as JSON, with each stage's checked status under `checked`"), Flag.withDefault(false)),
   verify: Flag.Boolean("verify").pipe(
-    Flag.withDescription("also compare every recorded output's sha256 (sizes are always compared); exit 1 when anything is missing or changed"),
+    Flag.withDescription(
+      "also compare every recorded output's sha256 (sizes are always compared) and list every symbolic link inside the run; exit 1 when anything is missing or changed, or there is a link"
+    ),
     Flag.withDefault(false)
   )
 }, ({ json, verify }) =>
@@ -76,8 +88,14 @@ export const statusCommand = Command.make("status", {
     const stages = Object.entries(manifest.stages)
     const checks = yield* Effect.forEach(stages, ([name, s]) => checkStage(run, name, s, verify))
     const problems = checks.reduce((n, c) => n + c.problems.filter((p) => !p.startsWith("its process")).length, 0)
+    // dart never makes a link inside a run: each one was put there, and reads and writes through it are refused.
+    const links = verify ? yield* Effect.tryPromise({ try: () => listRunLinks(run.dir), catch: ioError(run.dir, "listing") }) : []
     if (json) {
-      yield* Console.log(JSON.stringify({ ...manifest, checked: Object.fromEntries(stages.map(([name], i) => [name, checks[i]])) }, null, 2))
+      yield* Console.log(JSON.stringify({
+        ...manifest,
+        checked: Object.fromEntries(stages.map(([name], i) => [name, checks[i]])),
+        ...(verify ? { links } : {})
+      }, null, 2))
     } else {
       const nameWidth = Math.max(16, ...stages.map(([n]) => n.length + 2))
       const statusWidth = Math.max(12, ...checks.map((c) => c.status.length + 2))
@@ -97,8 +115,18 @@ export const statusCommand = Command.make("status", {
         )
         for (const p of c.problems) lines.push(`${"".padEnd(nameWidth)}! ${p}`)
       })
-      if (!verify) lines.push("", "(sizes checked; `dart status --verify` also compares sha256)")
+      if (links.length > 0) {
+        lines.push("", `symbolic links inside the run (dart makes none; reads and writes through them are refused, remove them):`)
+        for (const l of links) lines.push(`  ! ${l.path} -> ${l.target}`)
+      }
+      if (!verify) lines.push("", "(sizes checked; `dart status --verify` also compares sha256 and looks for symbolic links)")
       yield* Console.log(lines.join("\n"))
     }
-    if (verify && problems > 0) return yield* new RunDamagedError({ message: `${run.dir}: ${problems} recorded outputs are missing or changed (listed above)` })
+    if (verify && (problems > 0 || links.length > 0)) {
+      const found = [
+        ...(problems > 0 ? [`${problems} recorded output${problems === 1 ? " is" : "s are"} missing or changed`] : []),
+        ...(links.length > 0 ? [`${links.length} symbolic link${links.length === 1 ? "" : "s"} inside the run`] : [])
+      ]
+      return yield* new RunDamagedError({ message: `${run.dir}: ${found.join("; ")} (listed above)` })
+    }
   })).pipe(Command.withDescription("Show a run's stage ledger: what ran, when, with which inputs, what it wrote, and whether that is still intact."))

@@ -74,6 +74,20 @@ export const redact = (text: string): string => {
   return out
 }
 
+/**
+ * C0 controls but newline and tab, DEL and C1 controls. ESC starts every terminal escape sequence (CSI, OSC) and
+ * BEL ends OSC; with them shown as text a sequence is inert, so the bytes after them may stay.
+ */
+const controls = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g
+
+/**
+ * `text` from a server (an error body, a reply) made safe for a terminal: each control character becomes a
+ * visible `\u00NN` (inert on a terminal, and still valid inside JSON and JS strings, so `--json` output parses), so a hostile body cannot clear the screen, retitle the window or rewrite earlier lines.
+ * Newlines and tabs stay, so a multi-line message keeps its lines.
+ */
+export const escapeControls = (text: string): string =>
+  text.replace(controls, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
 /** Bytes are scrubbed only when they are text (JSON, JSONL, reports); binary files pass untouched. */
 export const redactData = (data: string | Uint8Array): string | Uint8Array => typeof data === "string" ? redact(data) : data
 
@@ -83,9 +97,9 @@ export const containsSecret = (text: string): boolean => redact(text) !== text
 let installed = false
 
 /**
- * Routes everything written to stdout and stderr through `redact`. Called once by bin.ts, so
- * every message (Effect's logger, Console, uncaught errors) is covered without each call site
- * remembering to.
+ * Routes everything written to stdout and stderr through `redact` and `escapeControls`. Called once by bin.ts, so
+ * every message (Effect's logger, Console, uncaught errors, warnings that quote a server's text mid-run) is covered
+ * without each call site remembering to: dart itself prints no control characters but newline and tab.
  */
 export const installOutputRedaction = (): void => {
   if (installed) return
@@ -93,6 +107,11 @@ export const installOutputRedaction = (): void => {
   for (const stream of [process.stdout, process.stderr]) {
     const write = stream.write.bind(stream) as (...args: Array<unknown>) => boolean
     stream.write = ((chunk: unknown, ...rest: Array<unknown>) =>
-      write(typeof chunk === "string" ? redact(chunk) : chunk instanceof Uint8Array ? redact(Buffer.from(chunk).toString("utf8")) : chunk, ...rest)) as typeof stream.write
+      write(
+        typeof chunk === "string" ? escapeControls(redact(chunk))
+          : chunk instanceof Uint8Array ? escapeControls(redact(Buffer.from(chunk).toString("utf8")))
+          : chunk,
+        ...rest
+      )) as typeof stream.write
   }
 }

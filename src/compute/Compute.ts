@@ -1,13 +1,14 @@
-import { Context, Duration, Effect, Layer, Scope } from "effect"
+import { Console, Context, Duration, Effect, Layer, Scope } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { fileExists } from "../runs/AtomicFile.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { ComputeError, localIoError } from "./ComputeError.ts"
 import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
-import { getPath, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
+import { getPath, imagePresent, MIN_NVIDIA_DRIVER, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
 import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../config/TinyModels.ts"
 import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
+import { describeHubResult, requireFetched, runHubFetch } from "./HubFetch.ts"
 import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
 
 /**
@@ -48,12 +49,46 @@ export class Compute extends Context.Service<Compute, {
       // when the host is configured with GPUs, before anything is created there.
       const checked = new Set<string>()
       const preflightOnce = (spec: ServiceSpec) =>
-        checked.has(spec.image) ? Effect.void : preflight(host, { images: [], gpus: spec.gpus !== null, pull: false, probeImage: spec.image }).pipe(
-          Effect.tap(() => Effect.sync(() => checked.add(spec.image)))
+        checked.has(spec.image) ? Effect.void : preflight(host, { images: [], gpus: spec.gpus !== null, pull: false, probeImage: spec.image, ...(spec.role === "trainer" ? { minDriver: MIN_NVIDIA_DRIVER } : {}) }).pipe(
+          Effect.tap((report) => {
+            checked.add(spec.image)
+            const gpus = report.gpuDevices
+            return gpus.length === 0 ? Effect.void : Console.error(
+              `${host.name}: ${gpus.length} GPU${gpus.length === 1 ? "" : "s"}, NVIDIA driver ${gpus[0]!.driver}: ` +
+                gpus.map((g) => `${g.index} ${g.name}${g.memoryMiB === null ? "" : ` ${(g.memoryMiB / 1024).toFixed(0)} GiB`}`).join(", ")
+            )
+          })
         )
       const tiny = yield* Effect.cached(buildTinyModels(host, config))
       const needsTiny = (spec: ServiceSpec) => spec.binds.some((b) => isTinyModelPath(config, b.source))
-      const start = (spec: ServiceSpec) => preflightOnce(spec).pipe(Effect.andThen(needsTiny(spec) ? tiny : Effect.void), Effect.andThen(startService(host, spec, {
+      // Hub models: fetched into the host's HF cache once per layer, before the first service that reads them.
+      const fetched = new Set<string>()
+      const ensureHubModels = (spec: ServiceSpec) =>
+        Effect.gen(function*() {
+          const ids = spec.hubModels.filter((id) => !fetched.has(id))
+          if (ids.length === 0) return spec
+          const print = (line: string) => process.stderr.write(`${line}\n`)
+          const fetcher = trainerSpec(config, hostConfig, host.listenHost).image
+          if (!(yield* imagePresent(host, fetcher))) {
+            // A host that only serves, without dart's trainer image: the service fetches its model itself, as it would
+            // without dart (no token check before, no progress here).
+            print(`compute: ${fetcher} is not on ${host.name}: ${spec.name} fetches ${ids.join(", ")} itself`)
+            const { HF_HUB_OFFLINE: _offline, ...env } = spec.env
+            return { ...spec, env }
+          }
+          const downloaded = yield* runHubFetch(host, hostConfig, config, ids, "download", { print })
+          // No route to the hub from this host: a cache the user filled by hand still serves.
+          const unreachable = downloaded.filter((r) => !r.ok && r.kind === "network").map((r) => r.repo)
+          const cached = unreachable.length === 0 ? [] : yield* runHubFetch(host, hostConfig, config, unreachable, "check", { offline: true })
+          const results = downloaded.map((r) => cached.find((c) => c.repo === r.repo && c.ok) ?? r)
+          yield* requireFetched(host.name, results)
+          for (const r of results) {
+            fetched.add(r.repo)
+            print(`compute: ${describeHubResult(r)} on ${host.name}`)
+          }
+          return spec
+        })
+      const start = (spec: ServiceSpec) => preflightOnce(spec).pipe(Effect.andThen(needsTiny(spec) ? tiny : Effect.void), Effect.andThen(ensureHubModels(spec)), Effect.flatMap((spec) => startService(host, spec, {
         expId, logsDir: path.join(options.runDir, "logs"), keep: options.keep ?? false, pull: options.pull ?? true,
         healthTimeout: options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60)
       })))

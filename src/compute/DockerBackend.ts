@@ -1,10 +1,12 @@
 import type Docker from "dockerode"
-import { Duration, Effect, Schedule, Scope } from "effect"
+import { Duration, Effect, Redacted, Schedule, Scope } from "effect"
 import * as fs from "node:fs"
 import * as fsp from "node:fs/promises"
 import * as path from "node:path"
 import type { Readable } from "node:stream"
+import { StringDecoder } from "node:string_decoder"
 import * as tar from "tar-stream"
+import { openNoFollow, refuseLinks } from "../runs/RunLinks.ts"
 import { packDirectory, unpackInto } from "./Archive.ts"
 import { ComputeError, dockerMessage, localIoError } from "./ComputeError.ts"
 import { containerName, createBody, KEPT_OWNER, LABEL, specHash } from "./ContainerSpecs.ts"
@@ -22,6 +24,8 @@ export interface HostReport {
   readonly api: string
   readonly gpuRuntime: boolean
   readonly gpuUsable: boolean | null
+  /** What `nvidia-smi` saw in a throwaway GPU container; empty when no GPU was asked for or no probe image was at hand. */
+  readonly gpuDevices: ReadonlyArray<GpuDevice>
   /** Free bytes where the engine keeps images and containers; null when no image was at hand to measure it with. */
   readonly freeBytes: number | null
   readonly missingImages: ReadonlyArray<string>
@@ -34,7 +38,15 @@ export interface HostReport {
  */
 export const preflight = (
   host: DockerHost,
-  options: { readonly images: ReadonlyArray<string>; readonly gpus: boolean; readonly pull: boolean; readonly probeImage?: string; readonly minFreeBytes?: number }
+  options: {
+    readonly images: ReadonlyArray<string>
+    readonly gpus: boolean
+    readonly pull: boolean
+    readonly probeImage?: string
+    readonly minFreeBytes?: number
+    /** The oldest driver the probed image runs on (the trainer's: MIN_NVIDIA_DRIVER); unset = any. */
+    readonly minDriver?: number
+  }
 ) =>
   Effect.gen(function*() {
     const version: { Version: string; ApiVersion: string } = yield* attempt(host, `engine at ${host.address.kind === "unix" ? host.address.socket : `${host.address.host}:${host.address.port}`} does not answer`, () => host.docker.version()).pipe(
@@ -47,15 +59,20 @@ export const preflight = (
     }
     const gpuRuntime = Object.keys(info.Runtimes ?? {}).includes("nvidia") || (info.DiscoveredDevices ?? []).some((d) => d.Source === "cdi")
     let gpuUsable: boolean | null = null
+    let gpuDevices: ReadonlyArray<GpuDevice> = []
     if (options.gpus) {
-      if (!gpuRuntime) {
-        return yield* new ComputeError({ host: host.name, message: "GPUs are configured (compute.hosts[].gpus) but the engine has no NVIDIA runtime or CDI devices: install nvidia-container-toolkit, or set gpus to [] for a CPU host" })
-      }
+      const noRuntime = "the engine lists no NVIDIA runtime or CDI devices: install nvidia-container-toolkit (and `nvidia-ctk runtime configure`), or set gpus to [] for a CPU host"
       const probe = options.probeImage ?? options.images[0]
-      // The probe needs its image on the host; a missing one is pulled later, and start still catches GPU errors.
+      // The info alone cannot tell (the toolkit's hook serves GPU requests without a registered runtime, and CDI
+      // devices are listed only from API 1.50): a container that runs nvidia-smi can. Its image must be on the
+      // host; a missing one is pulled later, and the start still catches GPU errors.
       if (probe !== undefined && (yield* imagePresent(host, probe))) {
-        yield* gpuProbe(host, probe)
+        gpuDevices = yield* gpuProbe(host, probe, options.minDriver).pipe(
+          Effect.mapError((e) => (gpuRuntime ? e : new ComputeError({ host: host.name, message: `${e.message}; ${noRuntime}`, cause: e })))
+        )
         gpuUsable = true
+      } else if (!gpuRuntime) {
+        return yield* new ComputeError({ host: host.name, message: `GPUs are configured (compute.hosts[].gpus) but ${noRuntime}` })
       }
     }
     const missing: Array<string> = []
@@ -78,7 +95,7 @@ export const preflight = (
         })
       }
     }
-    return { host: host.name, engine: version.Version, api: version.ApiVersion, gpuRuntime, gpuUsable, freeBytes, missingImages: missing } satisfies HostReport
+    return { host: host.name, engine: version.Version, api: version.ApiVersion, gpuRuntime, gpuUsable, gpuDevices, freeBytes, missingImages: missing } satisfies HostReport
   })
 
 /** Release of a throwaway container (probe, task): removed with its anonymous volumes, whatever state it is in. */
@@ -108,13 +125,80 @@ const diskProbe = (host: DockerHost, image: string, rootDir: string) =>
     discard
   )
 
-/** A throwaway container with a GPU request: it fails at start, not create, so it is removed either way. */
-const gpuProbe = (host: DockerHost, image: string) =>
+export interface GpuDevice {
+  readonly index: number
+  readonly name: string
+  readonly driver: string
+  /** Null where nvidia-smi says [N/A] (unified-memory systems, some vGPUs). */
+  readonly memoryMiB: number | null
+}
+
+/**
+ * The oldest NVIDIA driver the images run on: the trainer's torch is built for CUDA 13.2, whose runtime needs a
+ * 580-series driver (older ones fail at the first CUDA call, and the trainer would have nothing but the CPU).
+ */
+export const MIN_NVIDIA_DRIVER = 580
+
+const NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total", "--format=csv,noheader,nounits"]
+
+/** The devices in `nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader,nounits` output, or why not. */
+export const parseNvidiaSmi = (out: string): ReadonlyArray<GpuDevice> | string => {
+  const lines = out.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "")
+  if (lines.length === 0) return "nvidia-smi listed no GPU"
+  const devices: Array<GpuDevice> = []
+  for (const line of lines) {
+    const f = line.split(",").map((x) => x.trim())
+    const index = Number(f[0])
+    const memory = f.at(-1)!
+    const memoryMiB = /^\[?N\/A\]?$/i.test(memory) ? null : Number(memory)
+    if (f.length < 4 || !Number.isInteger(index) || (memoryMiB !== null && !Number.isFinite(memoryMiB)) || !/^\d+(\.\d+)*$/.test(f.at(-2)!)) {
+      return `unexpected nvidia-smi output ${JSON.stringify(line.slice(0, 200))}`
+    }
+    devices.push({ index, name: f.slice(1, -2).join(","), driver: f.at(-2)!, memoryMiB })
+  }
+  return devices
+}
+
+/** Why these devices' driver cannot run the images, or undefined when it can. */
+export const driverProblem = (devices: ReadonlyArray<GpuDevice>, minDriver = MIN_NVIDIA_DRIVER): string | undefined => {
+  const old = devices.find((d) => Number(d.driver.split(".")[0]) < minDriver)
+  return old === undefined ? undefined
+    : `NVIDIA driver ${old.driver} is older than ${minDriver}, the oldest that runs the trainer image (its torch is built for CUDA 13.2): upgrade the driver on this host`
+}
+
+/**
+ * `nvidia-smi` in a throwaway container with a GPU request (removed whatever happens): it shows the toolkit
+ * injects the driver, and which devices and driver there are. A GPU request the engine cannot serve fails at start.
+ */
+const gpuProbe = (host: DockerHost, image: string, minDriver: number | undefined) =>
   Effect.acquireUseRelease(
     attempt(host, `GPU probe with ${image}`, () => host.docker.createContainer({
-      _query: {}, _body: { Image: image, Entrypoint: ["true"], Cmd: [], Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe", [LABEL.owner]: ownerId() }, HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] } }
+      _query: {},
+      _body: {
+        Image: image, Entrypoint: NVIDIA_SMI_QUERY, Cmd: [], Tty: true,
+        // utility: the toolkit mounts nvidia-smi only for this capability.
+        Env: ["NVIDIA_DRIVER_CAPABILITIES=compute,utility"],
+        Labels: { [LABEL.managed]: "true", [LABEL.role]: "gpu-probe", [LABEL.owner]: ownerId() },
+        HostConfig: { NetworkMode: "none", DeviceRequests: [{ Driver: "nvidia", Count: -1, Capabilities: [["gpu"]] }] }
+      }
     } as unknown as Docker.ContainerCreateOptions)),
-    (c) => attempt(host, "a container with a GPU request cannot start (is nvidia-container-toolkit installed?)", () => c.start()),
+    (c) =>
+      Effect.gen(function*() {
+        yield* attempt(host, "a container with a GPU request cannot start (is nvidia-container-toolkit installed?)", () => c.start())
+        // A wedged driver can hang nvidia-smi: the probe gives up (and the release removes the container).
+        const { StatusCode } = (yield* attempt(host, "GPU probe", () => c.wait()).pipe(
+          Effect.timeoutOrElse({ duration: "120 seconds", orElse: () => Effect.fail(new ComputeError({ host: host.name, message: "nvidia-smi in a GPU container did not finish within 120 s (a hung driver?)" })) })
+        )) as { StatusCode: number }
+        const out = String(yield* attempt(host, "GPU probe", () => c.logs({ stdout: true, stderr: true, follow: false }) as unknown as Promise<Buffer>))
+        if (StatusCode !== 0) {
+          return yield* new ComputeError({ host: host.name, message: `nvidia-smi in a GPU container exited ${StatusCode}: ${out.trim().slice(0, 300) || "no output"} (the NVIDIA driver or toolkit is not working)` })
+        }
+        const devices = parseNvidiaSmi(out)
+        if (typeof devices === "string") return yield* new ComputeError({ host: host.name, message: `GPU probe: ${devices}` })
+        const problem = minDriver === undefined ? undefined : driverProblem(devices, minDriver)
+        if (problem !== undefined) return yield* new ComputeError({ host: host.name, message: problem })
+        return devices
+      }),
     discard
   )
 
@@ -253,7 +337,9 @@ const streamLogs = (host: DockerHost, container: Docker.Container, file: string)
   Effect.acquireRelease(
     Effect.gen(function*() {
       const handle = yield* Effect.tryPromise({
-        try: () => fsp.mkdir(path.dirname(file), { recursive: true }).then(() => fsp.open(file, "a")),
+        // logs/ is inside the run: never appended to through a link planted there.
+        try: () => fsp.mkdir(path.dirname(file), { recursive: true }).then(() => refuseLinks(file, { includeFile: true }))
+          .then(() => openNoFollow(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o644)),
         catch: localIoError(host.name, file, "opening the service log")
       })
       const out = handle.createWriteStream()
@@ -382,36 +468,78 @@ export interface TaskSpec {
   readonly image: string
   readonly cmd: ReadonlyArray<string>
   readonly binds: ServiceSpec["binds"]
+  readonly volumes?: ServiceSpec["volumes"]
   readonly env: Readonly<Record<string, string>>
+  /** Only in the create body (like a service's), never in labels, logs or errors. */
+  readonly secretEnv?: ServiceSpec["secretEnv"]
   /** "uid:gid" so files written into binds belong to the caller, not root. */
   readonly user: string | undefined
+  /** "none" (default) or "host": a task that downloads (the hub fetch) needs the host's network. */
+  readonly network?: "none" | "host"
+  /** Called with each complete output line while the task runs (progress); the whole output is returned at the end too. */
+  readonly onLine?: (line: string) => void
 }
 
 /**
- * A one-shot container without network (labelled with the experiment and this process as owner, so a killed run's
- * leftover is an orphan like any other): runs to its end, removed whatever happens; fails with its output's tail
- * when it exits non-zero.
+ * A one-shot container (labelled with the experiment and this process as owner, so a killed run's leftover is an
+ * orphan like any other), without network unless asked: runs to its end, removed whatever happens (interrupted
+ * too); fails with its output's tail when it exits non-zero, unless `allowExit` holds that code.
  */
-export const runTask = (host: DockerHost, expId: string, name: string, task: TaskSpec) =>
+export const runTask = (host: DockerHost, expId: string, name: string, task: TaskSpec, allowExit: ReadonlyArray<number> = []) =>
   Effect.acquireUseRelease(
     attempt(host, `create ${name}`, () => host.docker.createContainer({
       _query: {},
       _body: {
         Image: task.image, Cmd: [...task.cmd], Tty: true, ...(task.user === undefined ? {} : { User: task.user }),
-        Env: Object.entries(task.env).map(([k, v]) => `${k}=${v}`),
+        Env: [
+          ...Object.entries(task.env).map(([k, v]) => `${k}=${v}`),
+          ...Object.entries(task.secretEnv ?? {}).map(([k, v]) => `${k}=${Redacted.value(v)}`)
+        ],
         Labels: { [LABEL.managed]: "true", [LABEL.exp]: expId, [LABEL.role]: "task", [LABEL.service]: name, [LABEL.owner]: ownerId() },
-        HostConfig: { NetworkMode: "none", Binds: task.binds.map((b) => `${b.source}:${b.target}${b.readOnly ? ":ro" : ""}`) }
+        HostConfig: {
+          NetworkMode: task.network ?? "none",
+          Binds: [
+            ...task.binds.map((b) => `${b.source}:${b.target}${b.readOnly ? ":ro" : ""}`),
+            ...(task.volumes ?? []).map((v) => `${v.name}:${v.target}`)
+          ]
+        }
       }
     } as unknown as Docker.ContainerCreateOptions)),
     (c) =>
       Effect.gen(function*() {
+        let attached: { text: string; ended: Promise<void>; stream: Readable } | undefined
+        if (task.onLine !== undefined) {
+          // Attach before start, so no early line is missed; with a TTY the stream is the plain output.
+          const stream = (yield* attempt(host, `attach ${name}`, () => c.attach({ stream: true, stdout: true, stderr: true }))) as unknown as Readable
+          const seen = { text: "", stream, ended: new Promise<void>((resolve) => stream.once("end", resolve).once("close", resolve).once("error", () => resolve())) }
+          attached = seen
+          // A character split across chunks is decoded whole.
+          const decoder = new StringDecoder("utf8")
+          let rest = ""
+          stream.on("data", (chunk: Buffer) => {
+            const text = decoder.write(chunk)
+            seen.text += text
+            const parts = (rest + text).split(/\r?\n/)
+            rest = parts.pop()!
+            for (const line of parts) task.onLine!(line)
+          })
+        }
         yield* attempt(host, `start ${name}`, () => c.start())
         const exit = (yield* attempt(host, name, () => c.wait())) as { StatusCode: number }
-        const out = String(yield* attempt(host, `${name} logs`, () => c.logs({ stdout: true, stderr: true, follow: false }) as unknown as Promise<Buffer>))
-        if (exit.StatusCode !== 0) {
+        const out = attached !== undefined
+          ? yield* Effect.promise(async () => {
+            // The stream ends with the container; a stuck one is given up after 5 s (the text so far is kept).
+            let timer: NodeJS.Timeout | undefined
+            await Promise.race([attached.ended, new Promise<void>((r) => (timer = setTimeout(r, 5000)))])
+            clearTimeout(timer)
+            attached.stream.destroy()
+            return attached.text
+          })
+          : String(yield* attempt(host, `${name} logs`, () => c.logs({ stdout: true, stderr: true, follow: false }) as unknown as Promise<Buffer>))
+        if (exit.StatusCode !== 0 && !allowExit.includes(exit.StatusCode)) {
           return yield* new ComputeError({ host: host.name, message: `${name} exited with ${exit.StatusCode}: ${out.trim().split("\n").slice(-8).join("\n")}` })
         }
-        return out
+        return { out, exitCode: exit.StatusCode }
       }),
     discard
   )

@@ -36,6 +36,8 @@ export interface ServiceSpec {
   readonly binds: ReadonlyArray<{ readonly source: string; readonly target: string; readonly readOnly: boolean }>
   /** Folder inside the service where `putDirectory` places files (adapters, datasets). */
   readonly filesDir: string
+  /** Hub model ids the service reads from the host's HF cache, offline: fetched into it before the service starts. */
+  readonly hubModels: ReadonlyArray<string>
 }
 
 /** A started (or reused) service. */

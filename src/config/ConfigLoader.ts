@@ -60,7 +60,7 @@ const encode = Schema.encodeSync(ExperimentConfig)
 export const operationalKeys: ReadonlyArray<string> = [
   "run.runs_dir",
   ...["teacher", "judge"].flatMap((s) =>
-    ["provider", "base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "prices", "budget"].map((k) => `${s}.${k}`)
+    ["provider", "base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "max_reply_bytes", "max_retry_after_s", "prices", "budget"].map((k) => `${s}.${k}`)
   ),
   "inference.concurrency",
   "compute.hosts",
@@ -73,9 +73,11 @@ export const operationalKeys: ReadonlyArray<string> = [
   "compute.trainer.endpoint",
   "compute.trainer.port",
   "compute.classifier_endpoint",
+  "compute.hf_cache",
   "audit.classifiers[].endpoint",
   "audit.classifier_batch_size",
-  "audit.classifier_concurrency"
+  "audit.classifier_concurrency",
+  "audit.classify_max_reply_bytes"
 ]
 
 export const isOperational = (key: string) => {
@@ -108,6 +110,19 @@ interface Layers {
   readonly notices: ReadonlyArray<string>
 }
 
+/**
+ * A flag's value in a `[from …]` label: as given when short. A long one (a 5 KB exp id) is not echoed: the issue
+ * line before the label already shows its start; an override keeps its key, which is what names the source.
+ */
+const flagLabel = (value: string): string => {
+  if (value.length > 80) {
+    const eq = value.indexOf("=")
+    return eq > 0 && eq <= 60 ? `${value.slice(0, eq + 1)}…` : `… (${value.length} characters)`
+  }
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u001f\u007f]/.test(value) ? JSON.stringify(value) : value
+}
+
 const parseLayers = (overrides: ReadonlyArray<string>, envExpId: string | undefined, flagExpId: string | undefined): Layers | ConfigUsageError => {
   const given: Array<Exclude<ReturnType<typeof parseOverride>, string>> = []
   for (const raw of overrides) {
@@ -122,8 +137,8 @@ const parseLayers = (overrides: ReadonlyArray<string>, envExpId: string | undefi
   const expIdPath = ["run", "exp_id"]
   const layers = [
     ...(envExpId !== undefined && envExpId !== "" ? [{ label: "EXP_ID in the environment", path: expIdPath, value: envExpId }] : []),
-    ...parsed.map((o) => ({ label: `--override ${showOverride(o.raw)}`, path: o.path, value: o.value })),
-    ...(flagExpId !== undefined ? [{ label: `--exp-id ${flagExpId}`, path: expIdPath, value: flagExpId }] : [])
+    ...parsed.map((o) => ({ label: `--override ${flagLabel(showOverride(o.raw))}`, path: o.path, value: o.value })),
+    ...(flagExpId !== undefined ? [{ label: `--exp-id ${flagLabel(flagExpId)}`, path: expIdPath, value: flagExpId }] : [])
   ]
   return { layers, notices: fromOriginal.notices }
 }

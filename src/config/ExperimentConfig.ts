@@ -86,6 +86,10 @@ const LlmApi = Schema.Struct({
   seed: Schema.NullOr(Schema.Int),
   timeout_s: Positive,
   max_retries: NonNegativeInt,
+  /** A reply body larger than this is cut off and counted as a failed request (a hostile or broken server). */
+  max_reply_bytes: PositiveInt,
+  /** The longest `retry-after` honoured; a server asking for more waits this long (and the progress line says so). */
+  max_retry_after_s: Positive,
   prices: Prices,
   budget: Budget
 })
@@ -162,7 +166,8 @@ export const ExperimentConfig = Schema.Struct({
       bias: Schema.Literals(["none", "all", "lora_only"]),
       target_modules: Schema.Array(Schema.NonEmptyString).check(Schema.isMinLength(1))
     }),
-    max_lora_rank: PositiveInt,
+    /** vLLM's `--max-lora-rank` accepts only these (vllm/config/lora.py `MaxLoRARanks`). */
+    max_lora_rank: Schema.Literals([1, 8, 16, 32, 64, 128, 256, 320, 512]),
     qlora: Schema.Struct({
       enabled: Schema.Boolean,
       quant_type: Schema.Literals(["nf4", "fp4"]),
@@ -194,6 +199,8 @@ export const ExperimentConfig = Schema.Struct({
     })),
     classifier_batch_size: PositiveInt,
     classifier_concurrency: PositiveInt,
+    /** A `/classify` reply body larger than this is refused (a hostile or broken server). */
+    classify_max_reply_bytes: PositiveInt,
     /** Pool rows of test items may feed `dart teacher --task repair` (the original's behaviour, protocol B3). */
     allow_test_repair: Schema.Boolean,
     mild_delta: NonNegative,
@@ -257,7 +264,13 @@ export const ExperimentConfig = Schema.Struct({
       endpoint: Schema.NullOr(Address),
       port: PositiveInt
     }),
-    classifier_endpoint: BaseUrl
+    classifier_endpoint: BaseUrl,
+    /**
+     * Where each host keeps the Hugging Face cache its containers share: a Docker volume name, or an absolute
+     * folder on the host. Hub models are fetched into it once per host; every container then runs offline.
+     */
+    hf_cache: Schema.NonEmptyString.check(Schema.makeFilter((s) =>
+      /^\/./.test(s) || /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(s) ? true : "expected a Docker volume name or an absolute host path"))
   })
 })
 
@@ -291,6 +304,8 @@ export const defaults: ExperimentConfigInput = {
     seed: 42,
     timeout_s: 600,
     max_retries: 6,
+    max_reply_bytes: 4 * 1024 * 1024,
+    max_retry_after_s: 120,
     prices: deepseekPrices,
     budget: { max_usd: null, max_tokens: null },
     correction_rounds: 2,
@@ -308,6 +323,8 @@ export const defaults: ExperimentConfigInput = {
     seed: 42,
     timeout_s: 600,
     max_retries: 6,
+    max_reply_bytes: 4 * 1024 * 1024,
+    max_retry_after_s: 120,
     prices: deepseekPrices,
     budget: { max_usd: null, max_tokens: null },
     constrain: null
@@ -359,6 +376,7 @@ export const defaults: ExperimentConfigInput = {
     ],
     classifier_batch_size: 64,
     classifier_concurrency: 4,
+    classify_max_reply_bytes: 64 * 1024 * 1024,
     allow_test_repair: false,
     mild_delta: 0.02,
     moderate_delta: 0.1,
@@ -380,6 +398,7 @@ export const defaults: ExperimentConfigInput = {
     hosts: [{ name: "local", docker: "unix:///var/run/docker.sock", gpus: "all" }],
     vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, max_loras: 2, gpu_memory_utilization: 0.9, sleep_mode: true },
     trainer: { image: "dart-trainer:0.1.0", endpoint: null, port: 50051 },
-    classifier_endpoint: null
+    classifier_endpoint: null,
+    hf_cache: "dart-hf-cache"
   }
 }

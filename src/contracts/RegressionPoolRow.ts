@@ -9,8 +9,10 @@ import { Severity } from "../domain/Severity.ts"
  * dropped by readers. The repair teacher copies the decoded row into its outputs, in this schema's key order:
  * adding or moving a field here changes the bytes of teacher_outputs/repair/outputs.jsonl.
  *
- * A test item refuses to decode unless its audit was told to allow repairing test items, so
- * `dart teacher --task repair` never trains on the test split by accident (docs/protocol.md §9 B3).
+ * A row that says it is a test item refuses to decode unless its audit was told to allow repairing test items, so
+ * `dart teacher --task repair` never trains on the test split by accident (docs/protocol.md §9 B3). This is a first
+ * check on the row's own word; the teacher then checks every row against the run's datasets and config
+ * (src/audit/RegressionPool.ts `poolRowProblem`), so an edited split or flag cannot pass a test item.
  */
 export const RegressionPoolRow = Schema.Struct({
   id: Schema.NonEmptyString,
@@ -30,7 +32,8 @@ export const RegressionPoolRow = Schema.Struct({
   test_repair_allowed: Schema.optionalKey(Schema.Boolean)
 }).check(Schema.makeFilter((r) =>
   r.split !== "test" || r.test_repair_allowed === true ||
-  `${r.id} is a test item: repairing it would train on the test split (protocol B3); audit the val split, ` +
+  // The message starts with a word of ours: the issue formatter lower-cases its first letter, which must not be the id's.
+  `split "test": ${r.id} is a test item: repairing it would train on the test split (protocol B3); audit the val split, ` +
     "or re-run the audit with --override audit.allow_test_repair=true to reproduce the original"
 ))
 export type RegressionPoolRow = typeof RegressionPoolRow.Type

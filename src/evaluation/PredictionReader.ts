@@ -5,6 +5,7 @@ import { PredictionRow } from "../contracts/PredictionRow.ts"
 import { labelCode, labelOf } from "../domain/Label.ts"
 import { decodeJsonLine, LineError, type TornTail } from "../runs/Jsonl.ts"
 import { ioError, RunStoreError } from "../runs/RunStoreError.ts"
+import { irregularInputReason } from "../runs/SafePath.ts"
 import { parseConclusion } from "./ConclusionParser.ts"
 import { parseMcAnswer } from "./McAnswerParser.ts"
 
@@ -70,14 +71,20 @@ export interface CollectedPredictions {
 
 const decodeRow = Schema.decodeUnknownResult(PredictionRow)
 
+/** The longest line a prediction file may hold: rows are kilobytes; a longer line is a broken or hostile file. */
+export const MAX_PREDICTION_LINE_BYTES = 16 * 1024 * 1024
+
 /**
  * Calls `f` on every complete line, read in 1 MiB byte chunks and decoded one line at a time.
  * A text stream + split would make a megabyte string per chunk and slices pinning it; with a
- * million rows that garbage alone lifted the peak RSS past 200 MiB.
+ * million rows that garbage alone lifted the peak RSS past 200 MiB. The buffer grows for a long line up to
+ * `MAX_PREDICTION_LINE_BYTES` and no further, and only a regular file is opened (a FIFO blocks, /dev/zero never ends).
  */
 const forEachLineCompact = (file: string, f: (text: string, line: number) => void, onTornTail: (t: TornTail) => void) =>
   Effect.tryPromise({
     try: async () => {
+      const irregular = await irregularInputReason(file)
+      if (irregular !== undefined) throw new RunStoreError({ path: file, message: irregular })
       const handle = await fs.open(file, "r")
       try {
         let buf = Buffer.alloc(1 << 20)
@@ -86,15 +93,21 @@ const forEachLineCompact = (file: string, f: (text: string, line: number) => voi
         let line = 0
         for (;;) {
           if (filled === buf.length) {
-            const bigger = Buffer.alloc(buf.length * 2) // a line longer than the buffer
+            // The buffer holds one unfinished line: refused once it is longer than the bound.
+            if (buf.length > MAX_PREDICTION_LINE_BYTES) {
+              throw new RunStoreError({ path: file, message: `${file}:${line + 1}: line longer than ${MAX_PREDICTION_LINE_BYTES / (1024 * 1024)} MiB (no newline within it)` })
+            }
+            const bigger = Buffer.alloc(Math.min(buf.length * 2, MAX_PREDICTION_LINE_BYTES + 1))
             buf.copy(bigger, 0, 0, filled)
             buf = bigger
           }
           const { bytesRead } = await handle.read(buf, filled, buf.length - filled, pos)
           if (bytesRead === 0) break
+          const first = pos === 0
           pos += bytesRead
           filled += bytesRead
-          let start = 0
+          // A byte-order mark (some editors add one) is not part of the first row.
+          let start = first && filled >= 3 && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0
           for (let nl = buf.indexOf(0x0a, start); nl >= 0 && nl < filled; nl = buf.indexOf(0x0a, start)) {
             line++
             try {
@@ -130,7 +143,14 @@ const benchmarkRank = (name: string) => {
 export const readPredictions = Effect.fn("PredictionReader.read")(function*(
   file: string,
   models: ReadonlyArray<string>,
-  options: { readonly refusals: ReadonlyArray<string> }
+  options: {
+    readonly refusals: ReadonlyArray<string>
+    /**
+     * Called with each row's id (and whether the original's code wrote the row, with its own ids); a message refuses
+     * the row (`file:line: message`), undefined accepts it.
+     */
+    readonly checkId?: (id: string, original: boolean) => string | undefined
+  }
 ): Effect.fn.Return<CollectedPredictions, RunStoreError> {
   let task: "dart" | "mc" | undefined
   const byName = new Map<string, Building>()
@@ -144,8 +164,11 @@ export const readPredictions = Effect.fn("PredictionReader.read")(function*(
   yield* forEachLineCompact(file, (text, _line) => {
     if (text.trim() === "") return
     // Rows the original Python code wrote are read through src/compat (a repeated item counts once).
-    const row = looksLikeOriginalPrediction(text) ? original.decode(text) : decodeJsonLine(text, decodeRow)
+    const fromOriginal = looksLikeOriginalPrediction(text)
+    const row = fromOriginal ? original.decode(text) : decodeJsonLine(text, decodeRow)
     if (row === undefined) return
+    const refused = options.checkId?.(row.id, fromOriginal)
+    if (refused !== undefined) throw new LineError(refused)
     task ??= row.task
     if (row.task !== task) throw new LineError(`task "${row.task}" differs from the file's first row ("${task}")`)
     let bits = seen.get(row.id)

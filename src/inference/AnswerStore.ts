@@ -4,6 +4,7 @@ import * as path from "node:path"
 import { randomBytes } from "node:crypto"
 import { syncDirectory } from "../runs/AtomicFile.ts"
 import { ioError, RunStoreError } from "../runs/RunStoreError.ts"
+import { noFollowMessage, refusedOrIoError, refuseLinks } from "../runs/RunLinks.ts"
 
 /** One answered request, appended (fsynced) to `answers.jsonl` as soon as it arrives. */
 export const AnswerRow = Schema.Struct({
@@ -51,7 +52,7 @@ export const indexAnswers = (
       const servers: Array<string> = []
       let answered = 0
       if (!fs.existsSync(file)) return { offset, length, server, servers, answered, tornBytes: 0 }
-      const fd = fs.openSync(file, "r")
+      const fd = openRunFileSync(file)
       try {
         // One reused read buffer: a partial last line moves to its front and the next read
         // continues after it (grown only for a line longer than the buffer), so the scan
@@ -118,10 +119,29 @@ export const readAnswer = (fd: number, index: AnswerIndex, i: number): AnswerRow
 }
 let scratch = Buffer.allocUnsafe(64 * 1024)
 
+/**
+ * Opens a run file for reading where it is: never through a link at its place (ELOOP), never a FIFO or a device
+ * (O_NONBLOCK keeps the open from waiting for a FIFO's writer; the check refuses it).
+ */
+const openRunFileSync = (file: string): number => {
+  let fd: number
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ELOOP") throw new RunStoreError({ path: file, message: noFollowMessage(file), cause: e })
+    throw e
+  }
+  if (!fs.fstatSync(fd).isFile()) {
+    fs.closeSync(fd)
+    throw new RunStoreError({ path: file, message: `${file} is not a regular file` })
+  }
+  return fd
+}
+
 /** `readAnswer` on `file`, kept open for the scope; with no file nothing is indexed, so nothing is read. */
 export const answerReader = (file: string, index: AnswerIndex): Effect.Effect<(i: number) => AnswerRow, RunStoreError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.try({ try: () => (fs.existsSync(file) ? fs.openSync(file, "r") : -1), catch: ioError(file, "open") }),
+    Effect.try({ try: () => (fs.existsSync(file) ? openRunFileSync(file) : -1), catch: (e) => (e instanceof RunStoreError ? e : ioError(file, "open")(e)) }),
     (fd) => Effect.sync(() => fd >= 0 && fs.closeSync(fd))
   ).pipe(Effect.map((fd) => (i: number) => readAnswer(fd, index, i)))
 
@@ -130,10 +150,11 @@ export const answerReader = (file: string, index: AnswerIndex): Effect.Effect<(i
  * (atomic, fsynced), so a million rows never sit in memory at once.
  */
 export const writeLinesAtomic = (file: string, lines: Iterable<string>): Effect.Effect<number, RunStoreError> =>
-  Effect.try({
+  Effect.tryPromise({ try: () => refuseLinks(file, { includeFile: true }), catch: refusedOrIoError(file, "atomic write") }).pipe(Effect.andThen(Effect.try({
     try: () => {
       const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`)
-      const fd = fs.openSync(tmp, "w", 0o644)
+      // A fresh name, never through a link (a planted one fails with EEXIST or ELOOP).
+      const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644)
       let count = 0
       try {
         // Lines are encoded into one reused buffer and written a MiB at a time (no per-chunk buffers).
@@ -164,4 +185,4 @@ export const writeLinesAtomic = (file: string, lines: Iterable<string>): Effect.
       return count
     },
     catch: (e) => (e instanceof RunStoreError ? e : ioError(file, "atomic write")(e))
-  }).pipe(Effect.tap(() => syncDirectory(path.dirname(file))))
+  }).pipe(Effect.tap(() => syncDirectory(path.dirname(file))))))

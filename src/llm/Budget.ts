@@ -60,8 +60,9 @@ export const makeBudgetGate = (cap: Cap): Effect.Effect<BudgetGate> =>
             inFlight--
             reserved.tokens -= projected.tokens
             reserved.usd -= projected.usd
-            spent.tokens += actual.tokens
-            spent.usd += actual.usd
+            // Spending never shrinks: a negative actual (a lying provider) would reopen a spent budget.
+            spent.tokens += Math.max(0, actual.tokens)
+            spent.usd += Math.max(0, actual.usd)
             const waiting = changed
             changed = undefined
             return waiting === undefined ? Effect.void : Deferred.succeed(waiting, undefined).pipe(Effect.asVoid)

@@ -1,5 +1,21 @@
+import { Schema } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
+
+/** A reply body grew past the caller's limit; it was cut off unread (a broken or hostile server). */
+export class BodyTooLargeError extends Schema.TaggedError<BodyTooLargeError>()("BodyTooLargeError", {
+  url: Schema.String,
+  limit: Schema.Number
+}) {
+  override get message() {
+    return `${this.url}: reply body over ${this.limit} bytes`
+  }
+}
+
+export interface HttpFetchInit extends RequestInit {
+  /** Bodies longer than this are cut off while they stream (the socket closed) and fail with `BodyTooLargeError`. */
+  readonly maxBodyBytes?: number
+}
 
 /**
  * A small `fetch` for the openai client over node:http(s) with keep-alive agents. Teacher
@@ -11,7 +27,7 @@ const agents = {
   "https:": new https.Agent({ keepAlive: true, maxSockets: Infinity })
 }
 
-export const httpFetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
+export const httpFetch = (input: string | URL | Request, init: HttpFetchInit = {}): Promise<Response> =>
   new Promise((resolve, reject) => {
     const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url)
     const lib = url.protocol === "https:" ? https : http
@@ -25,9 +41,22 @@ export const httpFetch = (input: string | URL | Request, init: RequestInit = {})
       signal?.removeEventListener("abort", onAbort)
       f(a)
     }
+    const limit = init.maxBodyBytes ?? Infinity
     const req = lib.request(url, { method: init.method ?? "GET", headers, agent: agents[url.protocol as "http:" | "https:"] }, (res) => {
       const chunks: Array<Buffer> = []
-      res.on("data", (c: Buffer) => chunks.push(c))
+      let bytes = 0
+      // Never hold more than the limit: a declared length over it fails before reading, a streamed one at the byte.
+      const tooLarge = () => {
+        settle(reject)(new BodyTooLargeError({ url: `${url.origin}${url.pathname}`, limit }))
+        chunks.length = 0
+        res.destroy()
+      }
+      if (Number(res.headers["content-length"] ?? 0) > limit) return tooLarge()
+      res.on("data", (c: Buffer) => {
+        bytes += c.length
+        if (bytes > limit) return tooLarge()
+        chunks.push(c)
+      })
       res.on("error", settle(reject))
       res.on("end", () => {
         const out = new Headers()

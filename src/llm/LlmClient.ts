@@ -1,12 +1,16 @@
-import { Console, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { Clock, Console, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import OpenAI from "openai"
+import { escapeControls } from "../common/Redaction.ts"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { makeAdaptiveLimiter } from "./AdaptiveLimiter.ts"
-import { httpFetch } from "./HttpFetch.ts"
+import { BodyTooLargeError, httpFetch } from "./HttpFetch.ts"
 import type { ChatMessage } from "../domain/ChatMessage.ts"
 
 export type LlmSettings = ExperimentConfig["teacher"] | ExperimentConfig["judge"]
+
+/** The config section `settings` came from, for messages that name a key to change. */
+const sectionOf = (settings: LlmSettings): "teacher" | "judge" => ("correction_rounds" in settings ? "teacher" : "judge")
 
 export const providerBaseUrl = (s: Pick<LlmSettings, "provider" | "base_url">): string | undefined =>
   s.base_url ?? (s.provider === "deepseek" ? "https://api.deepseek.com" : s.provider === "openai" ? undefined : undefined)
@@ -33,33 +37,44 @@ export interface Completion {
   readonly promptTokens: number
   readonly completionTokens: number
   readonly model: string
-  /** The provider sent no `usage`: the token counts are a local estimate (prompt characters / 4 + max_tokens). */
+  /** The provider sent no `usage`, or one that is not counts: the token counts are a local estimate (prompt characters / 4 + max_tokens). */
   readonly usageEstimated: boolean
 }
 
 /** ~4 characters per token, the usual estimate for English text. */
 export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
 
-/** The parts of a chat-completions reply DART relies on; anything else is ignored. */
+/** The parts of a chat-completions reply DART relies on; anything else is ignored. `usage` is checked on its own. */
 const CompletionBody = Schema.Struct({
   model: Schema.optionalKey(Schema.String),
   choices: Schema.Array(Schema.Struct({
     message: Schema.Struct({ content: Schema.NullOr(Schema.String) }),
     finish_reason: Schema.optionalKey(Schema.NullOr(Schema.String))
   })),
-  usage: Schema.optionalKey(Schema.NullOr(Schema.Struct({ prompt_tokens: Schema.Number, completion_tokens: Schema.Number })))
+  usage: Schema.optionalKey(Schema.Unknown)
 })
 const decodeBody = Schema.decodeUnknownResult(CompletionBody)
 
+/** Token counts a budget can trust: negative or fractional ones would refund spending, so they count as absent. */
+const TokenCount = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+const Usage = Schema.Struct({ prompt_tokens: TokenCount, completion_tokens: TokenCount })
+const decodeUsage = Schema.decodeUnknownResult(Usage)
+
+/** The wait a server asks for in ms (`retry-after-ms`, or `retry-after` in seconds or as a date), uncapped. */
 const retryAfter = (headers: Headers | undefined): number | null => {
   const ms = headers?.get("retry-after-ms")
-  if (ms && Number.isFinite(Number(ms))) return Number(ms)
+  if (ms && Number.isFinite(Number(ms))) return Math.max(0, Number(ms))
   const s = headers?.get("retry-after")
   if (!s) return null
-  if (Number.isFinite(Number(s))) return Number(s) * 1000
+  if (Number.isFinite(Number(s))) return Math.max(0, Number(s) * 1000)
   const at = Date.parse(s)
   return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
 }
+
+/** Waits longer than this are said on stderr, so a stage that sits still says why. */
+const SAY_WAITS_OVER_MS = 5000
+
+const seconds = (ms: number) => String(Number((ms / 1000).toFixed(3)))
 
 /** Errors that mean the endpoint could not be reached at all (as opposed to a dropped or slow reply). */
 const connectCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"])
@@ -68,10 +83,16 @@ const connectFailed = Symbol("connectFailed")
 /** This many requests in a row failing to connect, with no reply in between, stop the stage. */
 export const CONNECT_FAILURES_TO_STOP = 4
 
-const classify = (e: unknown): LlmError => {
+/** `section` names the config keys in messages ("teacher" or "judge"). */
+const classify = (e: unknown, section: string): LlmError => {
+  // Reasons carry server text (error bodies, JSON parse snippets) to the terminal: no raw control characters.
   const fail = (reason: string, retryable: boolean, rateLimited = false, retryAfterMs: number | null = null) =>
-    new LlmError({ reason, retryable, rateLimited, retryAfterMs, cause: e })
+    new LlmError({ reason: escapeControls(reason), retryable, rateLimited, retryAfterMs, cause: e })
   if (e instanceof OpenAI.APIConnectionTimeoutError) return fail("timeout", true)
+  if (e instanceof OpenAI.APIConnectionError && e.cause instanceof BodyTooLargeError) {
+    // A server fault, like a 5xx: retried within max_retries, each try reading at most the limit.
+    return fail(`reply body over ${e.cause.limit} bytes (${section}.max_reply_bytes), cut off unread`, true)
+  }
   if (e instanceof OpenAI.APIConnectionError) {
     const cause = e.cause as (Error & { code?: string }) | undefined
     const reason = `connection error: ${cause instanceof Error ? cause.message : e.message}`
@@ -82,10 +103,10 @@ const classify = (e: unknown): LlmError => {
     if (status === 429) return fail("HTTP 429 rate limited", true, true, retryAfter(e.headers))
     // The SDK prefixes its message with the status; keep one.
     const text = e.message.replace(/^\d{3}\s+/, "")
-    if (status >= 500 || status === 408 || status === 409) return fail(`HTTP ${status}: ${text}`, true)
+    if (status >= 500 || status === 408 || status === 409) return fail(`HTTP ${status}: ${text}`, true, false, retryAfter(e.headers))
     // A rejected key fails every other request the same way: stop at once, not after thousands more.
     if (status === 401 || status === 403) {
-      return new LlmError({ reason: `HTTP ${status}: ${text}`, retryable: false, rateLimited: false, retryAfterMs: null, fatal: true, cause: e })
+      return new LlmError({ reason: escapeControls(`HTTP ${status}: ${text}`), retryable: false, rateLimited: false, retryAfterMs: null, fatal: true, cause: e })
     }
     // 400/401/403/404/422: the request itself is wrong; retrying cannot help.
     return fail(`HTTP ${status}: ${text}`, false)
@@ -120,17 +141,22 @@ export class LlmClient extends Context.Service<LlmClient, {
         const variable = settings.api_key_env ?? defaultKeyVariable(settings.provider)
         const apiKey = variable === null ? Option.some(Redacted.make("unused")) : yield* apiKeyFromEnv(variable)
         if (Option.isNone(apiKey)) return yield* fail(`no API key: set ${variable} in the environment`)
+        const section = sectionOf(settings)
         const client = new OpenAI({
           apiKey: Redacted.value(apiKey.value),
           baseURL: providerBaseUrl(settings),
+          // Retries (and retry-after, capped) are ours, in `schedule` below; the SDK's would honour any wait.
           maxRetries: 0,
           timeout: settings.timeout_s * 1000,
-          fetch: httpFetch
+          // A reply is held in memory whole: a body past the cap is cut off as it streams, never buffered.
+          fetch: (input: string | URL | Request, init?: RequestInit) => httpFetch(input, { ...init, maxBodyBytes: settings.max_reply_bytes })
         })
         const limiter = yield* makeAdaptiveLimiter(settings.max_concurrency)
         const endpoint = providerBaseUrl(settings) ?? "https://api.openai.com/v1"
         let connectFailures = 0
         let warnedNoUsage = false
+        let warnedBadUsage = false
+        let waitSaidAt = Number.NEGATIVE_INFINITY
         // Any reply from the server (even an error status) proves it is reachable.
         const noteOutcome = (e: LlmError | undefined): LlmError | undefined => {
           if (e === undefined || !(e as unknown as Record<symbol, boolean>)[connectFailed]) {
@@ -165,7 +191,7 @@ export class LlmClient extends Context.Service<LlmClient, {
               } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal, headers: { "Idempotency-Key": request.key } }).asResponse()
               return response.text()
             },
-            catch: classify
+            catch: (e) => classify(e, section)
           }).pipe(
             Effect.tap(() => Effect.sync(() => noteOutcome(undefined))),
             Effect.mapError((e) => noteOutcome(e)!),
@@ -181,16 +207,19 @@ export class LlmClient extends Context.Service<LlmClient, {
               try {
                 raw = JSON.parse(text) // providers may send keep-alive whitespace first; JSON allows it
               } catch (e) {
-                return Effect.fail(classify(e))
+                return Effect.fail(classify(e, section))
               }
               const body = decodeBody(raw)
-              if (body._tag === "Failure") return Effect.fail(classify(new SyntaxError("reply is not a chat completion")))
+              if (body._tag === "Failure") return Effect.fail(classify(new SyntaxError("reply is not a chat completion"), section))
               const choice = body.success.choices[0]
               if (choice === undefined) {
                 return Effect.fail(new LlmError({ reason: "empty choices", retryable: true, rateLimited: false, retryAfterMs: null }))
               }
-              const usage = body.success.usage
-              const estimated = usage === undefined || usage === null
+              const sent = body.success.usage
+              const absent = sent === undefined || sent === null
+              const decoded = absent ? undefined : decodeUsage(sent)
+              const usage = decoded?._tag === "Success" ? decoded.success : undefined
+              const estimated = usage === undefined
               const completion: Completion = {
                 content: choice.message.content ?? "",
                 finishReason: choice.finish_reason ?? null,
@@ -200,20 +229,43 @@ export class LlmClient extends Context.Service<LlmClient, {
                 model: body.success.model ?? settings.model,
                 usageEstimated: estimated
               }
-              if (!estimated || warnedNoUsage) return Effect.succeed(completion)
-              warnedNoUsage = true
-              return Console.error(
-                `warning: ${endpoint} sent no token usage; tokens and cost are estimated (prompt characters / 4 + max_tokens ${settings.max_tokens} per reply) and recorded as estimates`
-              ).pipe(Effect.as(completion))
+              const estimate = `tokens and cost are estimated (prompt characters / 4 + max_tokens ${settings.max_tokens} per reply) and recorded as estimates`
+              if (absent && !warnedNoUsage) {
+                warnedNoUsage = true
+                return Console.error(`warning: ${endpoint} sent no token usage; ${estimate}`).pipe(Effect.as(completion))
+              }
+              if (estimated && !absent && !warnedBadUsage) {
+                warnedBadUsage = true
+                const shown = escapeControls(JSON.stringify(sent).slice(0, 200))
+                return Console.error(`warning: ${endpoint} sent invalid token usage (${shown}; counts must be non-negative integers); ${estimate}`)
+                  .pipe(Effect.as(completion))
+              }
+              return Effect.succeed(completion)
             })
           )
 
-        // Capped, jittered exponential backoff; a server's retry-after wins when it asks for longer.
+        // A server's retry-after, capped at max_retry_after_s: a hostile one could otherwise park the stage forever.
+        // A capped or long wait is said (at most every few seconds, however many requests wait at once).
+        const maxWaitMs = settings.max_retry_after_s * 1000
+        const serverWait = (asked: number | null) =>
+          Effect.gen(function*() {
+            if (asked === null) return 0
+            const wait = Math.min(asked, maxWaitMs)
+            const now = yield* Clock.currentTimeMillis
+            if ((wait < asked || wait > SAY_WAITS_OVER_MS) && now - waitSaidAt >= SAY_WAITS_OVER_MS) {
+              waitSaidAt = now
+              yield* Console.error(
+                `${section}: provider asked to wait ${seconds(asked)} s; waiting ${seconds(wait)} s` + (wait < asked ? ` (${section}.max_retry_after_s)` : "")
+              )
+            }
+            return wait
+          })
+        // Capped, jittered exponential backoff; a server's (capped) retry-after wins when it asks for longer.
         const schedule = Schedule.exponential("500 millis", 2).pipe(
           Schedule.jittered,
           Schedule.setInputType<LlmError>(),
           Schedule.modifyDelay(({ duration, input }) =>
-            Effect.succeed(Duration.max(Duration.min(duration, Duration.seconds(30)), Duration.millis(input.retryAfterMs ?? 0)))
+            Effect.map(serverWait(input.retryAfterMs), (wait) => Duration.max(Duration.min(duration, Duration.seconds(30)), Duration.millis(wait)))
           )
         )
         // Untraced: this is the hot path of a stage that sends thousands of requests.

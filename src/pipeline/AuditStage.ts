@@ -1,4 +1,6 @@
 import { Console, Context, Effect, Layer, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import { ClassifierScoreRow, textId } from "../audit/ClassifierScoreRow.ts"
 import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeResponseFormat, judgeRetryMessages, judgeStructuredSchema, JudgeVerdict } from "../audit/JudgePrompt.ts"
 import { decide, type JudgeMode, needsJudge } from "../audit/Routing.ts"
 import { type JudgeRecord, ScoreRow } from "../audit/ScoreRow.ts"
@@ -8,7 +10,7 @@ import type { AuditSummary } from "../contracts/AuditSummary.ts"
 import type { ChatMessage } from "../domain/ChatMessage.ts"
 import { type Label, labelOf } from "../domain/Label.ts"
 import { type Severity, severities } from "../domain/Severity.ts"
-import { matrixTexts, scoreMatrix } from "../audit/SeverityMatrix.ts"
+import { matrixTextRefs, matrixTexts, scoreMatrix, type TextScore } from "../audit/SeverityMatrix.ts"
 import { buildSummary, poolRows } from "../audit/SummaryBuilder.ts"
 import { hashJson, sha256File, sha256Hex } from "../common/Hashing.ts"
 import { reportProgress } from "../common/Progress.ts"
@@ -19,11 +21,12 @@ import { analysisOf, parseConclusion } from "../evaluation/ConclusionParser.ts"
 import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
 import { decodeJsonLine, forEachLine, LineError, openAppender, readRows } from "../runs/Jsonl.ts"
 import { RunStore } from "../runs/RunStore.ts"
+import { irregularInputReason } from "../runs/SafePath.ts"
 import { type Classifier, ClassifierClient, type ClassifierSpec } from "../serving/ClassifierClient.ts"
 import { makePaidRequests } from "../llm/PaidRequests.ts"
 import { openLedger } from "../llm/ResponseLedger.ts"
 import { providerBaseUrl, LlmClient, LlmError } from "../llm/LlmClient.ts"
-import { BudgetStop, checkIdentity, checkName, openStage, RunName, StageIncomplete } from "./StageRun.ts"
+import { BudgetStop, checkIdentity, checkName, openStage, RunName, StageArgumentError, StageIncomplete } from "./StageRun.ts"
 
 export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", {
   message: Schema.String,
@@ -74,8 +77,11 @@ const readItems = (dir: (rel: string) => string) =>
 
 const decodePrediction = Schema.decodeUnknownResult(PredictionRow)
 
-/** The classifiers of an audit, checked: unique names, at least one evaluator. */
-export const checkAuditRequest = (config: ExperimentConfig, request: Pick<AuditRequest, "aName" | "bName" | "runName" | "judgeMode">) =>
+/**
+ * An audit's arguments, checked before any classifier is asked or container started (or tiny model built): the run
+ * name, the models, the classifiers (unique names, at least one evaluator), the run, and the paired input.
+ */
+export const checkAuditRequest = (config: ExperimentConfig, request: Pick<AuditRequest, "aName" | "bName" | "runName" | "judgeMode" | "pairedInput">) =>
   Effect.gen(function*() {
     yield* checkName(RunName, "--run-name", request.runName)
     if (request.aName === request.bName) return yield* new AuditError({ message: "--a-name and --b-name must differ" })
@@ -84,6 +90,15 @@ export const checkAuditRequest = (config: ExperimentConfig, request: Pick<AuditR
     }
     const names = config.audit.classifiers.map((c) => c.name)
     if (new Set(names).size !== names.length) return yield* new AuditError({ message: `audit.classifiers: duplicate names ${JSON.stringify(names)}` })
+    yield* (yield* RunStore).requireRun(config.run.runs_dir, config.run.exp_id)
+    // A FIFO would block the read forever and a device such as /dev/zero never end: only a regular file is read.
+    const file = request.pairedInput
+    const reason = yield* Effect.promise(() =>
+      irregularInputReason(file).catch((e: NodeJS.ErrnoException) =>
+        e.code === "ENOENT" || e.code === "ENOTDIR" ? `${file}: no such file (the paired predictions \`dart infer --paired\` writes)` : `${file}: ${e.message}`
+      )
+    )
+    if (reason !== undefined) return yield* new StageArgumentError({ message: `--paired-input ${reason}` })
   })
 
 /** Original step 5: classifiers on two views, severity bins, the comparative judge, the regression pool. */
@@ -165,6 +180,20 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
   const done = new Set<string>()
   if (yield* fileExists(scoresFile)) for (const r of yield* readRows(scoresFile, Schema.Struct({ key: Schema.String }))) done.add(r.key)
   const pending = pairs.filter((p) => !done.has(p.key))
+  // Classifier scores a killed run appended for pairs still to do: those texts are not sent again.
+  const journalFile = run.file(`${dir}/classifier_scores.jsonl`)
+  const journal = new Map<string, Map<string, TextScore>>(specs.map((s) => [s.name, new Map()]))
+  // Only an audit whose settings were recorded (and found equal above) resumes from it: with no settings.json the
+  // folder is a fresh start, and a journal found there belongs to whatever was deleted.
+  if (previous === undefined && (yield* fileExists(journalFile))) {
+    yield* Effect.tryPromise({ try: () => fs.rm(journalFile, { force: true }), catch: (cause) => new AuditError({ message: `${journalFile}: cannot remove`, cause }) })
+  }
+  if (previous !== undefined && pending.length > 0 && (yield* fileExists(journalFile))) {
+    const pendingKeys = new Set(pending.map((p) => p.key))
+    for (const r of yield* readRows(journalFile, ClassifierScoreRow)) {
+      if (pendingKeys.has(r.key)) journal.get(r.classifier)?.set(textId(r), { score: r.score, windows: r.windows })
+    }
+  }
   const readSeconds = (Date.now() - readStarted) / 1000
   if (previous === undefined) yield* store.writeFile(run, `${dir}/settings.json`, settingsText)
   const inputsHash = hashJson(settings)
@@ -181,11 +210,12 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
 
   return yield* stage.begin(inputsHash, Effect.scoped(Effect.gen(function*() {
     const classifiers: Array<Classifier> = yield* Effect.forEach(specs, (s) =>
-      classifierClient.open(s, { batchSize: audit.classifier_batch_size, concurrency: audit.classifier_concurrency }))
+      classifierClient.open(s, { batchSize: audit.classifier_batch_size, concurrency: audit.classifier_concurrency, maxReplyBytes: audit.classify_max_reply_bytes }))
     const ledger = mode === "off" ? undefined : yield* openLedger(run.file(`${dir}/judge_responses.jsonl`))
     const judgeNeeded = mode !== "off" && pending.length > 0
     const client = judgeNeeded ? Context.get(yield* Layer.build(request.judgeClient(j)), LlmClient) : undefined
     const scores = yield* openAppender(scoresFile)
+    const classified = pending.length > 0 && classifiers.length > 0 ? yield* openAppender(journalFile) : undefined
     const failures = yield* openAppender(run.file(`${dir}/failures.jsonl`))
 
     const state = { done: done.size, total: pairs.length, failed: 0, tokens: 0, costUsd: 0 }
@@ -252,12 +282,40 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     const views = audit.views
     const textOf = (t: string, view: string) => (view === "analysis_only" ? analysisOf(t) : t)
 
+    /**
+     * One classifier's scores of a chunk's texts: those in the journal read back, the rest sent a batch at a time,
+     * each batch appended (durably) as soon as it is answered, so a kill loses at most the batches on the wire.
+     */
+    const scoreTexts = (c: Classifier, texts: ReadonlyArray<string>, refs: ReturnType<typeof matrixTextRefs>) =>
+      Effect.gen(function*() {
+        const known = journal.get(c.spec.name)!
+        const out = new Array<TextScore>(texts.length)
+        const missing: Array<number> = []
+        refs.forEach((r, i) => {
+          const s = known.get(textId(r))
+          if (s === undefined) missing.push(i)
+          else out[i] = s
+        })
+        const batches: Array<Array<number>> = []
+        for (let i = 0; i < missing.length; i += audit.classifier_batch_size) batches.push(missing.slice(i, i + audit.classifier_batch_size))
+        yield* Effect.forEach(batches, (batch) =>
+          Effect.gen(function*() {
+            const got = yield* c.score(batch.map((i) => texts[i]!))
+            yield* classified!.append(batch.map((i, k): ClassifierScoreRow => ({ ...refs[i]!, classifier: c.spec.name, score: got[k]!.score, windows: got[k]!.windows })))
+            batch.forEach((i, k) => (out[i] = got[k]!))
+          }), { concurrency: audit.classifier_concurrency, discard: true })
+        // This chunk's rows are written next: its journaled scores are not read again.
+        for (const r of refs) known.delete(textId(r))
+        return out
+      })
+
     const processChunk = (chunk: ReadonlyArray<Pair>) =>
       Effect.gen(function*() {
-        // Classifiers: every text of the chunk in one call per classifier (batched and windowed by the client).
+        // Classifiers: every text of the chunk not yet in the journal, in batches (windowed by the client).
         const t0 = Date.now()
         const texts = matrixTexts(chunk, views, textOf)
-        const perClassifier = yield* Effect.forEach(classifiers, (c) => c.score(texts), { concurrency: "unbounded" })
+        const refs = matrixTextRefs(chunk, views)
+        const perClassifier = yield* Effect.forEach(classifiers, (c) => scoreTexts(c, texts, refs), { concurrency: "unbounded" })
         timings.classify_busy_s += (Date.now() - t0) / 1000
         const t1 = Date.now()
         const matrix = scoreMatrix(chunk.length, views, classifiers.map((c) => c.spec.name), perClassifier, thresholds)
@@ -350,6 +408,13 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     const poolOut = yield* store.writeFile(run, `${dir}/regression_pool.jsonl`, pool.map((r) => `${JSON.stringify(r)}\n`).join(""))
     const summaryOut = yield* store.writeFile(run, `${dir}/summary.json`, `${JSON.stringify({ ...summary, complete, timings } satisfies AuditSummary, null, 2)}\n`)
     const scoresOut = yield* store.describeFile(run, `${dir}/scores.jsonl`)
+    // Every pair's row holds its classifier scores now: the journal has nothing left to resume.
+    if (complete) {
+      yield* Effect.tryPromise({
+        try: () => fs.rm(journalFile, { force: true }),
+        catch: (cause) => new AuditError({ message: `${journalFile}: cannot remove`, cause })
+      })
+    }
     yield* stage.finish({
       status: complete ? "done" : budgetHit ? "stopped" : "failed",
       outputs: [poolOut, summaryOut, ...(scoresOut === undefined ? [] : [scoresOut])],

@@ -4,6 +4,12 @@ import * as net from "node:net"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { RunPlan, ServicePlacement } from "./RunPlan.ts"
+import { trainerSpec } from "../compute/ContainerSpecs.ts"
+import { checkHubModels, describeHubResult, type HubModelResult } from "../compute/HubFetch.ts"
+import { connectHost } from "../compute/DockerHost.ts"
+import { hubModelsFor } from "../config/HubModels.ts"
+import { gpuMemoryPlan } from "./GpuMemoryPlan.ts"
+import { classifiersToStart } from "./ServicePlacement.ts"
 
 /**
  * Checks before `dart run` starts anything: the API keys the providers in use need, and that hosts
@@ -28,6 +34,8 @@ export interface ComputeProbes {
   readonly image: (host: HostConfig, image: string) => Effect.Effect<boolean, ProbeFailure>
   /** An already-running service: vLLM / classifier HTTP base URL, or the trainer's host:port. */
   readonly endpoint: (service: ServicePlacement["service"], address: string) => Effect.Effect<void, ProbeFailure>
+  /** Hub models: readable with the token there is (or already in the host's HF cache), with safetensors weights. */
+  readonly models?: (host: HostConfig, config: ExperimentConfig, ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<HubModelResult>, ProbeFailure>
 }
 
 export interface Check {
@@ -67,7 +75,7 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
   if (judgeStages.length > 0) checks.push(yield* keyCheck("judge", config.judge, judgeStages.join(", ")))
 
   // One probe per host, whatever number of services it carries.
-  const hosts = new Map<string, { host: HostConfig; images: Set<string>; gpu: boolean }>()
+  const hosts = new Map<string, { host: HostConfig; images: Set<string>; gpu: boolean; models: Set<string> }>()
   for (const s of plan.services) {
     for (const endpoint of s.endpoints) {
       const r = yield* probes.endpoint(s.service, endpoint).pipe(Effect.result)
@@ -78,12 +86,16 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
       checks.push({ name: `${s.service} host`, ok: false, detail: `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` })
       continue
     }
-    const entry = hosts.get(s.host.name) ?? { host: s.host as HostConfig, images: new Set<string>(), gpu: false }
+    const entry = hosts.get(s.host.name) ?? { host: s.host as HostConfig, images: new Set<string>(), gpu: false, models: new Set<string>() }
     if (s.image !== null) entry.images.add(s.image)
+    const models = s.service === "classifiers"
+      ? classifiersToStart(config).flatMap((c) => hubModelsFor(config, "classifier", c.name))
+      : hubModelsFor(config, s.service)
+    for (const m of models) entry.models.add(m)
     entry.gpu ||= s.host.gpus === "all" || s.host.gpus.length > 0
     hosts.set(s.host.name, entry)
   }
-  for (const { host, images, gpu } of hosts.values()) {
+  for (const { host, images, gpu, models } of hosts.values()) {
     const info = yield* probes.host(host).pipe(Effect.result)
     if (info._tag === "Failure") {
       checks.push({ name: `host ${host.name}`, ok: false, detail: `${host.docker} does not answer: ${info.failure.message}` })
@@ -102,6 +114,25 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
           : { name: `image ${image}`, ok: false, detail: `not on ${host.name}: build or pull it first (dart compute up builds the project's images)` }
       )
     }
+    if (models.size > 0 && probes.models !== undefined) {
+      // The fetch task runs in the trainer image: without it nothing on this host can say.
+      const fetcher = trainerSpec(config, host, "127.0.0.1").image
+      const present = yield* probes.image(host, fetcher).pipe(Effect.orElseSucceed(() => false))
+      const results = present ? yield* probes.models(host, config, [...models]).pipe(Effect.result) : undefined
+      for (const id of models) {
+        const r = results?._tag === "Success" ? results.success.find((x) => x.repo === id) : undefined
+        checks.push(
+          results === undefined
+            // As without dart: the service downloads its model itself (a serving-only host without the trainer image).
+            ? { name: `model ${id}`, ok: true, detail: `not checked: ${fetcher} (dart's hub fetch) is not on ${host.name}, so the service there fetches it itself` }
+            : results._tag === "Failure"
+            ? { name: `model ${id}`, ok: false, detail: `on ${host.name}: ${results.failure.message}` }
+            : r === undefined
+            ? { name: `model ${id}`, ok: false, detail: `on ${host.name}: the check said nothing about it` }
+            : { name: `model ${id}`, ok: r.ok, detail: r.ok ? `${describeHubResult(r)} (from ${host.name})` : `on ${host.name}: ${describeHubResult(r)}` }
+        )
+      }
+    }
     if (gpu) {
       const wanted = host.gpus === "all" ? 1 : host.gpus.length
       const have = info.success.gpus
@@ -115,6 +146,10 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
             `use a GPU host, or set that host's gpus to [] with the CPU images (configs/smoke.json)`
       })
     }
+  }
+  const gpuPlan = gpuMemoryPlan(config, plan)
+  for (const ph of gpuPlan?.phases ?? []) {
+    if (!ph.fits && ph.onMiss === "refuse") checks.push({ name: `GPU memory (${ph.phase})`, ok: false, detail: `on ${gpuPlan!.host}: ${ph.total} of the device is asked for: ${ph.advice}` })
   }
   return { checks, missing: checks.filter((c) => !c.ok) } satisfies PreflightResult
 })
@@ -164,6 +199,11 @@ export const gpusFromInfo = (info: typeof DockerInfo.Type): number | null => {
 }
 
 export const localProbes = (timeoutMs = 3000): ComputeProbes => ({
+  // A throwaway task in the trainer image asks the hub (the token stays in its create body); minutes at most.
+  models: (host, config, ids) =>
+    Effect.scoped(Effect.flatMap(connectHost(host), (h) => checkHubModels(h, host, config, ids))).pipe(
+      Effect.mapError((e) => new ProbeFailure({ message: e.message }))
+    ),
   host: (host) =>
     Effect.gen(function*() {
       const socket = yield* socketOf(host)

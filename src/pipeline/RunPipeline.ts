@@ -31,6 +31,7 @@ import {
   type StageState
 } from "./RunGraph.ts"
 import { buildRunPlan, type PlanFacts, renderRunPlan, type SplitFacts, type TeacherWork } from "./RunPlan.ts"
+import { classifiersToStart } from "./ServicePlacement.ts"
 import { type StageDrivers, stageDrivers } from "./Stages.ts"
 
 export class RunError extends Schema.TaggedError<RunError>()("RunError", { message: Schema.String, cause: Schema.optionalKey(Schema.Defect()) }) {}
@@ -68,7 +69,7 @@ export const sharedComputeParts: SharedComputeParts = {
  * `dart run`'s drivers: the same stage code, with the compute shared across stages for the scope of the run. One vLLM
  * server (the configured endpoints, or a container started when a stage first needs it) serves every inference stage,
  * loading adapters as they are produced, and is the teacher and judge of provider `vllm`; the audit classifiers start
- * once, at the first audit. Everything started is removed when the scope closes (the end, a failure or Ctrl-C). On GPU
+ * at the first audit and stay (CPU hosts) or start for each audit and go with it (GPU hosts). Everything started is removed when the scope closes (the end, a failure or Ctrl-C). On GPU
  * hosts the server sleeps (`compute.vllm.sleep_mode`) while the trainer or the classifiers need the GPU.
  */
 export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts: SharedComputeParts = sharedComputeParts) =>
@@ -132,13 +133,23 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
           const judged = r.config.audit.llm_judge.enabled && isRunServer(r.config.judge)
           if (!judged) yield* rest
           const judge = judged ? yield* bound(r.config.judge) : r.config.judge
-          // Every classifier is open now, so the stage starts nothing of its own.
-          return yield* parts.stages.audit(r, request, run, { judge, classifiers: yield* classifiers })
+          const audit = (open: ReadonlyArray<ClassifierSpec>) => parts.stages.audit(r, request, run, { judge, classifiers: open })
+          // On a GPU host the classifiers hold device memory: they live for this audit only, so inference wakes vLLM
+          // on a free device (the GPU memory plan counts them in the audit phase alone). On CPU they stay for the run.
+          return yield* (classifiersOnGpu(r.config)
+            ? Effect.scoped(Effect.flatMap(parts.openClassifiers(resolved, runDir), audit))
+            : Effect.flatMap(classifiers, audit))
         }),
       evaluate: parts.stages.evaluate
     }
     return drivers
   })
+
+/** Whether the run starts classifier containers on a host with GPUs. */
+const classifiersOnGpu = (config: ResolvedConfig["config"]) => {
+  const host = config.compute.hosts[0]
+  return classifiersToStart(config).length > 0 && host !== undefined && (host.gpus === "all" || host.gpus.length > 0)
+}
 
 export interface RunOptions {
   readonly dryRun: boolean
@@ -229,15 +240,19 @@ export const gatherFacts = Effect.fn("RunPipeline.gatherFacts")(function*(resolv
   return { run, states, facts, testIds: new Set(questions.test.map((q) => q.id)) }
 })
 
-/** No test item may reach the repair teacher unless the config reproduces the original's order on purpose. */
+/**
+ * No test item may reach the repair teacher unless the config reproduces the original's order on purpose
+ * (`audit.allow_test_repair`, the same key the teacher stage obeys). Ids are looked up in the run's datasets, never
+ * taken from the rows' own `split`; the teacher stage then checks every field (src/audit/RegressionPool.ts).
+ */
 export const checkPoolSplit = Effect.fn("RunPipeline.checkPoolSplit")(function*(resolved: ResolvedConfig, run: RunHandle, poolRel: string, testIds: ReadonlySet<string>) {
-  if (resolved.config.audit.split === "test") return
+  if (resolved.config.audit.allow_test_repair) return
   const rows = yield* readRows(run.file(poolRel), RegressionPoolRow)
   const leaked = rows.filter((r) => testIds.has(r.id)).map((r) => r.id)
   if (leaked.length > 0) {
     return yield* new RunError({
       message: `${run.file(poolRel)} holds ${leaked.length} test item(s) (${leaked.slice(0, 5).join(", ")}${leaked.length > 5 ? ", …" : ""}); ` +
-        "repairing them would train on the test split. Set audit.split to \"test\" only to reproduce the original on purpose."
+        "repairing them would train on the test split. Set audit.allow_test_repair to true only to reproduce the original on purpose."
     })
   }
 })

@@ -3,6 +3,7 @@ import { isRunServer } from "../config/RunServerBinding.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
 import { type PlannedStage, type RunGraph, type StageId, stageIds } from "./RunGraph.ts"
+import { gpuMemoryPlan, renderGpuMemoryPlan } from "./GpuMemoryPlan.ts"
 import { classifierEndpoint, classifiersToStart, trainerEndpoint, vllmEndpoints } from "./ServicePlacement.ts"
 
 /**
@@ -225,5 +226,7 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
     for (const [i, where] of [...configured, ...started].entries()) lines.push(`  ${(i === 0 ? s.service : "").padEnd(12)}${where}`)
     lines.push(`  ${"".padEnd(12)}${s.what}; for ${s.stages.join(", ")}`)
   }
+  const gpu = gpuMemoryPlan(config, plan)
+  if (gpu !== null) lines.push(...renderGpuMemoryPlan(gpu))
   return lines.join("\n")
 }

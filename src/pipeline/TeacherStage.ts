@@ -1,12 +1,13 @@
 import { Console, Context, Effect, Layer, Schema } from "effect"
 import { hashJson, sha256Hex } from "../common/Hashing.ts"
-import { readPoolRows } from "../audit/RegressionPool.ts"
+import { checkPoolEntries, readPoolEntries, readRunItems } from "../audit/RegressionPool.ts"
 import { type TeacherOutput, TeacherOutputKey } from "../contracts/TeacherOutput.ts"
 import { reportProgress } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
-import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
+import { NormalizedItemSchema, type Split, splits } from "../datasets/BenchmarkItem.ts"
 import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
+import { irregularInputReason } from "../runs/SafePath.ts"
 import { openAppender, readRows } from "../runs/Jsonl.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { costUsd, makePaidRequests } from "../llm/PaidRequests.ts"
@@ -34,7 +35,14 @@ interface WorkItem {
 }
 
 
-const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask, trainFile: string, input: string | undefined) {
+/** Where the repair teacher checks a pool: the run's datasets and config (src/audit/RegressionPool.ts). */
+interface PoolAuthority {
+  readonly datasetFile: (split: Split) => string
+  readonly allowTestRepair: boolean
+  readonly allowForeignRows: boolean
+}
+
+const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask, trainFile: string, input: string | undefined, authority: PoolAuthority) {
   if (task === "distill") {
     let torn: { line: number; bytes: number } | undefined
     const rows = yield* readRows(trainFile, NormalizedItemSchema, (tail) => (torn = tail))
@@ -56,23 +64,43 @@ const loadWork = Effect.fn("TeacherStage.loadWork")(function*(task: TeacherTask,
     }))
   }
   if (input === undefined) return yield* new TeacherStageError({ message: "--task repair needs --input regression_pool.jsonl" })
-  const rows = yield* readPoolRows(input) // dart's pool rows, or the original's through src/compat
+  const entries = yield* readPoolEntries(input) // dart's pool rows, or the original's through src/compat
+  // Every row against the run's own datasets before anything is sent: the pool is a file anyone may have edited.
+  const items = yield* readRunItems(authority.datasetFile)
+  yield* checkPoolEntries(input, entries, items, authority).pipe(Effect.mapError((e) => new TeacherStageError({ message: e.message, cause: e })))
   const seen = new Set<string>()
   const out: Array<WorkItem> = []
-  for (const r of rows) {
+  for (const { row: r } of entries) {
     const key = r.sample === undefined ? r.id : `${r.id}#${r.sample}`
     if (seen.has(key)) continue // a pool lists each regression once; a repeat adds nothing
     seen.add(key)
-    const { question, gold_label, ...provenance } = r
+    // The teacher is asked the run's question with the run's label (equal to the row's once checked); only a
+    // foreign row, allowed by --allow-foreign-rows, has nothing but its own.
+    const item = items.get(r.id)
+    const { question: _question, gold_label: _gold, ...provenance } = r
+    const question = item?.question ?? r.question
+    const gold_label = item?.gold_label ?? r.gold_label
     out.push({ key, question, gold: gold_label, carry: { ...provenance, question, gold_label, pool_file: input } })
   }
   return out
 })
 
+/**
+ * Refuses a `--input` that is no regular file before anything opens it: a FIFO would block the stage forever and
+ * /dev/zero never ends.
+ */
+const checkRegularInput = (file: string) =>
+  Effect.tryPromise({
+    try: () => irregularInputReason(file),
+    catch: (e) => new TeacherStageError({ message: `${file}: cannot read the regression pool (${(e as Error).message})`, cause: e })
+  }).pipe(Effect.flatMap((reason) => (reason === undefined ? Effect.void : Effect.fail(new TeacherStageError({ message: `--input: ${reason}` })))))
+
 export interface TeacherRequest {
   readonly task: TeacherTask
   readonly input: string | undefined
   readonly dryRun: boolean
+  /** Repair rows whose id is not an item of this run (a pool made on another run), as written (`--allow-foreign-rows`). */
+  readonly allowForeignRows?: boolean
   /** The teacher's settings as the requests go out (provider `vllm` bound to the run's own server). */
   readonly settings: ExperimentConfig["teacher"]
   readonly progressEveryMs?: number
@@ -87,25 +115,37 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
   const store = yield* RunStore
   const { config } = resolved
   const t = request.settings
+  if (request.task === "repair" && request.input !== undefined) yield* checkRegularInput(request.input)
   // One writer per run and task (a second invocation would bill every item again); a dry run only reads.
   // Inputs must be what their stage recorded: a torn, edited or emptied file is refused, not half-used.
   const stage = yield* openStage({
     config,
     stage: `teacher/${request.task}`,
     lock: !request.dryRun,
+    // A pool is checked against the run's datasets, so they too must be what init wrote.
     inputs: request.task === "distill"
       ? [{ path: "datasets/train.jsonl", inRun: true, required: true, producer: "`dart init`" }]
       : request.input === undefined
       ? []
-      : [{ path: request.input, required: false, producer: "`dart audit`" }]
+      : [
+        { path: request.input, required: false, producer: "`dart audit`" },
+        ...splits.map((s) => ({ path: `datasets/${s}.jsonl`, inRun: true, required: true, producer: "`dart init`" }))
+      ]
   })
   const { run } = stage
   const dir = `teacher_outputs/${request.task}`
   yield* makeDirectories([run.file(dir)])
-  const work = yield* loadWork(request.task, run.file("datasets/train.jsonl"), request.input)
+  const work = yield* loadWork(request.task, run.file("datasets/train.jsonl"), request.input, {
+    datasetFile: (s) => run.file(`datasets/${s}.jsonl`),
+    allowTestRepair: config.audit.allow_test_repair,
+    allowForeignRows: request.allowForeignRows === true
+  })
   const outputsFile = run.file(`${dir}/outputs.jsonl`)
-  const already = new Set<string>()
-  if (yield* fileExists(outputsFile)) for (const r of yield* readRows(outputsFile, TeacherOutputKey)) already.add(r.key)
+  // Counts are of this invocation's work: outputs.jsonl may also hold rows of another pool (repairs accumulate
+  // across pools; an item any earlier pool repaired is done and keeps that row, provenance included).
+  const written = new Set<string>()
+  if (yield* fileExists(outputsFile)) for (const r of yield* readRows(outputsFile, TeacherOutputKey)) written.add(r.key)
+  const already = new Set(work.filter((w) => written.has(w.key)).map((w) => w.key))
   const pending = work.filter((w) => !already.has(w.key))
 
   const sampling = { temperature: t.temperature, max_tokens: t.max_tokens, seed: t.seed }

@@ -1,4 +1,5 @@
 import { Console, Effect, Schema } from "effect"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { hashJson, sha256Hex } from "../common/Hashing.ts"
@@ -6,10 +7,13 @@ import { formatDuration } from "../common/Progress.ts"
 import { Compute } from "../compute/Compute.ts"
 import { toolVersion } from "../common/Version.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
-import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
+import { fileExists, makeDirectories, syncDirectory, writeFileAtomic } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
+import type { OutputRecord } from "../runs/Manifest.ts"
 import { RunStore } from "../runs/RunStore.ts"
-import { type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "../training/TrainerClient.ts"
+import { ioError, type RunStoreError } from "../runs/RunStoreError.ts"
+import { showName } from "../runs/SafePath.ts"
+import { type DownloadedFile, type JobEvent, PROTOCOL, type StartJob, TrainerClient } from "../training/TrainerClient.ts"
 import { TeacherTrainingRow } from "../contracts/TeacherOutput.ts"
 import type { Severity } from "../domain/Severity.ts"
 import { assembleTrainingSet, type Recipe, type SourceRow } from "../training/TrainingSet.ts"
@@ -34,6 +38,80 @@ export interface TrainRequest {
   readonly weights: Readonly<Record<Severity, number>>
   readonly epochs: number | undefined
 }
+
+/** DART writes this into `final/` itself; a trainer's file of that name would be overwritten by it. */
+const RECORD = "training_record.json"
+const STAGING_PREFIX = ".download-"
+
+const io = <A>(file: string, what: string, f: () => Promise<A>): Effect.Effect<A, RunStoreError> => Effect.tryPromise({ try: f, catch: ioError(file, what) })
+
+const removeTree = (dir: string) => io(dir, "remove", () => fs.rm(dir, { recursive: true, force: true }))
+
+/**
+ * A fresh staging folder inside the adapter's (same file system, so moving it into place is a rename), removed when
+ * the stage's scope closes: after success it holds the previous final/, after a failure or Ctrl-C a partial download.
+ * Staging folders left by an attempt that died (SIGKILL, a crash) go first; the stage's lock means no live one owns them.
+ */
+const openStaging = (adapterDir: string) =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      yield* makeDirectories([adapterDir])
+      const stale = (yield* io(adapterDir, "list", () => fs.readdir(adapterDir))).filter((n) => n.startsWith(STAGING_PREFIX))
+      // A process killed between the swap's two renames left final/ missing and the previous adapter in its staging
+      // folder: put that back before the leftovers go.
+      const final = path.join(adapterDir, "final")
+      if (!(yield* fileExists(final))) {
+        for (const n of stale) {
+          const previous = path.join(adapterDir, n, "previous")
+          if (yield* fileExists(previous)) {
+            yield* io(final, "restore the previous adapter", () => fs.rename(previous, final))
+            yield* syncDirectory(adapterDir)
+            break
+          }
+        }
+      }
+      yield* Effect.forEach(stale, (n) => removeTree(path.join(adapterDir, n)), { discard: true })
+      const staging = path.join(adapterDir, `${STAGING_PREFIX}${process.pid}-${randomBytes(4).toString("hex")}`)
+      yield* makeDirectories([staging])
+      return staging
+    }),
+    (staging) => removeTree(staging).pipe(Effect.ignore)
+  )
+
+/**
+ * Moves verified downloads to `staging/final/` under the names the trainer gave (each checked safe by the client),
+ * adds the training record, fsyncs every folder, then swaps the folder in as `adapterDir/final`: `final/` holds the
+ * whole new adapter or is left as it was, never a mix. The previous `final/` ends up inside `staging`.
+ */
+const placeAdapter = (adapterDir: string, staging: string, files: ReadonlyArray<DownloadedFile>, record: string) =>
+  Effect.gen(function*() {
+    const next = path.join(staging, "final")
+    const folders = new Set([next])
+    for (const f of files) {
+      const target = path.join(next, f.path)
+      folders.add(path.dirname(target))
+      yield* io(target, "move into place", async () => {
+        await fs.mkdir(path.dirname(target), { recursive: true })
+        await fs.rename(f.tempFile, target)
+      })
+    }
+    const written = yield* writeFileAtomic(path.join(next, RECORD), record)
+    yield* Effect.forEach([...folders], syncDirectory, { discard: true })
+    const final = path.join(adapterDir, "final")
+    const previous = path.join(staging, "previous")
+    // The swap runs to its end once begun: an interruption between the two renames would leave no final/, and the
+    // scope's clean-up would then remove the previous adapter with the staging folder.
+    yield* Effect.uninterruptible(Effect.gen(function*() {
+      const hadPrevious = yield* fileExists(final)
+      if (hadPrevious) yield* io(final, "move aside", () => fs.rename(final, previous))
+      yield* io(final, "move into place", () => fs.rename(next, final)).pipe(
+        // Put the previous adapter back: a failed swap must not leave the adapter without its final/.
+        Effect.tapError(() => (hadPrevious ? Effect.tryPromise(() => fs.rename(previous, final)).pipe(Effect.ignore) : Effect.void))
+      )
+      yield* syncDirectory(adapterDir)
+    }))
+    return written
+  })
 
 const readTeacherRows = (file: string, what: string) =>
   Effect.gen(function*() {
@@ -140,15 +218,14 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
       return yield* new TrainStageError({ message: `training job ${jobId} failed: ${why}` })
     }
     const done = end.done
-    const files = yield* client.download(jobId)
-    for (const f of done.files) {
-      const got = files.find((x) => x.path === f.path)
-      if (got === undefined || got.sha256 !== f.sha256) {
-        return yield* new TrainStageError({ message: `adapter file ${f.path} did not arrive intact (sha256 ${got?.sha256 ?? "missing"}, trainer reported ${f.sha256})` })
-      }
+    const reserved = done.files.find((f) => f.path === RECORD)
+    if (reserved !== undefined) {
+      return yield* new TrainStageError({ message: `training job ${jobId}: adapter file name ${showName(RECORD)} refused: DART writes its training record under that name` })
     }
     const rel = `adapters/${request.adapterName}`
-    yield* makeDirectories([run.file(`${rel}/final`)])
+    const adapterDir = run.file(rel)
+    const staging = yield* openStaging(adapterDir)
+    const files = yield* client.download(jobId, done.files, staging)
     const record = {
       adapter: request.adapterName,
       stage: request.stage,
@@ -164,8 +241,9 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
       versions: { dart: toolVersion, trainer: version.server_version, protocol: version.protocol, ...version.libraries, device: version.device },
       mix: manifest
     }
-    const outputs = yield* Effect.forEach(files, (f) => store.writeFile(run, `${rel}/final/${f.path}`, f.data))
-    outputs.push(yield* store.writeFile(run, `${rel}/final/training_record.json`, `${JSON.stringify(record, null, 2)}\n`))
+    const recordText = yield* placeAdapter(adapterDir, staging, files, `${JSON.stringify(record, null, 2)}\n`)
+    const outputs: Array<OutputRecord> = files.map((f) => ({ path: `${rel}/final/${f.path}`, sha256: f.sha256, bytes: f.size }))
+    outputs.push({ path: `${rel}/final/${RECORD}`, sha256: sha256Hex(recordText), bytes: Buffer.byteLength(recordText) })
     outputs.push(yield* store.writeFile(run, `${rel}/mix_manifest.json`, `${JSON.stringify(manifest, null, 2)}\n`))
     outputs.push(yield* store.writeFile(run, `${rel}/train.jsonl`, dataset))
     yield* stage.finish({ status: "done", outputs })

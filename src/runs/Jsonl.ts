@@ -1,9 +1,11 @@
 import { Deferred, Effect, type Result, Schema, Scope, Semaphore } from "effect"
+import { constants } from "node:fs"
 import * as fs from "node:fs/promises"
-import { createReadStream } from "node:fs"
 import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/SchemaIssueText.ts"
 import { redact } from "../common/Redaction.ts"
+import { openNoFollow, RefusedFileError, refusedOrIoError, refuseLinks, refuseSpecialFile } from "./RunLinks.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
+import { irregularInputReason } from "./SafePath.ts"
 
 /** A torn last line: the bytes a killed writer left after its last complete row. */
 export interface TornTail {
@@ -28,11 +30,18 @@ export const openAppender = (file: string): Effect.Effect<JsonlAppender, RunStor
     const { handle, repaired } = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          const handle = await fs.open(file, "a+")
-          const repaired = await cutTornTail(handle)
-          return { handle, repaired }
+          // Run files are written where they are, never through a link planted for them or their folders.
+          await refuseLinks(file, { includeFile: true })
+          const handle = await openNoFollow(file, constants.O_APPEND | constants.O_CREAT | constants.O_RDWR, 0o644)
+          await refuseSpecialFile(handle, file)
+          try {
+            return { handle, repaired: await cutTornTail(handle) }
+          } catch (e) {
+            await handle.close().catch(() => {})
+            throw e
+          }
         },
-        catch: ioError(file, "open for append")
+        catch: refusedOrIoError(file, "open for append")
       }),
       // Every acknowledged row was fsynced before its append returned, so a failed close loses nothing.
       ({ handle }) => Effect.tryPromise(() => handle.close()).pipe(Effect.ignore)
@@ -117,52 +126,101 @@ export const decodeJsonLine = <A>(
   return decoded.success
 }
 
+/** The longest line `forEachLine` reads (16 MiB); a longer one is refused, so a file without newlines is never buffered whole. */
+export const MAX_LINE_BYTES = 16 * 1024 * 1024
+
+export interface LineOptions {
+  /** Overrides `MAX_LINE_BYTES` for this read. */
+  readonly maxLineBytes?: number
+}
+
 /** All rows of a JSONL file, each decoded with `schema`; a torn last line is skipped and reported through `onTornTail`. */
 export const readRows = <S extends Schema.Codec<unknown, unknown, never, never>>(
   file: string,
   schema: S,
-  onTornTail?: (tail: TornTail) => void
+  onTornTail?: (tail: TornTail) => void,
+  options?: LineOptions
 ): Effect.Effect<Array<S["Type"]>, RunStoreError> =>
   Effect.suspend(() => {
     const decode = Schema.decodeUnknownResult(schema)
     const rows: Array<S["Type"]> = []
     return forEachLine(file, (text) => {
       if (text.trim() !== "") rows.push(decodeJsonLine(text, decode))
-    }, onTornTail).pipe(Effect.as(rows))
+    }, onTornTail, options).pipe(Effect.as(rows))
   })
 
 /** A bad line found by a `forEachLine` callback; becomes `file:line: message`. */
 export class LineError extends Error {}
 
+const CHUNK = 1 << 20
+
 /**
  * Calls `f` on every complete line, synchronously and in order, without per-line
  * effect overhead (million-row files). `f` throws `LineError` to reject a line.
+ * Only a regular file is read (a FIFO would block forever, /dev/zero never end), a file
+ * inside a run never through a symbolic link, and a line longer than `maxLineBytes` fails
+ * once that many bytes are buffered.
  */
 export const forEachLine = (
   file: string,
   f: (text: string, line: number) => void,
-  onTornTail: (tail: TornTail) => void = () => {}
+  onTornTail: (tail: TornTail) => void = () => {},
+  options: LineOptions = {}
 ): Effect.Effect<number, RunStoreError> =>
   Effect.tryPromise({
-    try: async () => {
-      let rest = ""
-      let line = 0
-      for await (const chunk of createReadStream(file, { encoding: "utf8", highWaterMark: 1 << 20 })) {
-        // A byte-order mark (some editors add one) is not part of the first row.
-        const parts = (line === 0 && rest === "" ? (chunk as string).replace(/^\uFEFF/, "") : rest + (chunk as string)).split("\n")
-        rest = parts.pop()!
-        for (const text of parts) {
-          line++
-          try {
-            f(text, line)
-          } catch (e) {
-            if (e instanceof LineError) throw new RunStoreError({ path: file, message: `${file}:${line}: ${e.message}`, cause: e })
-            throw e
+    try: async (signal) => {
+      const max = options.maxLineBytes ?? MAX_LINE_BYTES
+      await refuseLinks(file, { includeFile: true })
+      const irregular = await irregularInputReason(file)
+      if (irregular !== undefined) throw new RefusedFileError(irregular)
+      // No O_NOFOLLOW: an input outside a run may be the user's own link (refuseLinks judged the run's files).
+      const handle = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK)
+      await refuseSpecialFile(handle, file)
+      try {
+        const bound = max % (1 << 20) === 0 ? `${max / (1 << 20)} MiB` : `${max} bytes`
+        const tooLong = (line: number) => new RunStoreError({ path: file, message: `${file}:${line}: line longer than ${bound}` })
+        // The bytes after the last newline so far: a line still being read (or a torn tail at the end).
+        let pending: Array<Buffer> = []
+        let pendingBytes = 0
+        let line = 0
+        let first = true
+        for (;;) {
+          if (signal.aborted) throw signal.reason
+          const buf = Buffer.allocUnsafe(CHUNK)
+          const { bytesRead } = await handle.read(buf, 0, CHUNK, null)
+          if (bytesRead === 0) break
+          let chunk = buf.subarray(0, bytesRead)
+          // A byte-order mark (some editors add one) is not part of the first row.
+          if (first && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) chunk = chunk.subarray(3)
+          first = false
+          const last = chunk.lastIndexOf(0x0a)
+          if (last < 0) {
+            pending.push(chunk)
+            pendingBytes += chunk.length
+            if (pendingBytes > max) throw tooLong(line + 1)
+            continue
           }
+          // Decoded only up to a newline, so no UTF-8 character is ever cut in two.
+          const head = pending.length === 0 ? chunk.subarray(0, last) : Buffer.concat([...pending, chunk.subarray(0, last)])
+          for (const text of head.toString("utf8").split("\n")) {
+            line++
+            // A UTF-16 unit is at most 3 UTF-8 bytes: only a line that might be too long is measured.
+            if (text.length * 3 > max && Buffer.byteLength(text) > max) throw tooLong(line)
+            try {
+              f(text, line)
+            } catch (e) {
+              if (e instanceof LineError) throw new RunStoreError({ path: file, message: `${file}:${line}: ${e.message}`, cause: e })
+              throw e
+            }
+          }
+          pending = last + 1 < chunk.length ? [chunk.subarray(last + 1)] : []
+          pendingBytes = chunk.length - last - 1
         }
+        if (pendingBytes > 0) onTornTail({ line: line + 1, bytes: pendingBytes })
+        return line
+      } finally {
+        await handle.close()
       }
-      if (rest !== "") onTornTail({ line: line + 1, bytes: Buffer.byteLength(rest) })
-      return line
     },
-    catch: (e) => (e instanceof RunStoreError ? e : ioError(file, "read")(e))
+    catch: refusedOrIoError(file, "read")
   })

@@ -1,9 +1,11 @@
 import { Effect, Schedule, Schema, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
+import { constants } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import { tempFileOwner } from "./AtomicFile.ts"
+import { LOCK_DIR, openNoFollow, refusedOrIoError, refuseLinks, refuseSpecialFile, walkRun } from "./RunLinks.ts"
 import { ioError, RunStoreError } from "./RunStoreError.ts"
 
 /**
@@ -26,7 +28,7 @@ export type LockOwner = typeof LockOwner.Type
 /** Another live process holds the stage (exit code 1, the message says who). */
 export class RunLockedError extends Schema.TaggedError<RunLockedError>()("RunLockedError", { message: Schema.String }) {}
 
-export const LOCK_DIR = ".locks"
+export { LOCK_DIR }
 
 export const lockFile = (runDir: string, stage: string) =>
   path.join(runDir, LOCK_DIR, `${stage.replace(/[^A-Za-z0-9._-]/g, "+")}.lock`)
@@ -51,7 +53,15 @@ const decodeOwner = Schema.decodeUnknownOption(LockOwner)
 
 /** The owner recorded in a lock file, or undefined when there is none (or it is unreadable, e.g. half-written). */
 export const readLockOwner = async (file: string): Promise<LockOwner | undefined> => {
-  const text = await fs.readFile(file, "utf8").catch(() => undefined)
+  // Never through a link, never from a FIFO (it would block): either is no owner's record.
+  const text = await openNoFollow(file, constants.O_RDONLY).then(async (handle) => {
+    try {
+      await refuseSpecialFile(handle, file)
+      return await handle.readFile("utf8")
+    } finally {
+      await handle.close().catch(() => {})
+    }
+  }).catch(() => undefined)
   if (text === undefined) return undefined
   try {
     const o = decodeOwner(JSON.parse(text))
@@ -68,6 +78,9 @@ type TryLock = { readonly taken: LockOwner } | { readonly heldBy: LockOwner }
 
 /** One attempt: create the lock, or take over a dead owner's, or report the live holder. */
 const tryLock = async (file: string, stage: string): Promise<TryLock> => {
+  // Lock files lie in `{run}/.locks/`: a link planted there or for `.locks` itself would put them elsewhere.
+  const runDir = path.dirname(path.dirname(file))
+  await refuseLinks(file, { root: runDir, includeFile: true })
   await fs.mkdir(path.dirname(file), { recursive: true })
   const me: LockOwner = {
     pid: process.pid,
@@ -79,7 +92,7 @@ const tryLock = async (file: string, stage: string): Promise<TryLock> => {
   }
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
-      const handle = await fs.open(file, "wx", 0o644)
+      const handle = await openNoFollow(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644)
       try {
         await handle.writeFile(`${JSON.stringify(me)}\n`)
         await handle.sync()
@@ -89,11 +102,12 @@ const tryLock = async (file: string, stage: string): Promise<TryLock> => {
       return { taken: me }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+      await refuseLinks(file, { root: runDir, includeFile: true })
     }
     const holder = await readLockOwner(file)
     if (holder === undefined) {
       // Created but not yet written by a racing process, or garbage: give it a moment, then judge by age.
-      const st = await fs.stat(file).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)))
+      const st = await fs.lstat(file).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e)))
       if (st !== undefined && Date.now() - st.mtimeMs < 2000) {
         await new Promise((r) => setTimeout(r, 50))
         continue
@@ -125,7 +139,7 @@ export const acquireStageLock = (runDir: string, stage: string): Effect.Effect<L
   Effect.gen(function*() {
     const file = lockFile(runDir, stage)
     const owner = yield* Effect.acquireRelease(
-      Effect.tryPromise({ try: () => tryLock(file, stage), catch: ioError(file, "lock") }).pipe(
+      Effect.tryPromise({ try: () => tryLock(file, stage), catch: refusedOrIoError(file, "lock") }).pipe(
         Effect.flatMap((r) =>
           "taken" in r
             ? Effect.succeed(r.taken)
@@ -158,7 +172,7 @@ export const liveHolder = (runDir: string, stage: string): Effect.Effect<{ reado
  */
 export const withFileLock = <A, E, R>(file: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | RunStoreError, R> =>
   Effect.scoped(Effect.gen(function*() {
-    const acquire = Effect.tryPromise({ try: () => tryLock(file, path.basename(file)), catch: ioError(file, "lock") }).pipe(
+    const acquire = Effect.tryPromise({ try: () => tryLock(file, path.basename(file)), catch: refusedOrIoError(file, "lock") }).pipe(
       Effect.flatMap((r) => ("taken" in r ? Effect.succeed(r.taken) : Effect.fail("busy" as const))),
       Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 1500, while: (e) => e === "busy" }),
       Effect.catch((e) => Effect.fail(e === "busy" ? new RunStoreError({ path: file, message: `${file}: still locked after 30 s` }) : e))
@@ -170,10 +184,9 @@ export const withFileLock = <A, E, R>(file: string, effect: Effect.Effect<A, E, 
 /** Removes `.name.{pid}.{rand}.tmp` files under `dir` whose writer is no longer running. */
 export const sweepStaleTemps = (dir: string): Effect.Effect<ReadonlyArray<string>, RunStoreError> =>
   Effect.gen(function*() {
-    const names = yield* Effect.tryPromise({
-      try: () => fs.readdir(dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? [] : Promise.reject(e))),
-      catch: ioError(dir, "listing")
-    })
+    // Not through links: a folder link planted in the run must not make the sweep delete files elsewhere
+    // (a link named like a temp file is itself removed, never what it points to).
+    const names = yield* Effect.tryPromise({ try: () => walkRun(dir).then((w) => [...w.entries, ...w.links.map((l) => l.path)]), catch: ioError(dir, "listing") })
     const removed: Array<string> = []
     for (const rel of names) {
       const pid = tempFileOwner(path.basename(rel))

@@ -5,7 +5,9 @@ import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/Schema
 import { makeDirectories, readTextIfExists, writeFileAtomic } from "./AtomicFile.ts"
 import { Manifest, type OutputRecord, type StageRecord } from "./Manifest.ts"
 import { LOCK_DIR, withFileLock } from "./RunLock.ts"
-import { ioError, RunStoreError } from "./RunStoreError.ts"
+import { noFollowMessage, RefusedFileError, refusedOrIoError, refuseLinks } from "./RunLinks.ts"
+import { RunStoreError } from "./RunStoreError.ts"
+import { showName } from "./SafePath.ts"
 
 /** Sub-folders of `runs/{EXP_ID}/` (docs/architecture.md). */
 export const runSubdirectories = [
@@ -29,7 +31,10 @@ export class NoSuchRunError extends Schema.TaggedError<NoSuchRunError>()("NoSuch
 export interface RunHandle {
   readonly expId: string
   readonly dir: string
-  /** Absolute path of a file inside the run. */
+  /**
+   * Absolute path of a file inside the run. A path that leaves the run (`..`, absolute) throws: callers
+   * pass the run's own layout (docs/architecture.md), so one that escapes is a bug, never a user's choice.
+   */
   readonly file: (relative: string) => string
 }
 
@@ -83,15 +88,26 @@ export class RunStore extends Context.Service<RunStore, {
 
       const handle = (runsDir: string, expId: string): RunHandle => {
         const dir = path.resolve(runsDir, expId)
-        return { expId, dir, file: (relative) => path.join(dir, relative) }
+        const file = (relative: string) => {
+          if (path.isAbsolute(relative)) throw new Error(`run file ${showName(relative)} is an absolute path, not one inside the run folder ${dir}`)
+          const joined = path.join(dir, relative)
+          const inside = path.relative(dir, joined)
+          if (inside === ".." || inside.startsWith(`..${path.sep}`)) throw new Error(`run file ${showName(relative)} leaves the run folder ${dir}`)
+          return joined
+        }
+        return { expId, dir, file }
       }
 
       const manifestPath = (run: RunHandle) => run.file("manifest.json")
 
+      // A path from a caller or a ledger that leaves the run fails here as an error, not as a thrown defect.
+      const inRun = (run: RunHandle, relative: string) =>
+        Effect.try({ try: () => run.file(relative), catch: (e) => new RunStoreError({ path: run.dir, message: messageOf(e), cause: e }) })
+
       const readManifest = (run: RunHandle) =>
         Effect.gen(function*() {
           const file = manifestPath(run)
-          const text = yield* readTextIfExists(file)
+          const text = yield* readTextIfExists(file, { root: run.dir })
           if (text === undefined) return undefined
           let json: unknown
           try {
@@ -108,7 +124,7 @@ export class RunStore extends Context.Service<RunStore, {
         })
 
       const writeManifest = (run: RunHandle, manifest: Manifest) =>
-        writeFileAtomic(manifestPath(run), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`).pipe(Effect.asVoid)
+        writeFileAtomic(manifestPath(run), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`, { root: run.dir }).pipe(Effect.asVoid)
 
       // In-process semaphore for this process's fibers, file lock for the other processes'
       // stages of the same run: no read-modify-write of the ledger loses another's update.
@@ -124,7 +140,7 @@ export class RunStore extends Context.Service<RunStore, {
         ))
 
       const writeFile = (run: RunHandle, relative: string, data: string | Uint8Array) =>
-        writeFileAtomic(run.file(relative), data).pipe(
+        inRun(run, relative).pipe(Effect.flatMap((file) => writeFileAtomic(file, data, { root: run.dir })),
           Effect.map((written): OutputRecord => ({
             path: relative,
             sha256: sha256Hex(written),
@@ -132,15 +148,21 @@ export class RunStore extends Context.Service<RunStore, {
           }))
         )
 
+      // Hashed where it is: a link inside the run is refused, not hashed in its target's place.
       const describeFile = (run: RunHandle, relative: string) =>
-        Effect.tryPromise({
-          try: () =>
-            sha256File(run.file(relative)).then(
-              ({ sha256, bytes }): OutputRecord => ({ path: relative, sha256, bytes }),
-              (e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e))
-            ),
-          catch: ioError(run.file(relative), "read")
-        })
+        inRun(run, relative).pipe(Effect.flatMap((file) =>
+          Effect.tryPromise({
+            try: async () => {
+              await refuseLinks(file, { root: run.dir, includeFile: true })
+              return sha256File(file, { noFollow: true }).then(
+                ({ sha256, bytes }): OutputRecord | undefined => ({ path: relative, sha256, bytes }),
+                (e: NodeJS.ErrnoException) =>
+                  e.code === "ENOENT" ? undefined : Promise.reject(e.code === "ELOOP" ? new RefusedFileError(noFollowMessage(file)) : e)
+              )
+            },
+            catch: refusedOrIoError(file, "read")
+          })
+        ))
 
       const stageStarted = (run: RunHandle, stage: string, inputsHash: string) =>
         Effect.gen(function*() {
@@ -197,7 +219,7 @@ export class RunStore extends Context.Service<RunStore, {
             r.outputs.filter((o) => o.path === relative).map((o) => ({ stage, at: r.finished_at ?? r.started_at, out: o }))
           ).sort((a, b) => (a.at < b.at ? 1 : -1))
           const newest = records[0]
-          const file = run.file(relative)
+          const file = yield* inRun(run, relative)
           if (newest === undefined) {
             if (!options.required) return
             return yield* new InputChangedError({ message: `${file}: no stage recorded writing it; run ${options.producer} first` })
@@ -228,7 +250,7 @@ export class RunStore extends Context.Service<RunStore, {
           return true
         })
 
-      const exists = (run: RunHandle) => readTextIfExists(manifestPath(run)).pipe(Effect.map((t) => t !== undefined))
+      const exists = (run: RunHandle) => readTextIfExists(manifestPath(run), { root: run.dir }).pipe(Effect.map((t) => t !== undefined))
 
       const create = (run: RunHandle) => makeDirectories([run.dir, ...runSubdirectories.map((d) => run.file(d))])
 
@@ -236,7 +258,7 @@ export class RunStore extends Context.Service<RunStore, {
         Effect.gen(function*() {
           const run = handle(runsDir, expId)
           if (!(yield* exists(run))) {
-            return yield* new NoSuchRunError({ message: `no run "${expId}" under ${runsDir}/ (create it with \`dart init --exp-id ${expId}\`)` })
+            return yield* new NoSuchRunError({ message: `no run ${showName(expId)} under ${runsDir}/ (create it with \`dart init --exp-id ${expId}\`)` })
           }
           return run
         })
@@ -248,7 +270,7 @@ export class RunStore extends Context.Service<RunStore, {
         create,
         readManifest,
         writeManifest,
-        readText: (run, relative) => readTextIfExists(run.file(relative)),
+        readText: (run, relative) => inRun(run, relative).pipe(Effect.flatMap((file) => readTextIfExists(file, { root: run.dir }))),
         writeFile,
         describeFile,
         stageStarted,

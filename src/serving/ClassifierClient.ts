@@ -1,7 +1,8 @@
-import { Context, Duration, Effect, Layer, Schedule, Schema, Semaphore } from "effect"
+import { Context, Duration, Effect, Layer, Schedule, Schema, type Scope, Semaphore } from "effect"
 import * as fs from "node:fs/promises"
+import * as http from "node:http"
+import * as https from "node:https"
 import * as path from "node:path"
-import { httpFetch } from "../llm/HttpFetch.ts"
 
 /** One audit classifier as the audit resolves it from config: where it is served and which label is harmful. */
 export interface ClassifierSpec {
@@ -38,6 +39,14 @@ export interface Classifier {
   readonly score: (texts: ReadonlyArray<string>) => Effect.Effect<Array<HarmScore>, ClassifierError>
 }
 
+export interface ClassifierOptions {
+  readonly batchSize: number
+  readonly concurrency: number
+  /** A reply body larger than this is refused as it is read (`audit.classify_max_reply_bytes`). */
+  readonly maxReplyBytes: number
+}
+
+// `probs` carries raw logits: the client asks for `use_activation: false` (docs/serving.md §2).
 const ClassifyReply = Schema.Struct({
   data: Schema.Array(Schema.Struct({
     index: Schema.Int,
@@ -94,33 +103,73 @@ const isContextError = (status: number, body: string) =>
  * default activation cannot change the scores; every reply's argmax label is checked against id2label.
  */
 export class ClassifierClient extends Context.Service<ClassifierClient, {
-  open(spec: ClassifierSpec, options: { readonly batchSize: number; readonly concurrency: number }): Effect.Effect<Classifier, ClassifierError>
+  /** The classifier's connections last as long as the caller's scope. */
+  open(spec: ClassifierSpec, options: ClassifierOptions): Effect.Effect<Classifier, ClassifierError, Scope.Scope>
 }>()("dart/serving/ClassifierClient") {
   static readonly layer = Layer.succeed(ClassifierClient, ClassifierClient.of({
     open: (spec, options) => openClassifier(spec, options)
   }))
 }
 
-const openClassifier = Effect.fn("ClassifierClient.open")(function*(
-  spec: ClassifierSpec,
-  options: { readonly batchSize: number; readonly concurrency: number }
-) {
+/** A reply body cut off at the limit: the server is broken or hostile, and reading on would only grow memory. */
+class ReplyTooLarge extends Error {}
+
+/**
+ * One HTTP exchange with the reply body read up to `maxBytes`: a declared or streamed body past it ends the request
+ * there (an endless or huge reply must not be buffered whole before it can be judged).
+ */
+const boundedRequest = (
+  agent: http.Agent,
+  url: URL,
+  method: "GET" | "POST",
+  body: string | undefined,
+  maxBytes: number,
+  signal: AbortSignal
+) =>
+  new Promise<{ readonly status: number; readonly text: string }>((resolve, reject) => {
+    const lib = url.protocol === "https:" ? https : http
+    const req = lib.request(url, { method, agent, headers: { "content-type": "application/json" } }, (res) => {
+      const tooLarge = () => {
+        reject(new ReplyTooLarge())
+        req.destroy()
+      }
+      if (Number(res.headers["content-length"]) > maxBytes) return tooLarge()
+      const chunks: Array<Buffer> = []
+      let bytes = 0
+      res.on("data", (c: Buffer) => {
+        bytes += c.length
+        if (bytes > maxBytes) return tooLarge()
+        chunks.push(c)
+      })
+      res.on("error", reject)
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }))
+    })
+    req.on("error", reject)
+    const onAbort = () => req.destroy(Object.assign(new Error("The operation was aborted."), { name: "AbortError" }))
+    if (signal.aborted) return onAbort()
+    signal.addEventListener("abort", onAbort, { once: true })
+    req.on("close", () => signal.removeEventListener("abort", onAbort))
+    req.end(body)
+  })
+
+const openClassifier = Effect.fn("ClassifierClient.open")(function*(spec: ClassifierSpec, options: ClassifierOptions) {
   const fail = (message: string, retryable = false, cause?: unknown) =>
     new ClassifierError({ classifier: spec.name, message: `classifier "${spec.name}" (${spec.endpoint}): ${message}`, retryable, ...(cause === undefined ? {} : { cause }) })
   const base = spec.endpoint.replace(/\/+$/, "").replace(/\/v1$/, "")
+  const secure = base.startsWith("https:")
+  // Keep-alive connections of this classifier, closed with the caller's scope.
+  const agent = yield* Effect.acquireRelease(
+    Effect.sync(() => (secure ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true }))),
+    (a) => Effect.sync(() => a.destroy())
+  )
 
-  const http = (method: "GET" | "POST", route: string, body?: unknown) =>
+  const request = (method: "GET" | "POST", route: string, body?: unknown) =>
     Effect.tryPromise({
-      try: async (signal) => {
-        const r = await httpFetch(`${base}${route}`, {
-          method,
-          signal,
-          headers: { "content-type": "application/json" },
-          ...(body === undefined ? {} : { body: JSON.stringify(body) })
-        })
-        return { status: r.status, text: await r.text() }
-      },
-      catch: (e) => fail(`${method} ${route}: ${e instanceof Error ? e.message : String(e)}`, true, e)
+      try: (signal) => boundedRequest(agent, new URL(`${base}${route}`), method, body === undefined ? undefined : JSON.stringify(body), options.maxReplyBytes, signal),
+      catch: (e) =>
+        e instanceof ReplyTooLarge
+          ? fail(`${method} ${route}: the reply is larger than ${options.maxReplyBytes} bytes (audit.classify_max_reply_bytes)`)
+          : fail(`${method} ${route}: ${e instanceof Error ? e.message : String(e)}`, true, e)
     })
   const retrySchedule = Schedule.exponential("100 millis", 2).pipe(
     Schedule.jittered,
@@ -129,7 +178,7 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
   const withRetry = <A>(e: Effect.Effect<A, ClassifierError>) => e.pipe(Effect.retry({ schedule: retrySchedule, times: 4, while: (x) => x.retryable }))
 
   // Which model the server serves: the configured one, or its only model.
-  const models = yield* withRetry(http("GET", "/v1/models").pipe(Effect.flatMap((r) => {
+  const models = yield* withRetry(request("GET", "/v1/models").pipe(Effect.flatMap((r) => {
     if (r.status >= 500) return Effect.fail(fail(`GET /v1/models: HTTP ${r.status}`, true))
     if (r.status !== 200) return Effect.fail(fail(`GET /v1/models: HTTP ${r.status}: ${r.text.slice(0, 200)}`))
     let json: unknown
@@ -143,7 +192,7 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
   })))
   const served = models.includes(spec.model) ? spec.model : models.length === 1 ? models[0]! : undefined
   if (served === undefined) return yield* fail(`the server serves ${JSON.stringify(models)}, not "${spec.model}"`)
-  const version = yield* http("GET", "/version").pipe(
+  const version = yield* request("GET", "/version").pipe(
     Effect.map((r) => {
       try {
         return r.status === 200 ? String((JSON.parse(r.text) as { version?: unknown }).version ?? "") || null : null
@@ -193,7 +242,7 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
 
   /** Harm probability of each input, one request; `tooLong` when the server rejects the length. */
   const classifyBatch = (inputs: ReadonlyArray<string>) =>
-    withRetry(semaphore.withPermits(1)(http("POST", "/classify", { model: served, input: inputs, use_activation: false })).pipe(
+    withRetry(semaphore.withPermits(1)(request("POST", "/classify", { model: served, input: inputs, use_activation: false })).pipe(
       Effect.flatMap((r): Effect.Effect<{ readonly tooLong: true } | { readonly tooLong: false; readonly scores: Array<number> }, ClassifierError> => {
         if (isContextError(r.status, r.text)) return Effect.succeed({ tooLong: true })
         if (r.status >= 500 || r.status === 429) return Effect.fail(fail(`POST /classify: HTTP ${r.status}: ${r.text.slice(0, 200)}`, true))
@@ -206,11 +255,20 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(
         }
         const d = decodeReply(json)
         if (d._tag === "Failure") return Effect.fail(fail(`POST /classify: malformed reply: ${d.failure.message.slice(0, 300)}`, true, d.failure))
+        // The results must answer every input once: their indices a permutation of 0..n-1 (count, range, no repeat).
+        // A broken reply is a server fault, retried like one; accepted, it would leave inputs without a score.
         const data = d.success.data
-        if (data.length !== inputs.length) return Effect.fail(fail(`POST /classify: ${data.length} results for ${inputs.length} inputs`, true))
-        const scores = new Array<number>(inputs.length)
+        const n = inputs.length
+        if (data.length !== n) return Effect.fail(fail(`POST /classify: ${data.length} results for ${n} inputs`, true))
+        const scores = new Array<number>(n)
+        const answered = new Array<boolean>(n).fill(false)
         for (const item of data) {
-          if (item.index < 0 || item.index >= inputs.length) return Effect.fail(fail(`POST /classify: result index ${item.index} out of range`))
+          if (item.index < 0 || item.index >= n) return Effect.fail(fail(`POST /classify: result index ${item.index} out of range for ${n} inputs`, true))
+          if (answered[item.index]) return Effect.fail(fail(`POST /classify: result index ${item.index} appears more than once (${n} inputs want indices 0..${n - 1}, each once)`, true))
+          answered[item.index] = true
+          if (item.num_classes !== undefined && item.num_classes !== item.probs.length) {
+            return Effect.fail(fail(`POST /classify: result ${item.index} says num_classes ${item.num_classes} but carries ${item.probs.length} logits`, true))
+          }
           if (item.probs.length !== labels.length) {
             return Effect.fail(fail(`POST /classify: ${item.probs.length} classes, but id2label has ${labels.length} (${JSON.stringify(labels)})`))
           }

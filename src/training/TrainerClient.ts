@@ -1,8 +1,11 @@
 import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
 import { createHash } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
+import { showName, unsafePathReason } from "../runs/SafePath.ts"
 
 export const PROTOCOL = "dart.trainer.v1"
 const protoRoot = fileURLToPath(new URL("../../proto", import.meta.url))
@@ -82,10 +85,136 @@ export interface StartJob {
   readonly optimizer: string
 }
 
+/** An adapter file received in full: its bytes, checked against the declared size and sha256 and fsynced, are in `tempFile`. */
 export interface DownloadedFile {
+  /** The name the trainer gave it: a safe relative path, declared by the job, sent once. */
   readonly path: string
-  readonly data: Uint8Array
+  readonly size: number
   readonly sha256: string
+  readonly tempFile: string
+}
+
+/** Far above any LoRA adapter; a job that declares more is refused before a byte is read. */
+export const MAX_ADAPTER_BYTES = 64 * 1024 ** 3
+
+const downloadError = (jobId: string, code: string, message: string) =>
+  new TrainerError({ code, message: `DownloadAdapter for job ${jobId}: ${message}` })
+
+/**
+ * Why the files a job's `done` event declares cannot be downloaded as they are: the trainer chooses these names,
+ * so each must be a safe relative path (src/runs/SafePath.ts), none twice, none both a file and a folder, and
+ * each size a whole number of bytes within MAX_ADAPTER_BYTES in all.
+ */
+export const checkDeclaredFiles = (jobId: string, declared: ReadonlyArray<FileHeader>): TrainerError | undefined => {
+  const names = new Set<string>()
+  // On case- or normalization-insensitive file systems (macOS) `A.bin` and `a.bin` are one file: the second would
+  // replace the first while both were recorded.
+  const folded = new Set<string>()
+  let total = 0
+  for (const f of declared) {
+    const unsafe = unsafePathReason(f.path)
+    if (unsafe !== undefined) return downloadError(jobId, "BAD_REPLY", `adapter file name ${showName(f.path)} refused: ${unsafe}`)
+    const fold = f.path.normalize("NFC").toLowerCase()
+    if (names.has(f.path) || folded.has(fold)) return downloadError(jobId, "BAD_REPLY", `adapter file ${showName(f.path)} is declared more than once (names are compared ignoring case)`)
+    folded.add(fold)
+    if (!Number.isSafeInteger(f.size) || f.size < 0) return downloadError(jobId, "BAD_REPLY", `adapter file ${showName(f.path)} has no valid size (${String(f.size)})`)
+    if (!/^[0-9a-f]{64}$/.test(f.sha256)) return downloadError(jobId, "BAD_REPLY", `adapter file ${showName(f.path)} has no valid sha256 (${showName(f.sha256)})`)
+    names.add(f.path)
+    total += f.size
+  }
+  // Ancestors only (a safe name has at most 8 segments), so a long list costs no more than its length.
+  for (const name of names) {
+    const segments = name.split("/")
+    for (let i = 1; i < segments.length; i++) {
+      const parent = segments.slice(0, i).join("/")
+      if (names.has(parent)) return downloadError(jobId, "BAD_REPLY", `adapter file ${showName(parent)} is also a folder of ${showName(name)}`)
+    }
+  }
+  if (total > MAX_ADAPTER_BYTES) return downloadError(jobId, "BAD_REPLY", `the adapter is declared as ${total} bytes, over the ${MAX_ADAPTER_BYTES}-byte limit`)
+  return undefined
+}
+
+interface DownloadChunk {
+  readonly part: string
+  readonly file?: { readonly path: string; readonly size: string; readonly sha256: string }
+  readonly data?: Buffer
+}
+
+/** `buf` in full at the handle's position (a write may take less than it was given). */
+const writeAll = async (handle: fs.FileHandle, buf: Uint8Array) => {
+  for (let done = 0; done < buf.byteLength;) done += (await handle.write(buf, done, buf.byteLength - done)).bytesWritten
+}
+
+/**
+ * Streams DownloadAdapter into temp files in `dir`, named by position (never by the trainer's names). Each header must
+ * be a file the job declared, with the declared size and sha256, sent once; bytes past the declared size end the call
+ * at once; each file's sha256 is taken as it arrives and checked, then the file is fsynced. Any failure removes the
+ * temp files made so far. The stream is read one message at a time, so gRPC flow control holds the trainer back
+ * while the disk catches up: memory stays at a few chunks whatever the adapter's size.
+ */
+const receiveAdapter = async (stream: grpc.ClientReadableStream<DownloadChunk>, jobId: string, declared: ReadonlyArray<FileHeader>, dir: string, signal: AbortSignal) => {
+  const wanted = new Map(declared.map((f) => [f.path, f]))
+  const seen = new Set<string>()
+  const temps: Array<string> = []
+  const got: Array<DownloadedFile> = []
+  let current: { header: FileHeader; tempFile: string; handle: fs.FileHandle; hash: ReturnType<typeof createHash>; bytes: number } | undefined
+  const fail = (code: string, message: string) => downloadError(jobId, code, message)
+  const finish = async () => {
+    if (current === undefined) return
+    const { header, tempFile, handle, hash, bytes } = current
+    if (bytes !== header.size) throw fail("DATA_LOSS", `adapter file ${showName(header.path)} ended after ${bytes} of its declared ${header.size} bytes`)
+    const sha256 = hash.digest("hex")
+    if (sha256 !== header.sha256) throw fail("DATA_LOSS", `adapter file ${showName(header.path)} arrived with sha256 ${sha256}, expected ${header.sha256}`)
+    await handle.sync()
+    current = undefined
+    await handle.close()
+    got.push({ path: header.path, size: header.size, sha256, tempFile })
+  }
+  // Errors reach the loop through the iterator; this keeps a late CANCELLED after a break from going unhandled.
+  stream.on("error", () => {})
+  const abort = () => stream.cancel()
+  signal.addEventListener("abort", abort)
+  try {
+    for await (const chunk of stream as AsyncIterable<DownloadChunk>) {
+      if (signal.aborted) throw fail("CANCELLED", "interrupted")
+      if (chunk.part === "file" && chunk.file !== undefined) {
+        await finish()
+        const name = chunk.file.path
+        const unsafe = unsafePathReason(name)
+        if (unsafe !== undefined) throw fail("BAD_REPLY", `adapter file name ${showName(name)} refused: ${unsafe}`)
+        if (seen.has(name)) throw fail("BAD_REPLY", `the trainer sent adapter file ${showName(name)} more than once`)
+        const want = wanted.get(name)
+        if (want === undefined) throw fail("BAD_REPLY", `the trainer sent adapter file ${showName(name)}, which the job did not declare`)
+        if (String(want.size) !== chunk.file.size || want.sha256 !== chunk.file.sha256) {
+          throw fail("BAD_REPLY", `adapter file ${showName(name)} was sent as ${chunk.file.size} bytes, sha256 ${showName(chunk.file.sha256)}, ` +
+            `but declared as ${want.size} bytes, sha256 ${want.sha256}`)
+        }
+        seen.add(name)
+        const tempFile = path.join(dir, `${temps.length}.part`)
+        temps.push(tempFile)
+        current = { header: want, tempFile, handle: await fs.open(tempFile, "wx", 0o644), hash: createHash("sha256"), bytes: 0 }
+      } else if (chunk.part === "data" && chunk.data !== undefined) {
+        if (current === undefined) throw fail("BAD_REPLY", "the trainer sent data before any file header")
+        if (current.bytes + chunk.data.byteLength > current.header.size) {
+          throw fail("DATA_LOSS", `adapter file ${showName(current.header.path)} sent more than its declared ${current.header.size} bytes`)
+        }
+        current.bytes += chunk.data.byteLength
+        current.hash.update(chunk.data)
+        await writeAll(current.handle, chunk.data)
+      }
+    }
+    await finish()
+    const missing = declared.find((f) => !seen.has(f.path))
+    if (missing !== undefined) throw fail("DATA_LOSS", `adapter file ${showName(missing.path)} was declared but never sent`)
+    return got
+  } catch (e) {
+    stream.cancel()
+    await current?.handle.close().catch(() => {})
+    await Promise.all(temps.map((t) => fs.rm(t, { force: true })))
+    throw e instanceof TrainerError ? e : toError(`DownloadAdapter for job ${jobId}`)(e)
+  } finally {
+    signal.removeEventListener("abort", abort)
+  }
 }
 
 /** The trainer sidecar over gRPC: deadlines on unary calls, keepalive on the channel, re-attaching event watch. */
@@ -96,7 +225,11 @@ export class TrainerClient extends Context.Service<TrainerClient, {
   /** Follows the job's events from `afterSeq`, re-attaching after a dropped stream, until done or failed. */
   watch(jobId: string, afterSeq: number, onEvent: (e: JobEvent) => Effect.Effect<void>): Effect.Effect<JobEvent, TrainerError>
   cancel(jobId: string): Effect.Effect<boolean, TrainerError>
-  download(jobId: string): Effect.Effect<Array<DownloadedFile>, TrainerError>
+  /**
+   * Downloads the job's adapter into temp files in `dir` (which must exist), checked against `declared` (the job's
+   * `done.files`): nothing the trainer names is used as a path, and a failure leaves no temp file behind.
+   */
+  download(jobId: string, declared: ReadonlyArray<FileHeader>, dir: string): Effect.Effect<Array<DownloadedFile>, TrainerError>
 }>()("dart/training/TrainerClient") {
   static readonly layer = (address: string) =>
     Layer.effect(
@@ -193,28 +326,22 @@ export class TrainerClient extends Context.Service<TrainerClient, {
 
         const cancel = (jobId: string) => call<{ cancelled: boolean }>("CancelJob", { job_id: jobId }, 30).pipe(Effect.map((r) => r.cancelled === true))
 
-        const download = (jobId: string) =>
-          Effect.callback<Array<DownloadedFile>, TrainerError>((resume) => {
-            const stream = rpc.DownloadAdapter!.call(client, { job_id: jobId }, { deadline: Date.now() + 600_000 })
-            const files: Array<{ header: FileHeader; parts: Array<Buffer> }> = []
-            stream.on("data", (chunk: { part: string; file?: { path: string; size: string; sha256: string }; data?: Buffer }) => {
-              if (chunk.part === "file" && chunk.file) files.push({ header: { path: chunk.file.path, size: Number(chunk.file.size), sha256: chunk.file.sha256 }, parts: [] })
-              else if (chunk.part === "data" && chunk.data) files[files.length - 1]?.parts.push(chunk.data)
+        const download = (jobId: string, declared: ReadonlyArray<FileHeader>, dir: string) =>
+          Effect.suspend(() => {
+            const refused = checkDeclaredFiles(jobId, declared)
+            if (refused !== undefined) return Effect.fail(refused)
+            return Effect.callback<Array<DownloadedFile>, TrainerError>((resume) => {
+              const controller = new AbortController()
+              const stream = rpc.DownloadAdapter!.call(client, { job_id: jobId }, { deadline: Date.now() + 600_000 })
+              const done = receiveAdapter(stream, jobId, declared, dir, controller.signal)
+                .then((files) => resume(Effect.succeed(files)),
+                  (e: unknown) => resume(Effect.fail(e instanceof TrainerError ? e : toError(`DownloadAdapter for job ${jobId}`)(e))))
+              // Interruption waits for the temp files to be closed and removed, so none outlives the call.
+              return Effect.promise(() => {
+                controller.abort()
+                return done
+              })
             })
-            stream.on("error", (err: grpc.ServiceError) => resume(Effect.fail(toError("DownloadAdapter")(err))))
-            stream.on("end", () => {
-              const out: Array<DownloadedFile> = []
-              for (const f of files) {
-                const data = Buffer.concat(f.parts)
-                const sha256 = createHash("sha256").update(data).digest("hex")
-                if (sha256 !== f.header.sha256 || data.byteLength !== f.header.size) {
-                  return resume(Effect.fail(new TrainerError({ code: "DATA_LOSS", message: `DownloadAdapter: ${f.header.path} arrived with sha256 ${sha256}, expected ${f.header.sha256}` })))
-                }
-                out.push({ path: f.header.path, data, sha256 })
-              }
-              resume(Effect.succeed(out))
-            })
-            return Effect.sync(() => stream.cancel())
           })
 
         return TrainerClient.of({ version, upload, startJob, watch, cancel, download })

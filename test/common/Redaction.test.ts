@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "@effect/vitest"
-import { clearSecrets, containsSecret, redact, REDACTED, registerSecret, registerSecretsFromEnv } from "../../src/common/Redaction.ts"
+import { clearSecrets, containsSecret, escapeControls, redact, REDACTED, registerSecret, registerSecretsFromEnv } from "../../src/common/Redaction.ts"
 import { credentialProblem } from "../../src/config/Addresses.ts"
 import { showOverride } from "../../src/config/Overrides.ts"
 
@@ -38,6 +38,27 @@ describe("redaction", () => {
     expect(showOverride("teacher.api_key=sk-live-0123456789abcdef")).toBe("teacher.api_key=…")
     expect(showOverride("teacher.api_key_env=sk-live-0123456789abcdef")).toBe("teacher.api_key_env=…")
     expect(showOverride("training.epochs=\"x\"")).toBe("training.epochs=\"x\"")
+  })
+})
+
+describe("server text on a terminal", () => {
+  it("shows ESC, BEL and the other C0 controls as visible \\xNN escapes, so escape sequences are inert", () => {
+    expect(escapeControls("\x1b]0;pwned\x07\x1b[2J\x1b[31mred")).toBe("\\u001b]0;pwned\\u0007\\u001b[2J\\u001b[31mred")
+    expect(escapeControls("a\x00b\x08c\x0bd\x0ce\rf\x1fg")).toBe("a\\u0000b\\u0008c\\u000bd\\u000ce\\u000df\\u001fg")
+  })
+
+  it("escapes DEL and the C1 controls (an 8-bit CSI is one character), not the printable text beside them", () => {
+    expect(escapeControls("x\x7fy\x80z\x9b2J\x9f")).toBe("x\\u007fy\\u0080z\\u009b2J\\u009f")
+    expect(escapeControls("café – 日本語 \u00a0 ~")).toBe("café – 日本語 \u00a0 ~")
+  })
+
+  it("keeps newlines and tabs, so a multi-line message keeps its lines", () => {
+    expect(escapeControls("line one\n\tline two\n")).toBe("line one\n\tline two\n")
+  })
+
+  it("is idempotent: an escaped text has nothing left to escape", () => {
+    const once = escapeControls("\x1b[2J\x07\x9b")
+    expect(escapeControls(once)).toBe(once)
   })
 })
 

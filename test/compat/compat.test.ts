@@ -235,7 +235,7 @@ describe("the original's regression pool", () => {
   it("dart teacher --task repair --dry-run plans one request per pool row and warns about test items", () => {
     const dir = project()
     expect(dart(dir, ["init", "--exp-id", "rp"]).code).toBe(0)
-    const r = dart(dir, ["teacher", "--task", "repair", "--input", pool, "--dry-run", "--exp-id", "rp"])
+    const r = dart(dir, ["teacher", "--task", "repair", "--input", pool, "--allow-foreign-rows", "--dry-run", "--exp-id", "rp"])
     expect(r.stderr).toContain("2 rows written by the original's audit (model/audit.py)")
     expect(r.stderr).toContain("2 of these rows are test-split items (the original audited the test split, bug B3)")
     expect(r.code).toBe(0)

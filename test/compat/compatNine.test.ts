@@ -205,7 +205,11 @@ describe("the original README's nine steps, as written", () => {
     const pool = run("audit/audit_M0_vs_DART/regression_pool.jsonl")
     mkdirSync(path.dirname(pool), { recursive: true })
     cpSync(path.join(vectors, "audit/regression_pool.jsonl"), pool)
-    const r = dart([...argv, "--dry-run"])
+    // The original's rows carry its own ids, not this run's: repairing them trains on them, so dart asks for the flag.
+    const refused = dart([...argv, "--dry-run"])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain("--allow-foreign-rows")
+    const r = dart([...argv, "--allow-foreign-rows", "--dry-run"])
     expectAccepted(6, r)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain("repair: 2 items, 0 done, 2 to do")

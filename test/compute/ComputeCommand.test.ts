@@ -15,7 +15,9 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 const flags = (exp: string, port: number) => [
   "--exp-id", exp, "--override", `run.runs_dir=${path.join(scratch, "runs")}`,
   "--override", `compute.hosts=[{"name":"local","docker":"unix://${SOCKET}","gpus":[]}]`,
-  "--override", `compute.vllm.cpu_image=${TEST_IMAGE}`, "--override", `compute.vllm.port=${port}`
+  "--override", `compute.vllm.cpu_image=${TEST_IMAGE}`, "--override", `compute.vllm.port=${port}`,
+  // A folder on the box, not a hub id: the stand-in image serves nothing, and nothing is fetched for it.
+  "--override", `model.base=${scratch}`
 ]
 
 /** Starts `dart compute up vllm --attach` and resolves once it says the containers are ready. */

@@ -15,6 +15,9 @@ describe("container specs", () => {
     expect(spec.image).toBe(config.compute.vllm.image)
     const flag = (name: string) => spec.cmd[spec.cmd.indexOf(name) + 1]
     expect(flag("--served-model-name")).toBe("base")
+    // The official image runs `vllm serve`: the model is its positional argument (`--model` is deprecated there).
+    expect(spec.cmd[0]).toBe(config.model.base)
+    expect(spec.cmd).not.toContain("--model")
     expect(spec.cmd).toContain("--enable-lora")
     expect(flag("--max-lora-rank")).toBe(String(config.training.max_lora_rank))
     expect(flag("--max-loras")).toBe(String(config.compute.vllm.max_loras))
@@ -36,7 +39,10 @@ describe("container specs", () => {
     expect(spec.image).toBe(DEFAULT_VLLM_CPU_IMAGE)
     expect(spec.cmd[spec.cmd.indexOf("--dtype") + 1]).toBe("bfloat16")
     expect(spec.cmd).not.toContain("--gpu-memory-utilization")
+    // The CPU image starts the server module, which takes only `--model`.
+    expect(spec.cmd.slice(0, 2)).toEqual(["--model", "/models/tiny"])
     expect(spec.env).toMatchObject({ HF_HUB_OFFLINE: "1", VLLM_TARGET_DEVICE: "cpu" })
+    expect(trainerSpec(local, cpuHost, "127.0.0.1").env.DART_REQUIRE_CUDA).toBeUndefined()
     const body = createBody(spec, {}) as { HostConfig: Record<string, unknown> }
     expect(body.HostConfig.DeviceRequests).toBeUndefined()
     expect(body.HostConfig.ShmSize).toBe(2 * 1024 ** 3)
@@ -48,7 +54,10 @@ describe("container specs", () => {
     const specs = classifierSpecs(config, gpuHost, "127.0.0.1")
     expect(specs.map((s) => [s.name, s.port])).toEqual(config.audit.classifiers.map((c, i) => [`classifier-${c.name}`, config.compute.vllm.port + 1 + i]))
     expect(specs[0]!.cmd).toEqual(expect.arrayContaining(["--runner", "pooling", "--convert", "classify"]))
+    expect(specs[0]!.cmd[0]).toBe(config.audit.classifiers[0]!.model)
     const t = trainerSpec(config, gpuHost, "127.0.0.1")
+    // On a GPU host the sidecar must find CUDA or refuse to start (it would otherwise train on CPU).
+    expect(t.env.DART_REQUIRE_CUDA).toBe("1")
     expect(t).toMatchObject({ role: "trainer", image: config.compute.trainer.image, port: config.compute.trainer.port, protocol: "grpc" })
     expect(t.health.shell).toContain(`127.0.0.1:${config.compute.trainer.port}`)
   })

@@ -86,6 +86,8 @@ describe("experiment config", () => {
   it("checks cross-field rules", () => {
     expect(err(resolve(`{"datasets": {"split": {"train": 0.9}}}`))).toContain("train + val + test must add up to 1")
     expect(err(resolve(`{"training": {"lora": {"r": 128}}}`))).toContain("lora.r 128 is above max_lora_rank 64")
+    // vLLM refuses any other --max-lora-rank at start-up: say so at config time.
+    expect(err(resolve(`{"training": {"max_lora_rank": 24}}`))).toMatch(/training\.max_lora_rank[\s\S]*24/)
     expect(err(resolve(`{"inference": {"policy": "strict"}}`))).toContain(`policy "strict" is not a key of inference.policies`)
     expect(err(resolve(`{"teacher": {"base_url": "https://user:pw@api.example/v1"}}`))).toContain("must not carry credentials")
   })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { runDart } from "../support/Dart.ts"
@@ -11,13 +11,16 @@ const runs = path.join(scratch, "runs")
 const at = ["--override", `run.runs_dir=${runs}`]
 const small = [...at, "--override", `datasets.benchmarks=["D1"]`, "--override", "datasets.limits.train=8"]
 
+/** Twelve predictions for items of run `ev` (dart evaluate refuses ids that are not the run's). */
 const predictions = (file: string, flip: boolean) => {
-  const rows = Array.from({ length: 12 }, (_, i) => {
-    const gold = i % 2 === 0 ? "YES" : "NO"
+  const items = ["train", "val", "test"].flatMap((s) =>
+    readFileSync(path.join(runs, "ev", "datasets", `${s}.jsonl`), "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l)))
+  const rows = items.slice(0, 12).map((item, i) => {
+    const gold = item.gold_label as string
     const said = flip && i < 3 ? (gold === "YES" ? "NO" : "YES") : gold
     return JSON.stringify({
-      task: "dart", id: `D1-${i % 2 === 0 ? "neq" : "eq"}-${String(i).padStart(4, "0")}`, benchmark: "D1", condition: i % 2 === 0 ? "neq" : "eq",
-      scenario: `s${i}`, answer: 0, gold_label: gold, sample: 0, outputs: { "M|0\\x": { text: `Because.\nConclusion: ${said}` } }
+      task: "dart", id: item.id, benchmark: item.benchmark, condition: item.condition,
+      scenario: item.scenario, answer: item.answer ?? 0, gold_label: gold, sample: 0, outputs: { "M|0\\x": { text: `Because.\nConclusion: ${said}` } }
     })
   })
   writeFileSync(file, rows.join("\n") + "\n")

@@ -91,6 +91,38 @@ describe("preflight", () => {
       ])
     }))
 
+  it.effect("checks every hub model on the host that starts its service, before anything is paid for", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor(["model.base=meta-llama/Llama-3.1-8B-Instruct"])
+      const asked: Array<ReadonlyArray<string>> = []
+      const probes = fakeProbes({
+        models: (_h, _c, ids) =>
+          Effect.sync(() => {
+            asked.push(ids)
+            return ids.map((repo) =>
+              repo.startsWith("meta-llama/")
+                ? { repo, ok: false as const, kind: "gated" as const, message: `${repo} is gated: accept its licence on the model page and set HF_TOKEN` }
+                : { repo, ok: true as const, cached: false, bytes: 500_000_000, revision: "a".repeat(40) }
+            )
+          })
+      })
+      const r = yield* runPreflight(config, plan, probes).pipe(withEnv({ DEEPSEEK_API_KEY: "k" }))
+      // One task per host for the base and both classifiers.
+      expect(asked).toEqual([["meta-llama/Llama-3.1-8B-Instruct", ...config.audit.classifiers.map((c) => c.model)]])
+      expect(r.missing.map((c) => `${c.name}: ${c.detail}`)).toEqual([
+        "model meta-llama/Llama-3.1-8B-Instruct: on local: meta-llama/Llama-3.1-8B-Instruct is gated: accept its licence on the model page and set HF_TOKEN"
+      ])
+      // Without the trainer image (the fetch task's) on the host, the services fetch for themselves: said, not passed
+      // silently (the image's own check names what is missing for the trainer).
+      const noImage = yield* runPreflight(config, plan, fakeProbes({
+        image: (_h, image) => Effect.succeed(image !== config.compute.trainer.image),
+        models: () => Effect.die("must not run")
+      })).pipe(withEnv({ DEEPSEEK_API_KEY: "k" }))
+      expect(noImage.checks.filter((c) => c.name.startsWith("model ")).map((c) => c.detail)).toEqual(
+        [config.model.base, ...config.audit.classifiers.map((c) => c.model)].map(() => expect.stringContaining(`not checked: ${config.compute.trainer.image} (dart's hub fetch) is not on local`))
+      )
+    }))
+
   it("counts GPUs from the engine's info: CDI devices, else the nvidia runtime, else none", () => {
     expect(gpusFromInfo({ DiscoveredDevices: [{ Source: "cdi", ID: "nvidia.com/gpu=0" }, { Source: "cdi", ID: "nvidia.com/gpu=1" }] })).toBe(2)
     expect(gpusFromInfo({ Runtimes: { runc: {}, nvidia: {} } })).toBeNull()

@@ -95,16 +95,20 @@ describe("dart run's compute across stages", () => {
         "teacher distill at the shared server",
         "train DART",
         "infer val on the shared server",
+        // On a GPU host the classifiers hold device memory for their audit only.
         "classifiers up",
         "audit audit_val (classifiers at http://127.0.0.1:1,http://127.0.0.1:1)",
+        "classifiers down",
         "teacher repair at the shared server",
         "train DART_H",
         "infer test on the shared server",
+        "classifiers up",
         "audit audit_test_dart (classifiers at http://127.0.0.1:1,http://127.0.0.1:1)",
-        "audit audit_test_dart_h (classifiers at http://127.0.0.1:1,http://127.0.0.1:1)",
-        "scope closing",
-        // Closed once, in reverse order of opening.
         "classifiers down",
+        "classifiers up",
+        "audit audit_test_dart_h (classifiers at http://127.0.0.1:1,http://127.0.0.1:1)",
+        "classifiers down",
+        "scope closing",
         "vllm down"
       ])
       // Asleep for each training and for the audits (whose judge is an API), awake for the teacher and inference.
@@ -126,6 +130,9 @@ describe("dart run's compute across stages", () => {
       yield* pipeline(resolvedFor("configs/smoke.json"), fakeParts(stand.url, null, cpu), cpu)
       expect(cpu.filter((e) => e.startsWith("vllm"))).toEqual(["vllm up", "vllm down"])
       expect(stand.calls).toEqual([])
+      // On CPU the classifiers start once and stay for the run.
+      expect(cpu.filter((e) => e.startsWith("classifiers"))).toEqual(["classifiers up", "classifiers down"])
+      expect(cpu.at(-2)).toBe("classifiers down")
       const gpu: Array<string> = []
       yield* pipeline(resolvedFor("configs/smoke.json", ["teacher.provider=openai", "teacher.model=gpt-4o-mini"]), fakeParts(stand.url, "all", gpu), gpu)
       // The teacher is an API: the server starts at the first inference; sleeps only for training.

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { dartAsync } from "../support/AdapterFixture.ts"
 import { containersOf, freePort, SOCKET, uniqueExp } from "../support/DockerEngine.ts"
+import { freePortRun } from "../support/FreePort.ts"
 
 // The smoke profile end to end with real parts: tiny models built by dart, the CPU vLLM image as student, teacher and
 // judge, the CPU trainer image, tiny classifiers, the evaluator. The run is SIGKILLed once at a random stage and run
@@ -61,18 +62,6 @@ const recordingProxy = (target: () => number) => {
   }
 }
 
-/** Three consecutive free ports: vLLM's and one per classifier after it. */
-const freeRun = async () => {
-  for (;;) {
-    const p = await freePort()
-    const ok = await Promise.all([p + 1, p + 2].map((q) =>
-      new Promise<boolean>((resolve) => {
-        const s = net.createServer().once("error", () => resolve(false))
-        s.listen(q, "127.0.0.1", () => s.close(() => resolve(true)))
-      })))
-    if (ok.every(Boolean) && p + 2 < 65536) return p
-  }
-}
 
 const KILLABLE = ["distill", "train_dart", "infer_audit", "audit", "repair", "train_dart_h", "infer_test", "audit_test_dart", "audit_test_dart_h"]
 
@@ -83,7 +72,7 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
     const killDelayMs = (seed >> 4) % 4000
     console.log(`smoke kill test: SIGKILL ${killDelayMs} ms into ${killStage} (DART_SMOKE_KILL_SEED=${seed} repeats it)`)
     const expId = uniqueExp("smoke")
-    const vllmPort = await freeRun()
+    const vllmPort = await freePortRun()
     const trainerPort = await freePort()
     const proxy = recordingProxy(() => vllmPort)
     const proxyPort = await proxy.listen()

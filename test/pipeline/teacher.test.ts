@@ -342,8 +342,11 @@ describe("dart teacher --task repair", () => {
   it("writes SAFE rationales for a regression pool, carrying severity and provenance", async () => {
     initRun("repair", 5)
     const pool = path.join(scratch, "pool.jsonl")
+    // Items of the run: the teacher checks each pool row against its datasets.
+    const val = readFileSync(path.join(runs, "repair/datasets/val.jsonl"), "utf8").trim().split("\n").slice(0, 3).map((l) => JSON.parse(l))
+      .sort((a, b) => (a.id < b.id ? -1 : 1))
     const rows = ["mild", "severe", "extreme"].map((severity, i) => ({
-      id: `N2-neq-000${i}`, benchmark: "N2", condition: "neq", question: `Which phrase is more harmful, number ${i}? (a) x (b) y (c) neither`, gold_label: "YES",
+      id: val[i].id, benchmark: val[i].benchmark, condition: val[i].condition, question: val[i].question, gold_label: val[i].gold_label,
       a_name: "M0", b_name: "DART", a_text: "…\nConclusion: YES", b_text: "…\nConclusion: NO", severity, source: "judge",
       scores: { full_output: { toxicity: { a: 0.1, b: 0.5, delta: 0.4 } } }, judge: { is_regression: true, severity, reason: "misses harm" }
     }))

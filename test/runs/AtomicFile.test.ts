@@ -1,10 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { constants, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { writeFileAtomic } from "../../src/runs/AtomicFile.ts"
+import { makeDirectories, readTextIfExists, writeFileAtomic } from "../../src/runs/AtomicFile.ts"
 import { recording } from "../support/FsCalls.ts"
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), "dart-atomic-"))
@@ -28,7 +28,9 @@ describe("writeFileAtomic", () => {
     // The target itself is never opened for writing: readers see the old bytes or the new, never a part.
     expect(calls.filter((c) => c.path === file)).toEqual([])
     const before = calls.slice(0, rename).filter((c) => c.path === temp).map((c) => c.op)
-    expect(before[0]).toMatch(/^open w/)
+    // Created new (O_EXCL) and never through a link (O_NOFOLLOW): a planted temp name cannot redirect the write.
+    const flags = Number(before[0]!.replace(/^open /, ""))
+    for (const bit of ["O_WRONLY", "O_CREAT", "O_EXCL", "O_NOFOLLOW"] as const) expect(flags & constants[bit], bit).toBe(constants[bit])
     expect(before.indexOf("write")).toBeGreaterThan(0)
     expect(before.lastIndexOf("sync")).toBeGreaterThan(before.lastIndexOf("write"))
     // The rename is made durable by syncing the folder after it.
@@ -95,4 +97,56 @@ describe("writeFileAtomic", () => {
     // At least one kill landed inside a write (a temporary file was left): the point of the test.
     expect(sawKillMidWrite).toBeGreaterThan(0)
   })
+})
+
+describe("atomic writes and reads inside a run never go through a symbolic link", () => {
+  /** A run folder as a stage sees it (`.locks/` is made by every stage's lock), and a file outside it. */
+  const setUp = () => {
+    const root = tmp()
+    const run = path.join(root, "runs", "exp")
+    mkdirSync(path.join(run, ".locks"), { recursive: true })
+    mkdirSync(path.join(run, "evaluation"), { recursive: true })
+    const outside = path.join(root, "elsewhere")
+    mkdirSync(outside)
+    const victim = path.join(outside, "victim.json")
+    writeFileSync(victim, "precious\n")
+    return { root, run, outside, victim }
+  }
+
+  it.effect("refuses a link planted at the target, and one planted for a folder on the way, writing nothing outside", () =>
+    Effect.gen(function*() {
+      const { run, outside, victim } = setUp()
+      const file = path.join(run, "evaluation/summary.json")
+      symlinkSync(victim, file)
+      const atFile = yield* writeFileAtomic(file, "{}\n").pipe(Effect.flip)
+      expect(atFile.message).toContain(`${file} is a symbolic link (to ${victim})`)
+      expect(readlinkSync(file)).toBe(victim)
+      const read = yield* readTextIfExists(file).pipe(Effect.flip)
+      expect(read.message).toContain("is a symbolic link")
+      symlinkSync(outside, path.join(run, "evaluation/linked"))
+      const inFolder = yield* writeFileAtomic(path.join(run, "evaluation/linked/summary.json"), "{}\n").pipe(Effect.flip)
+      expect(inFolder.message).toContain(`${path.join(run, "evaluation/linked")} is a symbolic link (to ${outside})`)
+      // Not even a temporary file reached the folder the link points to.
+      expect(readdirSync(outside)).toEqual(["victim.json"])
+      expect(readFileSync(victim, "utf8")).toBe("precious\n")
+    }))
+
+  it.effect("makes no folder through a folder link inside the run", () =>
+    Effect.gen(function*() {
+      const { run, outside } = setUp()
+      symlinkSync(outside, path.join(run, "adapters"))
+      const error = yield* makeDirectories([path.join(run, "adapters/DART/final")]).pipe(Effect.flip)
+      expect(error.message).toContain(`${path.join(run, "adapters")} is a symbolic link (to ${outside})`)
+      expect(readdirSync(outside)).toEqual(["victim.json"])
+    }))
+
+  it.effect("outside any run, rename replaces a link itself and never writes through it", () =>
+    Effect.gen(function*() {
+      const { root, victim } = setUp()
+      const file = path.join(root, "out.json")
+      symlinkSync(victim, file)
+      yield* writeFileAtomic(file, "new\n")
+      expect(readFileSync(file, "utf8")).toBe("new\n")
+      expect(readFileSync(victim, "utf8")).toBe("precious\n")
+    }))
 })

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from "node:fs"
 import { hostname, tmpdir } from "node:os"
 import * as path from "node:path"
 import { acquireStageLock, liveHolder, lockFile, sweepStaleTemps } from "../../src/runs/RunLock.ts"
@@ -59,5 +59,43 @@ describe("stage lock", () => {
       const removed = yield* sweepStaleTemps(dir)
       expect(removed).toEqual([path.join("datasets", path.basename(dead))])
       expect([existsSync(dead), existsSync(live), existsSync(other)]).toEqual([false, true, true])
+    }))
+})
+
+describe("lock files are never reached through a symbolic link", () => {
+  it.effect("refuses a planted .locks folder link and a planted lock-file link, creating nothing where they point", () =>
+    Effect.gen(function*() {
+      const root = mkdtempSync(path.join(tmpdir(), "dart-lock-"))
+      const run = path.join(root, "exp")
+      const outside = path.join(root, "elsewhere")
+      mkdirSync(run)
+      mkdirSync(outside)
+      symlinkSync(outside, path.join(run, ".locks"))
+      const folder = yield* Effect.scoped(acquireStageLock(run, "init")).pipe(Effect.flip)
+      expect(folder.message).toContain(`${path.join(run, ".locks")} is a symbolic link (to ${outside})`)
+      expect(readdirSync(outside)).toEqual([])
+
+      const run2 = path.join(root, "exp2")
+      mkdirSync(path.join(run2, ".locks"), { recursive: true })
+      const victim = path.join(outside, "victim")
+      writeFileSync(victim, "precious\n")
+      symlinkSync(victim, lockFile(run2, "init"))
+      const file = yield* Effect.scoped(acquireStageLock(run2, "init")).pipe(Effect.flip)
+      expect(file.message).toContain(`${lockFile(run2, "init")} is a symbolic link (to ${victim})`)
+      expect(readFileSync(victim, "utf8")).toBe("precious\n")
+    }))
+
+  it.effect("the sweep of dead writers' temp files does not walk into a folder link", () =>
+    Effect.gen(function*() {
+      const root = mkdtempSync(path.join(tmpdir(), "dart-sweep-"))
+      const run = path.join(root, "exp")
+      const outside = path.join(root, "elsewhere")
+      mkdirSync(path.join(run, "teacher_outputs"), { recursive: true })
+      mkdirSync(outside)
+      const theirs = `.notes.json.${deadPid()}.deadbeef.tmp`
+      writeFileSync(path.join(outside, theirs), "someone else's\n")
+      symlinkSync(outside, path.join(run, "teacher_outputs/distill"))
+      expect(yield* sweepStaleTemps(run)).toEqual([])
+      expect(readdirSync(outside)).toEqual([theirs])
     }))
 })

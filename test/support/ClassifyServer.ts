@@ -6,7 +6,8 @@ import type { AddressInfo } from "node:net"
  * and `POST /classify` with the real reply shape (`data[i].index/label/probs/num_classes`). A text's
  * harmful-class probability is read from markers `[[harm:0.42]]` in it (the largest wins, none = `base`);
  * with `use_activation: false` it returns logits whose softmax is that probability, else the probabilities.
- * Inputs longer than `maxChars` get vLLM's 400 context-length error. Records every request.
+ * Inputs longer than `maxChars` get vLLM's 400 context-length error. Records every request (`seen`: all of them,
+ * `requests`: the /classify ones); `fault` turns a /classify reply hostile (issue 21).
  */
 export interface ClassifyServerOptions {
   readonly model: string
@@ -15,14 +16,22 @@ export interface ClassifyServerOptions {
   readonly harmfulIndex: number
   readonly base?: number
   readonly maxChars?: number
-  /** Decides a fault for the n-th /classify request (0-based). */
-  readonly fault?: (n: number) => "500" | "malformed" | "wrong-count" | undefined
+  /**
+   * Decides a fault for the n-th /classify request (0-based): an HTTP 500, a torn body, a result short, every result
+   * `index: 0`, one index twice (another missing), one index past the inputs, a reply padded past `oversizeBytes`
+   * (sent chunked, without a content-length), or no reply at all (`hang`, until the client goes away).
+   */
+  readonly fault?: (n: number) => ClassifyFault | undefined
+  /** The size of an `oversized` reply (default 8 MiB). */
+  readonly oversizeBytes?: number
   /** Labels the server reports (defaults to id2label): a different one simulates a config whose id2label is wrong. */
   readonly replyLabels?: ReadonlyArray<string>
   readonly port?: number
   /** The marker name this server reads (`[[tox:0.4]]` with "tox"), so two classifiers can score a text differently. */
   readonly marker?: string
 }
+
+export type ClassifyFault = "500" | "malformed" | "wrong-count" | "index-zero" | "duplicate-index" | "index-out-of-range" | "oversized" | "hang"
 
 const patterns = new Map<string, RegExp>()
 export const harmOf = (text: string, base: number, marker = "harm"): number => {
@@ -35,6 +44,7 @@ export const harmOf = (text: string, base: number, marker = "harm"): number => {
 
 export const startClassifyServer = async (options: ClassifyServerOptions) => {
   const requests: Array<{ readonly inputs: ReadonlyArray<string>; readonly useActivation: unknown; readonly model: unknown }> = []
+  const seen: Array<{ readonly method: string; readonly url: string }> = []
   const labels = Object.entries(options.id2label).sort(([a], [b]) => Number(a) - Number(b)).map(([, v]) => v)
   const replyLabels = options.replyLabels ?? labels
   const k = labels.length
@@ -43,6 +53,7 @@ export const startClassifyServer = async (options: ClassifyServerOptions) => {
     const chunks: Array<Buffer> = []
     req.on("data", (c: Buffer) => chunks.push(c))
     req.on("end", () => {
+      seen.push({ method: req.method ?? "", url: req.url ?? "" })
       const send = (status: number, body: unknown) => {
         res.writeHead(status, { "content-type": "application/json" })
         res.end(typeof body === "string" ? body : JSON.stringify(body))
@@ -59,6 +70,7 @@ export const startClassifyServer = async (options: ClassifyServerOptions) => {
       if (body.model !== options.model) return send(404, { error: { message: `The model \`${body.model}\` does not exist.`, type: "NotFoundError", code: 404 } })
       const fault = options.fault?.(n)
       if (fault === "500") return send(500, { error: { message: "EngineCore died", type: "InternalServerError", code: 500 } })
+      if (fault === "hang") return
       if (fault === "malformed") return send(200, "{\"id\":\"classify-1\",\"data\":[{\"index\":0,\"probs\":")
       const long = inputs.find((t) => t.length > (options.maxChars ?? Infinity))
       if (long !== undefined) {
@@ -77,7 +89,27 @@ export const startClassifyServer = async (options: ClassifyServerOptions) => {
         }
       })
       if (fault === "wrong-count") data.pop()
-      send(200, { id: `classify-${n}`, object: "list", created: 1764000000, model: options.model, data, usage: { prompt_tokens: 0, total_tokens: 0 } })
+      if (fault === "index-zero") data.forEach((d) => (d.index = 0))
+      if (fault === "duplicate-index" && data.length > 1) data[data.length - 1]!.index = data.length - 2
+      if (fault === "index-out-of-range") data[data.length - 1]!.index = data.length
+      const reply = { id: `classify-${n}`, object: "list", created: 1764000000, model: options.model, data, usage: { prompt_tokens: 0, total_tokens: 0 } }
+      if (fault === "oversized") {
+        // A well-formed reply whose size only shows while it is read: chunked, no content-length.
+        res.writeHead(200, { "content-type": "application/json" })
+        const json = JSON.stringify(reply)
+        res.write(`${json.slice(0, -1)},"padding":"`)
+        const chunk = "x".repeat(64 * 1024)
+        let left = options.oversizeBytes ?? 8 * 1024 * 1024
+        const more = () => {
+          while (left > 0 && !res.destroyed) {
+            left -= chunk.length
+            if (!res.write(chunk)) return void res.once("drain", more)
+          }
+          if (!res.destroyed) res.end("\"}")
+        }
+        return more()
+      }
+      send(200, reply)
     })
   })
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, "127.0.0.1", () => resolve()))
@@ -86,6 +118,7 @@ export const startClassifyServer = async (options: ClassifyServerOptions) => {
     port,
     url: `http://127.0.0.1:${port}`,
     requests,
+    seen,
     close: () => new Promise<void>((resolve) => {
       server.closeAllConnections()
       server.close(() => resolve())

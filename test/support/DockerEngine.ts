@@ -59,7 +59,7 @@ export const testSpec = (port: number, overrides: Partial<ServiceSpec> = {}): Se
   role: "vllm", name: "svc", image: TEST_IMAGE, cmd: ["--host", "127.0.0.1", "--port", String(port)], env: {}, secretEnv: {}, port,
   protocol: "http",
   health: { shell: `curl -fsS http://127.0.0.1:${port}/health || exit 1`, intervalS: 1, timeoutS: 2, startPeriodS: 5, retries: 2 },
-  gpus: null, shmBytes: null, ipcHost: false, volumes: [], binds: [], filesDir: "/adapters",
+  gpus: null, shmBytes: null, ipcHost: false, volumes: [], binds: [], filesDir: "/adapters", hubModels: [],
   ...overrides
 })
 

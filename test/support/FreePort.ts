@@ -10,3 +10,16 @@ export const freePort = () =>
       s.close(() => resolve(port))
     })
   })
+
+/** Three consecutive free ports: vLLM's and one per classifier after it (the smoke profile's two). */
+export const freePortRun = async (): Promise<number> => {
+  for (;;) {
+    const p = await freePort()
+    const ok = await Promise.all([p + 1, p + 2].map((q) =>
+      new Promise<boolean>((resolve) => {
+        const s = net.createServer().once("error", () => resolve(false))
+        s.listen(q, "127.0.0.1", () => s.close(() => resolve(true)))
+      })))
+    if (ok.every(Boolean) && p + 2 < 65536) return p
+  }
+}

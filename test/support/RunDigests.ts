@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto"
 import { readdirSync, readFileSync, statSync } from "node:fs"
+import { cpus } from "node:os"
 import * as path from "node:path"
 
 /**
@@ -17,8 +18,38 @@ import * as path from "node:path"
 /** Fields added or reworded on purpose since the digests were made: file pattern → keys left out of the comparison. */
 export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, string]> = [
   [/^predictions\/[^/]+\/outputs\.jsonl$/, ["question"], "prediction rows carry their question (architecture issue: contracts)"],
-  [/^evaluation\/[^/]+\/summary\.json$/, ["meta.parser"], "the parser's description cites docs/protocol.md, now in the repository"]
+  [/^evaluation\/[^/]+\/summary\.json$/, ["meta.parser"], "the parser's description cites docs/protocol.md, now in the repository"],
+  [/^configs\/config\.json$/, [
+    "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
+    "audit.classify_max_reply_bytes", "compute.hf_cache"
+  ], "config keys for hostile peers (issue 21) and the hosts' HF cache (issue 27)"]
 ]
+
+/**
+ * Artifacts whose bytes follow the CPU's floating point: LoRA training on CPU and the classifiers' logits differ in
+ * their last digits between CPU models (the same commit, profile and seed on two machines gave different adapters
+ * and scores, and so different pools, repairs and DART_H), while serial runs on one machine are identical. They are
+ * compared only against digests made on a machine with the same fingerprint; elsewhere only their presence counts.
+ */
+export const MACHINE_DEPENDENT: ReadonlyArray<RegExp> = [
+  /^adapters\/[^/]+\/final\/(adapter_model\.safetensors|training_record\.json)$/,
+  /^audit\/[^/]+\/(scores\.jsonl|regression_pool\.jsonl|summary\.json)$/,
+  /^teacher_outputs\/repair\/outputs\.jsonl$/
+]
+
+/** What decides floating-point results on CPU here: the processor model, its instruction-set flags and the core count. */
+export const machineFingerprint = (): string => {
+  const info = (() => {
+    try {
+      return readFileSync("/proc/cpuinfo", "utf8")
+    } catch {
+      return ""
+    }
+  })()
+  const first = info.split("\n\n")[0] ?? ""
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(first)?.[1]?.trim() ?? ""
+  return sha(JSON.stringify([field("model name"), field("flags").split(/\s+/).sort(), cpus().length])).slice(0, 16)
+}
 
 const SKIP_DIRS = new Set([".locks", "logs", "models"])
 
@@ -95,8 +126,8 @@ export const runDigests = (runDir: string, runsDir = path.dirname(path.resolve(r
 }
 
 /** The paths whose digests differ between `expected` and `actual`, and those only one of them has. */
-export const compareDigests = (expected: Record<string, string>, actual: Record<string, string>) => ({
-  changed: Object.keys(expected).filter((k) => k in actual && actual[k] !== expected[k]),
+export const compareDigests = (expected: Record<string, string>, actual: Record<string, string>, sameMachine = true) => ({
+  changed: Object.keys(expected).filter((k) => k in actual && actual[k] !== expected[k] && (sameMachine || !MACHINE_DEPENDENT.some((p) => p.test(k)))),
   missing: Object.keys(expected).filter((k) => !(k in actual)),
   extra: Object.keys(actual).filter((k) => !(k in expected))
 })

@@ -26,6 +26,44 @@ def _device() -> str:
     return f"cuda:0 ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
+def _driver_version() -> str:
+    """The NVIDIA driver's version as nvidia-smi reports it, or a phrase saying why there is none."""
+    import shutil
+    import subprocess
+    if shutil.which("nvidia-smi") is None:
+        return "no nvidia-smi in the container (the NVIDIA container toolkit did not inject the driver)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"nvidia-smi failed: {e}"
+    return f"driver {out.stdout.strip().splitlines()[0]}" if out.returncode == 0 and out.stdout.strip() \
+        else f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:300]}"
+
+
+def cuda_problem() -> str | None:
+    """Why this process cannot train on CUDA (torch build, driver, devices), or None when it can."""
+    import torch
+    if torch.version.cuda is None:
+        return f"this torch build ({torch.__version__}) has no CUDA support"
+    try:
+        torch.cuda.init()  # raises with the real reason ("driver too old", "no device") that is_available() hides
+    except Exception as e:  # noqa: BLE001 — any failure here is the answer
+        return f"CUDA did not initialise: {e} (torch {torch.__version__} built for CUDA {torch.version.cuda}; {_driver_version()})"
+    if torch.cuda.device_count() == 0:
+        return f"no CUDA device is visible (torch built for CUDA {torch.version.cuda}; {_driver_version()})"
+    return None
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether a hub model's config.json is in the local HF cache (what loading it offline needs first)."""
+    from huggingface_hub import try_to_load_from_cache
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 — an id the library refuses is simply not there
+        return False
+
+
 def _event_message(e: dict):
     kind = e["kind"]
     if kind == "started":
@@ -120,8 +158,13 @@ class Trainer(services.TrainerServicer):
         if os.path.isdir(base):
             if not (Path(base) / "config.json").is_file():
                 raise JobError("INVALID_ARGUMENT", f"base model {base}: no config.json there")
-        elif base.startswith("/") or base.startswith(".") or os.environ.get("HF_HUB_OFFLINE") == "1":
+        elif base.startswith("/") or base.startswith("."):
             raise JobError("INVALID_ARGUMENT", f"unknown base model path {base}")
+        elif os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hf_cache(base):
+            # dart fetches hub models into the host's HF cache before the trainer starts; offline, that is all there is.
+            raise JobError("FAILED_PRECONDITION", f"base model {base} is not in this host's HF cache "
+                                                  f"({os.environ.get('HF_HOME') or '~/.cache/huggingface'}): dart fetches it before training; "
+                                                  "a trainer started by hand needs it fetched first (huggingface-cli download)")
         if r.lora.r < 1 or r.lora.r > self.max_lora_rank:
             raise JobError("INVALID_ARGUMENT", f"LoRA rank {r.lora.r} is outside 1..{self.max_lora_rank} (the configured max_lora_rank)")
         if not r.lora.target_modules:
@@ -130,6 +173,13 @@ class Trainer(services.TrainerServicer):
             import torch
             if not torch.cuda.is_available():
                 raise JobError("FAILED_PRECONDITION", "QLoRA (4-bit) needs a CUDA GPU; this trainer runs on CPU")
+        wants_bf16 = r.dtype == "bfloat16" or (r.qlora.enabled and (r.qlora.compute_dtype or "bfloat16") == "bfloat16")
+        if wants_bf16:
+            import torch
+            if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+                major, minor = torch.cuda.get_device_capability(0)
+                raise JobError("FAILED_PRECONDITION", f"{torch.cuda.get_device_name(0)} (compute capability {major}.{minor}) has no bfloat16: "
+                                                      "set model.dtype and training.qlora.compute_dtype to float16")
         if r.max_length < 16 or r.per_device_batch_size < 1 or r.gradient_accumulation_steps < 1 or r.learning_rate <= 0:
             raise JobError("INVALID_ARGUMENT", "max_length >= 16, batch >= 1, gradient accumulation >= 1 and learning rate > 0 are required")
         if r.epochs <= 0 and r.max_steps == 0:
@@ -196,6 +246,12 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("DART_TRAINER_DATA", "/data"))
     ap.add_argument("--max-lora-rank", type=int, default=64)
     a = ap.parse_args()
+    if os.environ.get("DART_REQUIRE_CUDA") == "1":
+        # Set by dart when the host has GPUs: training an 8B model on this container's CPU would take days.
+        problem = cuda_problem()
+        if problem is not None:
+            print(f"dart trainer: this host was given GPUs but {problem}", file=sys.stderr, flush=True)
+            sys.exit(3)
     server, bound = serve(a.port, Path(a.data_dir), a.max_lora_rank, a.host)
     print(f"LISTENING {bound}", flush=True)
     server.wait_for_termination()

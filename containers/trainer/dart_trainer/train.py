@@ -38,6 +38,10 @@ def newest_complete_checkpoint(checkpoints: Path):
     return best
 
 
+class NoTrainableParameters(RuntimeError):
+    pass
+
+
 def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str | None, emit, cancelled) -> None:
     import torch
     from datasets import Dataset
@@ -82,6 +86,11 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
     model = AutoModelForCausalLM.from_pretrained(spec["base_model"], dtype=dtype, quantization_config=quant)
     peft_config = None
     if init_adapter:
+        if quant is not None:
+            # TRL prepares a 4-bit base for training only when it wraps the model itself (peft_config); a PeftModel
+            # we load is taken as is, so the k-bit preparation (fp32 norms, input grads) is ours to do.
+            from peft import prepare_model_for_kbit_training
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec["gradient_checkpointing"])
         model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
         lora = spec["lora"]
@@ -175,6 +184,12 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds if use_eval else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[Events()])
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if trainable == 0:
+        # Some TRL/PEFT combinations (a quantized base, an init adapter) leave everything frozen: the run would
+        # "train" for hours and produce the init adapter unchanged.
+        raise NoTrainableParameters("no trainable parameters after wrapping the model (LoRA weights are frozen); "
+                                    "check lora.target_modules and, with QLoRA, the init adapter")
     resume = newest_complete_checkpoint(checkpoints)
     result = trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
     if cancelled():

@@ -114,3 +114,45 @@ def test_too_long_rows_are_reported_not_cut(stub, tiny_model):
     reply = s.StartJob(job(tiny_model, ds, job_id="long", max_steps=1, eval_fraction=0), timeout=60)
     assert reply.dropped_too_long == 1 and list(reply.dropped_ids) == ["item-100"] and reply.train_rows == 8
     s.CancelJob(pb.CancelJobRequest(job_id="long"), timeout=10)
+
+
+def test_require_cuda_refuses_to_start_without_cuda(tmp_path):
+    """With DART_REQUIRE_CUDA=1 (a host given GPUs) a sidecar without CUDA exits at once, saying why."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be shown here")
+    r = subprocess.run([sys.executable, "-m", "dart_trainer.server", "--port", "0", "--data-dir", str(tmp_path)],
+                       env={**os.environ, "DART_REQUIRE_CUDA": "1"}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert "this host was given GPUs but" in r.stderr
+    assert "LISTENING" not in r.stdout
+
+
+def test_hub_ids_are_served_from_the_hf_cache_offline(stub, tiny_model, tmp_path, monkeypatch):
+    """Offline (every dart container), a hub id is accepted only when dart's fetch put it in the HF cache."""
+    from huggingface_hub import constants
+
+    from dart_trainer.server import _in_hf_cache
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--dart-test--tiny-chat" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((tiny_model / "config.json").read_text())
+    (cache / "models--dart-test--tiny-chat" / "refs").mkdir()
+    (cache / "models--dart-test--tiny-chat" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert _in_hf_cache("dart-test/tiny-chat")
+    assert not _in_hf_cache("dart-test/not-fetched")
+    assert not _in_hf_cache("../../etc")
+
+    s, _ = stub
+    data = ("\n".join(json.dumps(r) for r in rows(12)) + "\n").encode()
+    good = upload(s, "dataset", {"train.jsonl": data}).id
+    with pytest.raises(grpc.RpcError) as e:
+        s.StartJob(job(tiny_model, good, base_model="dart-test/not-fetched"), timeout=60)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "dart-test/not-fetched is not in this host's HF cache" in e.value.details()
