@@ -8,7 +8,7 @@ import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
 import { getPath, imagePresent, MIN_NVIDIA_DRIVER, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
 import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../config/TinyModels.ts"
 import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
-import { describeHubResult, requireFetched, runHubFetch } from "./HubFetch.ts"
+import { describeHubResult, fetchHubModels, requireFetched } from "./HubFetch.ts"
 import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
 
 /**
@@ -76,11 +76,7 @@ export class Compute extends Context.Service<Compute, {
             const { HF_HUB_OFFLINE: _offline, ...env } = spec.env
             return { ...spec, env }
           }
-          const downloaded = yield* runHubFetch(host, hostConfig, config, ids, "download", { print })
-          // No route to the hub from this host: a cache the user filled by hand still serves.
-          const unreachable = downloaded.filter((r) => !r.ok && r.kind === "network").map((r) => r.repo)
-          const cached = unreachable.length === 0 ? [] : yield* runHubFetch(host, hostConfig, config, unreachable, "check", { offline: true })
-          const results = downloaded.map((r) => cached.find((c) => c.repo === r.repo && c.ok) ?? r)
+          const results = yield* fetchHubModels(host, hostConfig, config, ids, "download", { print })
           yield* requireFetched(host.name, results)
           for (const r of results) {
             fetched.add(r.repo)

@@ -128,17 +128,19 @@ export const requireFetched = (hostName: string, results: ReadonlyArray<HubModel
 }
 
 /**
- * `check` on the hub, then, for models the host cannot reach the hub for, in the cache alone (a host without a route
- * to the hub, whose cache the user filled): one result per id.
+ * `mode` against the hub, then, for models the host cannot reach the hub for, a look in the cache alone (a host
+ * without a route to the hub, whose cache the user filled by hand): one result per id.
  */
-export const checkHubModels = (
+export const fetchHubModels = (
   host: DockerHost,
   hostConfig: ExperimentConfig["compute"]["hosts"][number],
   config: ExperimentConfig,
-  ids: ReadonlyArray<string>
+  ids: ReadonlyArray<string>,
+  mode: "check" | "download",
+  options: { readonly print?: (line: string) => void } = {}
 ) =>
   Effect.gen(function*() {
-    const online = yield* runHubFetch(host, hostConfig, config, ids, "check")
+    const online = yield* runHubFetch(host, hostConfig, config, ids, mode, options)
     const unreachable = online.filter((r) => !r.ok && r.kind === "network").map((r) => r.repo)
     if (unreachable.length === 0) return online
     const cached = yield* runHubFetch(host, hostConfig, config, unreachable, "check", { offline: true })

@@ -5,7 +5,7 @@ import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { RunPlan, ServicePlacement } from "./RunPlan.ts"
 import { trainerSpec } from "../compute/ContainerSpecs.ts"
-import { checkHubModels, describeHubResult, type HubModelResult } from "../compute/HubFetch.ts"
+import { describeHubResult, fetchHubModels, type HubModelResult } from "../compute/HubFetch.ts"
 import { connectHost } from "../compute/DockerHost.ts"
 import { hubModelsFor } from "../config/HubModels.ts"
 import { gpuMemoryPlan } from "./GpuMemoryPlan.ts"
@@ -201,7 +201,7 @@ export const gpusFromInfo = (info: typeof DockerInfo.Type): number | null => {
 export const localProbes = (timeoutMs = 3000): ComputeProbes => ({
   // A throwaway task in the trainer image asks the hub (the token stays in its create body); minutes at most.
   models: (host, config, ids) =>
-    Effect.scoped(Effect.flatMap(connectHost(host), (h) => checkHubModels(h, host, config, ids))).pipe(
+    Effect.scoped(Effect.flatMap(connectHost(host), (h) => fetchHubModels(h, host, config, ids, "check"))).pipe(
       Effect.mapError((e) => new ProbeFailure({ message: e.message }))
     ),
   host: (host) =>
