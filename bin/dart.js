@@ -1,8 +1,18 @@
 #!/usr/bin/env node
 // Entry for `npx dart` / the installed `dart` command: Node 24 runs the TypeScript sources directly.
-import { enableCompileCache } from "node:module"
+import * as nodeModule from "node:module"
 import { setFlagsFromString } from "node:v8"
-import { userGaveFlag } from "../src/common/NodeFlags.ts"
+
+// `npm ci` installs Node 24 as the `node` devDependency and `npx dart` / `npm run dart` put it first on PATH,
+// whatever Node the machine has. Run by an older Node (`node bin/dart.js` with the system's), say so here rather
+// than fail on the first `.ts` import. (package.json has no `engines` field: npm runs on the machine's Node and
+// would warn EBADENGINE about dart on every first `npx dart`, although dart itself never runs there.)
+const major = Number(process.versions.node.split(".")[0])
+if (major < 24) {
+  process.stderr.write(`dart needs Node 24; this is Node ${process.versions.node}. Run it as \`npx dart …\` (or \`npm run dart -- …\`) in the repository after \`npm ci\` (./scripts/setup.sh runs it): both use the Node 24 that npm installs in node_modules.\n`)
+  process.exit(1)
+}
+const { userGaveFlag } = await import("../src/common/NodeFlags.ts")
 
 // Garbage-collector tuning, set before any module loads. DART's live heap is small and flat (about
 // 40-55 MB during a 200,000-request `dart infer`: loaded code, in-flight requests, offsets per request),
@@ -21,5 +31,5 @@ if (!userGaveFlag("--semi-space-growth-factor", "--max-semi-space-size", "--min-
 if (!userGaveFlag("--heap-growing-percent")) setFlagsFromString("--heap-growing-percent=50")
 
 // Reuse compiled code across invocations: most of a short command's start-up is module compilation.
-enableCompileCache?.()
+nodeModule.enableCompileCache?.()
 await import("../src/bin.ts")

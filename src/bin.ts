@@ -13,6 +13,7 @@ import { teacherCommand } from "./cli/TeacherCommand.ts"
 import { trainCommand } from "./cli/TrainCommand.ts"
 import { inferCommand } from "./cli/InferCommand.ts"
 import { initCommand } from "./cli/InitCommand.ts"
+import { reportCommand } from "./cli/ReportCommand.ts"
 import { root } from "./cli/Root.ts"
 import { runCommand } from "./cli/RunCommand.ts"
 import { statusCommand } from "./cli/StatusCommand.ts"
@@ -45,6 +46,7 @@ const cli = root.pipe(
     inferCommand,
     auditCommand,
     evaluateCommand,
+    reportCommand,
     runCommand,
     computeCommand,
     statusCommand,

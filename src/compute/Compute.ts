@@ -7,6 +7,12 @@ import { ComputeError, localIoError } from "./ComputeError.ts"
 import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
 import { getPath, imagePresent, MIN_NVIDIA_DRIVER, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
 import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../config/TinyModels.ts"
+
+/** `tiny-gemma2/` → `--family gemma2`; `tiny/` builds the default family, with the arguments it always had. */
+const tinyFamilyArgs = (root: string) => {
+  const m = /^tiny-(.+)$/.exec(path.basename(root))
+  return m === null ? [] : ["--family", m[1]!]
+}
 import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
 import { describeHubResult, fetchHubModels, requireFetched } from "./HubFetch.ts"
 import type { CopiedFile, RunningService, ServiceSpec, ServiceStatus } from "./ServiceSpec.ts"
@@ -113,7 +119,7 @@ export class Compute extends Context.Service<Compute, {
  * throwaway container without network: seeded, so a rebuild gives the same files. The builder writes its manifest
  * last, so a folder without one (a killed build) is built again. Local folders: the smoke profile runs on one host.
  */
-const buildTinyModels = (host: DockerHost, config: ExperimentConfig) =>
+export const buildTinyModels = (host: DockerHost, config: ExperimentConfig) =>
   Effect.gen(function*() {
     const root = tinyRoot(config)
     const done = yield* fileExists(path.join(root, TINY_MANIFEST)).pipe(
@@ -127,7 +133,7 @@ const buildTinyModels = (host: DockerHost, config: ExperimentConfig) =>
     const t0 = Date.now()
     yield* runTask(host, config.run.exp_id, "tiny-models", {
       image,
-      cmd: ["python3", "-m", "dart_trainer.tiny_model", "--out", root, "--suite", suite, "--seed", String(config.run.seed)],
+      cmd: ["python3", "-m", "dart_trainer.tiny_model", "--out", root, "--suite", suite, "--seed", String(config.run.seed), ...tinyFamilyArgs(root)],
       binds: [{ source: root, target: root, readOnly: false }, { source: suite, target: suite, readOnly: true }],
       // Files owned by the caller; HOME for the libraries' caches, which a uid without a passwd entry lacks.
       env: { HOME: "/tmp", HF_HOME: "/tmp/hf", HF_HUB_OFFLINE: "1" },

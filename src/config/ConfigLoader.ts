@@ -77,7 +77,9 @@ export const operationalKeys: ReadonlyArray<string> = [
   "audit.classifiers[].endpoint",
   "audit.classifier_batch_size",
   "audit.classifier_concurrency",
-  "audit.classify_max_reply_bytes"
+  "audit.classify_max_reply_bytes",
+  // Where the run is logged to, not what it computes.
+  "tracking"
 ]
 
 export const isOperational = (key: string) => {

@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { SystemRoleSetting } from "../domain/ChatLayout.ts"
 import { Severity } from "../domain/Severity.ts"
 import { credentialProblem } from "./Addresses.ts"
 
@@ -103,7 +104,13 @@ export const ExperimentConfig = Schema.Struct({
   model: Schema.Struct({
     base: Schema.NonEmptyString,
     dtype: Schema.Literals(["bfloat16", "float16", "float32", "auto"]),
-    chat_template: Schema.NullOr(Schema.String),
+    /** Must be null: a template file beside the model's own is not wired to vLLM and the trainer; put it in the model folder. */
+    chat_template: Schema.Null.annotate({ message: "model.chat_template is not supported: put the template in the model folder (tokenizer_config.json or chat_template.jinja)" }),
+    /**
+     * How the system message reaches the base model (src/domain/ChatLayout.ts): `auto` lets its chat template decide
+     * (a template that refuses or drops the system role gets it folded into the first user turn); `native` / `folded` force it.
+     */
+    system_role: SystemRoleSetting,
     max_model_len: PositiveInt
   }),
   datasets: Schema.Struct({
@@ -271,6 +278,17 @@ export const ExperimentConfig = Schema.Struct({
      */
     hf_cache: Schema.NonEmptyString.check(Schema.makeFilter((s) =>
       /^\/./.test(s) || /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(s) ? true : "expected a Docker volume name or an absolute host path"))
+  }),
+  /** Experiment tracking (docs/tracking.md): `dart run` logs params, metrics and artifacts to an MLflow server. */
+  tracking: Schema.Struct({
+    mlflow: Schema.Struct({
+      /** The tracking server's http(s) URL, never with credentials; null = no tracking. */
+      uri: BaseUrl,
+      /** Experiment name; null = the exp id. */
+      experiment: Schema.NullOr(Schema.NonEmptyString),
+      /** Environment variable with the server's token, sent as `Authorization: Bearer` (never logged or written). */
+      token_env: Schema.String.check(Schema.isPattern(/^[A-Za-z_][A-Za-z0-9_]*$/))
+    })
   })
 })
 
@@ -286,7 +304,7 @@ const deepseekPrices = { input_per_mtok: 0.27, output_per_mtok: 1.1 }
 /** Protocol values (docs/protocol.md §3, §5, §7); configs/exp_acl.json restates the paper's setup on top. */
 export const defaults: ExperimentConfigInput = {
   run: { exp_id: "default", seed: 42, runs_dir: "runs" },
-  model: { base: "meta-llama/Llama-3.1-8B-Instruct", dtype: "bfloat16", chat_template: null, max_model_len: 4096 },
+  model: { base: "meta-llama/Llama-3.1-8B-Instruct", dtype: "bfloat16", chat_template: null, system_role: "auto", max_model_len: 4096 },
   datasets: {
     suite_dir: "benchmark_suite",
     benchmarks: null,
@@ -400,5 +418,6 @@ export const defaults: ExperimentConfigInput = {
     trainer: { image: "dart-trainer:0.1.0", endpoint: null, port: 50051 },
     classifier_endpoint: null,
     hf_cache: "dart-hf-cache"
-  }
+  },
+  tracking: { mlflow: { uri: null, experiment: null, token_env: "MLFLOW_TRACKING_TOKEN" } }
 }

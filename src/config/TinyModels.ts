@@ -9,16 +9,43 @@ import type { ExperimentConfig } from "./ExperimentConfig.ts"
  * carries the absolute folders, which containers mount read-only.
  */
 export const TINY = "@tiny"
+/**
+ * `@tiny:FAMILY`: the same tiny model with a chat family's real template and special tokens
+ * (containers/trainer/dart_trainer/templates/): how the tests and a curious user try the families dart supports.
+ * `@tiny` is `llama3`.
+ */
+export const TINY_FAMILIES = ["llama3", "gemma2", "gemma3", "mistral", "qwen2.5", "phi3"] as const
+export type TinyFamily = typeof TINY_FAMILIES[number]
 export const TINY_CLASSIFIERS = ["hate", "toxicity"] as const
 /** Written last by the builder: its presence means the folder is complete. */
 export const TINY_MANIFEST = "tiny_models.json"
 
-export const tinyRoot = (config: ExperimentConfig) => path.resolve(config.run.runs_dir, config.run.exp_id, "models", "tiny")
+/** The family of a `@tiny` base name; undefined for anything else. */
+export const tinyFamily = (base: string): TinyFamily | undefined => {
+  if (base === TINY) return "llama3"
+  if (!base.startsWith(`${TINY}:`)) return undefined
+  const f = base.slice(TINY.length + 1)
+  return (TINY_FAMILIES as ReadonlyArray<string>).includes(f) ? f as TinyFamily : undefined
+}
+
+/**
+ * Each family builds into its own folder (`tiny` for llama3, as before), so switching `model.base` never mixes two
+ * builds. Works on the config as written (`@tiny:gemma2`) and as resolved (its folder).
+ */
+export const tinyRoot = (config: ExperimentConfig) => {
+  const models = path.resolve(config.run.runs_dir, config.run.exp_id, "models")
+  const family = tinyFamily(config.model.base)
+  if (family !== undefined) return path.join(models, family === "llama3" ? "tiny" : `tiny-${family}`)
+  const dir = path.dirname(config.model.base)
+  return path.dirname(dir) === models && /^tiny(-[a-z0-9.]+)?$/.test(path.basename(dir)) ? dir : path.join(models, "tiny")
+}
 
 const resolveName = (root: string, key: string, name: string, kind: "base" | "classifier"): string => {
-  if (name !== TINY && !name.startsWith(`${TINY}/`)) return name
+  if (name !== TINY && !name.startsWith(`${TINY}/`) && !name.startsWith(`${TINY}:`)) return name
   if (kind === "base") {
-    if (name !== TINY) throw new Error(`${key}: "${name}": the tiny chat model is "${TINY}"`)
+    if (tinyFamily(name) === undefined) {
+      throw new Error(`${key}: "${name}": the tiny chat models are "${TINY}" and ${TINY_FAMILIES.map((f) => `"${TINY}:${f}"`).join(", ")}`)
+    }
     return path.join(root, "base")
   }
   const which = name.slice(TINY.length + 1)

@@ -1,67 +1,16 @@
 import { severities } from "../domain/Severity.ts"
+import { barChart } from "../report/Charts.ts"
+import { esc } from "../report/Html.ts"
 import type { Interval } from "./Bootstrap.ts"
 import type { DartModelBlock, DartSummary, McSummary } from "./Evaluator.ts"
 import type { HarmSummary } from "./HarmDrift.ts"
 import type { Table } from "./Tables.ts"
 
 /**
- * A self-contained HTML report: inline CSS and static SVG, no scripts and no network
- * fetches, so it opens offline and renders the same everywhere. Deterministic text.
+ * The evaluation's self-contained HTML report (evaluation/{RUN}/report.html): inline CSS and static SVG, no scripts and
+ * no network fetches, so it opens offline and renders the same everywhere. Deterministic text. The whole run's report,
+ * all three models and the audits' examples, is src/report/RunReport.ts.
  */
-const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-const COLORS = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#76b7b2", "#b07aa1"]
-const num = (x: number) => (Math.round(x * 100) / 100).toString()
-
-interface Series {
-  readonly name: string
-  readonly values: ReadonlyArray<Interval>
-}
-
-/** Grouped bars (one group per category, one bar per series) with CI whiskers; values are shares 0–1. */
-export const barChart = (title: string, categories: ReadonlyArray<string>, series: ReadonlyArray<Series>, options: { readonly max?: number; readonly percent?: boolean } = {}): string => {
-  const percent = options.percent ?? true
-  const max = options.max ?? 1
-  const barW = 18
-  const gap = 22
-  const left = 48
-  const top = 28
-  const plotH = 200
-  const groupW = series.length * barW + gap
-  const width = Math.max(560, left + categories.length * groupW + 10)
-  const height = top + plotH + 36 + 16 * series.length
-  const y = (v: number) => top + plotH - (Math.max(0, Math.min(v, max)) / max) * plotH
-  const parts: Array<string> = []
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" aria-label="${esc(title)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`)
-  parts.push(`<text x="${left}" y="16" class="title">${esc(title)}</text>`)
-  for (let t = 0; t <= 4; t++) {
-    const v = (max * t) / 4
-    parts.push(`<line x1="${left}" x2="${width - 10}" y1="${num(y(v))}" y2="${num(y(v))}" class="grid"/>`)
-    parts.push(`<text x="${left - 6}" y="${num(y(v) + 4)}" class="tick" text-anchor="end">${percent ? `${Math.round(100 * v)}%` : num(v)}</text>`)
-  }
-  categories.forEach((cat, ci) => {
-    const x0 = left + ci * groupW + gap / 2
-    series.forEach((s, si) => {
-      const v = s.values[ci]
-      if (v === undefined || v.estimate === null) return
-      const x = x0 + si * barW
-      const label = `${s.name} · ${cat}: ${percent ? `${(100 * v.estimate).toFixed(1)}%` : num(v.estimate)}` +
-        (v.ci_low !== null && v.ci_high !== null ? ` [${(100 * v.ci_low).toFixed(1)}, ${(100 * v.ci_high).toFixed(1)}]` : "")
-      parts.push(`<rect class="bar" x="${num(x)}" y="${num(y(v.estimate))}" width="${barW - 3}" height="${num(y(0) - y(v.estimate))}" fill="${COLORS[si % COLORS.length]}"><title>${esc(label)}</title></rect>`)
-      if (v.ci_low !== null && v.ci_high !== null) {
-        const cx = num(x + (barW - 3) / 2)
-        parts.push(`<path class="whisker" d="M${cx} ${num(y(v.ci_low))}V${num(y(v.ci_high))}M${num(x + 3)} ${num(y(v.ci_low))}H${num(x + barW - 6)}M${num(x + 3)} ${num(y(v.ci_high))}H${num(x + barW - 6)}"/>`)
-      }
-    })
-    parts.push(`<text x="${num(x0 + (series.length * barW) / 2)}" y="${top + plotH + 16}" class="tick" text-anchor="middle">${esc(cat)}</text>`)
-  })
-  series.forEach((s, si) => {
-    const ly = top + plotH + 26 + 16 * si
-    parts.push(`<rect x="${left}" y="${ly}" width="12" height="12" fill="${COLORS[si % COLORS.length]}"/><text x="${left + 16}" y="${ly + 10}" class="tick">${esc(s.name)}</text>`)
-  })
-  parts.push("</svg>")
-  return parts.join("\n")
-}
-
 const point = (x: number | null): Interval => ({ estimate: x, ci_low: null, ci_high: null })
 
 const htmlTable = (t: Table) =>

@@ -2,6 +2,7 @@
 import { Effect, Schema } from "effect"
 import type { Sampling, VllmEndpoint, VllmError } from "../serving/VllmClient.ts"
 import { type Arm, canaryPrompts } from "./InferencePlan.ts"
+import { type ChatLayout, layoutMessages, NATIVE } from "../domain/ChatLayout.ts"
 
 /** An adapter answered the canary prompts exactly like the base: it is probably not applied (vllm#34186). */
 export class CanaryError extends Schema.TaggedError<CanaryError>()("CanaryError", { message: Schema.String }) {}
@@ -26,14 +27,23 @@ export const runCanary = Effect.fn("Canary.run")(function*(options: {
   readonly baseId: string
   readonly arms: ReadonlyArray<Arm>
   readonly seed: number
+  /** The run's chat layout: the canary is asked as every other request is. */
+  readonly layout?: ChatLayout
 }): Effect.fn.Return<Record<string, CanaryResult>, CanaryError | VllmError> {
   const results: Record<string, CanaryResult> = {}
   const adapterArms = options.arms.filter((a) => a.adapter !== null)
   if (adapterArms.length === 0) return results
   // Greedy and short: a LoRA that is applied changes some of these answers, one that is not changes none.
+  const layout = options.layout ?? NATIVE
   const greedy: Sampling = { temperature: 0, top_p: 1, top_k: null, max_tokens: 24, seed: options.seed }
   const ask = (model: string) =>
-    Effect.forEach(canaryPrompts, (messages) => options.endpoint.chat({ model, messages, sampling: greedy }).pipe(Effect.map((r) => r.texts[0]!)))
+    Effect.forEach(canaryPrompts, (messages) =>
+      options.endpoint.chat({
+        model,
+        messages: layoutMessages(layout, messages),
+        sampling: greedy,
+        ...(layout.stopTokenIds.length > 0 ? { stopTokenIds: layout.stopTokenIds } : {})
+      }).pipe(Effect.map((r) => r.texts[0]!)))
   const baseAnswers = yield* ask(options.baseId)
   for (const a of adapterArms) {
     const answers = yield* ask(a.name)

@@ -1,5 +1,6 @@
 /** InferManifest: `inferIdentity` (what a run's answers depend on) and `inferManifest` (its `manifest.json`). */
 import { hashJson } from "../common/Hashing.ts"
+import type { ChatLayout } from "../domain/ChatLayout.ts"
 import type { NormalizedItem } from "../datasets/BenchmarkItem.ts"
 import type { Sampling } from "../serving/VllmClient.ts"
 import type { CanaryResult } from "./Canary.ts"
@@ -21,6 +22,8 @@ export const inferIdentity = (plan: {
   readonly adapterShas: ReadonlyMap<string, string>
   readonly sampling: Sampling
   readonly constrained: boolean
+  /** The base model's chat layout (src/domain/ChatLayout.ts); recorded only when it changes what is sent. */
+  readonly layout?: ChatLayout
 }) => ({
   task: plan.task,
   policy: plan.policy,
@@ -31,7 +34,10 @@ export const inferIdentity = (plan: {
   samples: plan.samples,
   models: plan.arms.map((a) => ({ name: a.name, adapter_sha256: plan.adapterShas.get(a.name) ?? null })),
   sampling: plan.sampling,
-  constrained: plan.constrained
+  constrained: plan.constrained,
+  ...(plan.layout === undefined || (plan.layout.system === "native" && plan.layout.stopTokenIds.length === 0)
+    ? {}
+    : { chat_layout: { system: plan.layout.system, stop_token_ids: plan.layout.stopTokenIds } })
 })
 
 /** This invocation's counts, for `this_run`. */

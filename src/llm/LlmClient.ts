@@ -123,6 +123,8 @@ export interface CompletionRequest {
   readonly structuredOutputs?: Readonly<Record<string, unknown>>
   /** OpenAI-style `response_format` (e.g. json_schema). */
   readonly responseFormat?: Readonly<Record<string, unknown>>
+  /** vLLM `stop_token_ids`: the base model's end-of-turn token when its EOS list lacks it (src/domain/ChatLayout.ts). */
+  readonly stopTokenIds?: ReadonlyArray<number>
 }
 
 /** Chat completions over any OpenAI-compatible API, with a concurrency cap that adapts to 429s and retries with capped, jittered backoff. */
@@ -187,7 +189,8 @@ export class LlmClient extends Context.Service<LlmClient, {
                 ...(settings.seed === null ? {} : { seed: settings.seed }),
                 // The SDK sends body fields it does not know as they are; vLLM reads structured_outputs from there.
                 ...(request.structuredOutputs === undefined ? {} : { structured_outputs: request.structuredOutputs }),
-                ...(request.responseFormat === undefined ? {} : { response_format: request.responseFormat as never })
+                ...(request.responseFormat === undefined ? {} : { response_format: request.responseFormat as never }),
+                ...(request.stopTokenIds === undefined || request.stopTokenIds.length === 0 ? {} : { stop_token_ids: request.stopTokenIds })
               } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal, headers: { "Idempotency-Key": request.key } }).asResponse()
               return response.text()
             },

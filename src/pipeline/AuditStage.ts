@@ -1,6 +1,9 @@
 import { Console, Context, Effect, Layer, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import { ClassifierScoreRow, textId } from "../audit/ClassifierScoreRow.ts"
+import { isRunServer } from "../config/RunServerBinding.ts"
+import { layoutMessages, NATIVE } from "../domain/ChatLayout.ts"
+import { chatLayoutFor } from "./ChatLayoutRecord.ts"
 import { extractJson, JUDGE_PROMPT_VERSION, judgeMessages, judgeResponseFormat, judgeRetryMessages, judgeStructuredSchema, JudgeVerdict } from "../audit/JudgePrompt.ts"
 import { decide, type JudgeMode, needsJudge } from "../audit/Routing.ts"
 import { type JudgeRecord, ScoreRow } from "../audit/ScoreRow.ts"
@@ -205,8 +208,12 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     : j.constrain === "structured_outputs"
     ? { structuredOutputs: { json: judgeStructuredSchema, disable_any_whitespace: true } }
     : {}
+  // A judge that is the run's own server is the base model: laid out as every other conversation it gets.
+  const layout = mode !== "off" && isRunServer(j) && j.base_url !== null
+    ? yield* chatLayoutFor(config, run.dir, { server: j.base_url }).pipe(Effect.mapError((e) => new AuditError({ message: e.message, cause: e })))
+    : NATIVE
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
-    sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
+    sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(layoutMessages(layout, messages).map((m) => [m.role, m.content]))}`)
 
   return yield* stage.begin(inputsHash, Effect.scoped(Effect.gen(function*() {
     const classifiers: Array<Classifier> = yield* Effect.forEach(specs, (s) =>
@@ -230,7 +237,12 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     const ask = (messages: ReadonlyArray<ChatMessage>, attempt: number) =>
       Effect.gen(function*() {
         const key = requestKey(messages, attempt)
-        const reply = yield* paid!.ask(key, messages, client!.complete({ messages, key, ...constraint }))
+        const reply = yield* paid!.ask(key, messages, client!.complete({
+          messages: layoutMessages(layout, messages),
+          key,
+          ...constraint,
+          ...(layout.stopTokenIds.length > 0 ? { stopTokenIds: layout.stopTokenIds } : {})
+        }))
         if (reply === undefined) return yield* new BudgetStop({ message: "judge budget reached" })
         // Durable before it is used: a kill after this point never pays for this reply again.
         yield* reply.durable

@@ -8,6 +8,8 @@ import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
 import { answerReader, type AnswerRow, indexAnswers, writeLinesAtomic } from "../inference/AnswerStore.ts"
 import { loadAdapters } from "../inference/AdapterLoader.ts"
 import { CanaryError, type CanaryResult, runCanary } from "../inference/Canary.ts"
+import { layoutMessages } from "../domain/ChatLayout.ts"
+import { chatLayoutFor } from "./ChatLayoutRecord.ts"
 import { constraintFor, type InferRequest, messagesFor, policyText, requestKey, samplingFor, selectItems } from "../inference/InferencePlan.ts"
 import { type InferFailure, inferIdentity, inferManifest, type InferStats } from "../inference/InferManifest.ts"
 import { predictionRows } from "../inference/PredictionRows.ts"
@@ -68,7 +70,9 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   for (const a of arms) {
     if (a.adapter !== null) adapterShas.set(a.name, yield* hashAdapter(a.adapter).pipe(Effect.mapError((e) => new InferStageError({ message: `--models ${a.name}: ${e.message}`, cause: e }))))
   }
-  const identity = inferIdentity({ ...request, system, items, samples, adapterShas, sampling })
+  // One layout for every request of the run, the canary's too: the one training used (src/domain/ChatLayout.ts).
+  const layout = yield* chatLayoutFor(config, run.dir).pipe(Effect.mapError((e) => new InferStageError({ message: e.message, cause: e })))
+  const identity = inferIdentity({ ...request, system, items, samples, adapterShas, sampling, layout })
   const dir = `predictions/${request.runName}`
   yield* makeDirectories([run.file(dir)])
   const manifestText = yield* store.readText(run, `${dir}/manifest.json`)
@@ -100,7 +104,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   /** Loads (or reloads after a restart) every adapter, checks the listing, and runs the canary. */
   const prepare = (s: ServerHandle) =>
     loadAdapters(s, arms, (endpoint, name, dir) => adapters.place(endpoint, name, dir)).pipe(
-      Effect.flatMap((baseId) => runCanary({ endpoint: s.endpoint, server: s.url, baseId, arms, seed: inf.seed })),
+      Effect.flatMap((baseId) => runCanary({ endpoint: s.endpoint, server: s.url, baseId, arms, seed: inf.seed, layout })),
       Effect.map((passed) => void Object.assign(canary, passed))
     )
 
@@ -129,7 +133,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
       const processItem = (s: ServerHandle, it: number) =>
         Effect.gen(function*() {
           const item = items[it]!
-          const messages = messagesFor(request.task, item, system)
+          const messages = layoutMessages(layout, messagesFor(request.task, item, system))
           for (let sample = 0; sample < samples; sample++) {
             for (const a of armsToAsk(grid, done, answeredBy, s.idx, it, sample)) {
               if (!s.isUp()) return false
@@ -139,6 +143,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
                 model: arm.adapter === null ? s.baseId! : arm.name,
                 messages,
                 sampling: { ...sampling, seed: sampling.seed + sample },
+                ...(layout.stopTokenIds.length > 0 ? { stopTokenIds: layout.stopTokenIds } : {}),
                 ...(request.constrained ? { structuredOutputs: constraintFor(request.task) } : {})
               }).pipe(Effect.retry({ schedule: retrySchedule, times: timing.retries, while: (e) => e.kind === "retryable" })))
               stats.requests++

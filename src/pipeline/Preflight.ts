@@ -10,6 +10,8 @@ import { connectHost } from "../compute/DockerHost.ts"
 import { hubModelsFor } from "../config/HubModels.ts"
 import { gpuMemoryPlan } from "./GpuMemoryPlan.ts"
 import { classifiersToStart } from "./ServicePlacement.ts"
+import { type ChatLayoutRecord, decideLayout, describeLayout, type TemplateProbe } from "../domain/ChatLayout.ts"
+import { type ChatLayoutError, probeTemplate, readChatLayout } from "./ChatLayoutRecord.ts"
 
 /**
  * Checks before `dart run` starts anything: the API keys the providers in use need, and that hosts
@@ -36,6 +38,11 @@ export interface ComputeProbes {
   readonly endpoint: (service: ServicePlacement["service"], address: string) => Effect.Effect<void, ProbeFailure>
   /** Hub models: readable with the token there is (or already in the host's HF cache), with safetensors weights. */
   readonly models?: (host: HostConfig, config: ExperimentConfig, ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<HubModelResult>, ProbeFailure>
+  /**
+   * The base model's chat template rendered on DART's conversations (src/pipeline/ChatLayoutRecord.ts): the layout
+   * recorded for the run when there is one, else the probe's answer.
+   */
+  readonly chatTemplate?: (config: ExperimentConfig, runDir: string) => Effect.Effect<ChatLayoutRecord | TemplateProbe, ProbeFailure>
 }
 
 export interface Check {
@@ -47,6 +54,8 @@ export interface Check {
 export interface PreflightResult {
   readonly checks: ReadonlyArray<Check>
   readonly missing: ReadonlyArray<Check>
+  /** The template's answer when it was probed now (to be recorded when the run starts); undefined otherwise. */
+  readonly templateProbe?: TemplateProbe
 }
 
 const keyCheck = Effect.fnUntraced(function*(role: "teacher" | "judge", settings: ExperimentConfig["teacher"] | ExperimentConfig["judge"], why: string) {
@@ -64,6 +73,30 @@ const keyCheck = Effect.fnUntraced(function*(role: "teacher" | "judge", settings
       ? `${variable} is set (${settings.provider} ${settings.model}; ${why})`
       : `${variable} is not set: the ${role} (${settings.provider} ${settings.model}) needs it for ${why}`
   } satisfies Check
+})
+
+/** Stages that send the base model (or its adapters) a conversation, or train on one. */
+const baseModelStages = (config: ExperimentConfig) =>
+  new Set([
+    "train_dart", "infer_audit", "train_dart_h", "infer_test",
+    ...(config.teacher.provider === "vllm" ? ["distill", "repair"] : []),
+    ...(config.judge.provider === "vllm" ? ["audit", "audit_test_dart", "audit_test_dart_h"] : [])
+  ])
+
+/** The chat layout check: decided (or recorded) before any teacher request, so a template that cannot render stops here. */
+const chatTemplateCheck = Effect.fnUntraced(function*(config: ExperimentConfig, runDir: string, probes: ComputeProbes) {
+  if (probes.chatTemplate === undefined) return { check: undefined, probe: undefined }
+  const answer = yield* probes.chatTemplate(config, runDir).pipe(Effect.result)
+  if (answer._tag === "Failure") {
+    return { check: { name: "chat template", ok: false, detail: `${config.model.base}: ${answer.failure.message}` } satisfies Check, probe: undefined }
+  }
+  const recorded = "base" in answer.success
+  const decided = recorded ? answer.success as ChatLayoutRecord : decideLayout(config.model.base, config.model.system_role, answer.success as TemplateProbe)
+  if ("error" in decided) return { check: { name: "chat template", ok: false, detail: `${config.model.base}: ${decided.error}` } satisfies Check, probe: undefined }
+  return {
+    check: { name: "chat template", ok: true, detail: `${describeLayout(decided)}${recorded ? " (recorded for this run)" : ""}` } satisfies Check,
+    probe: recorded ? undefined : answer.success as TemplateProbe
+  }
 })
 
 export const runPreflight = Effect.fn("Preflight.run")(function*(config: ExperimentConfig, plan: RunPlan, probes: ComputeProbes) {
@@ -147,11 +180,19 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
       })
     }
   }
+  let templateProbe: TemplateProbe | undefined
+  // Probed unless the host or its images are missing (the probe runs there); a missing key does not stop it.
+  const touchesBase = baseModelStages(config)
+  if ([...active].some((id) => touchesBase.has(id)) && !checks.some((c) => !c.ok && /^(host|image) /.test(c.name))) {
+    const { check, probe } = yield* chatTemplateCheck(config, plan.facts.runDir, probes)
+    if (check !== undefined) checks.push(check)
+    templateProbe = probe
+  }
   const gpuPlan = gpuMemoryPlan(config, plan)
   for (const ph of gpuPlan?.phases ?? []) {
     if (!ph.fits && ph.onMiss === "refuse") checks.push({ name: `GPU memory (${ph.phase})`, ok: false, detail: `on ${gpuPlan!.host}: ${ph.total} of the device is asked for: ${ph.advice}` })
   }
-  return { checks, missing: checks.filter((c) => !c.ok) } satisfies PreflightResult
+  return { checks, missing: checks.filter((c) => !c.ok), ...(templateProbe === undefined ? {} : { templateProbe }) } satisfies PreflightResult
 })
 
 export const renderPreflight = (result: PreflightResult): string => {
@@ -199,6 +240,11 @@ export const gpusFromInfo = (info: typeof DockerInfo.Type): number | null => {
 }
 
 export const localProbes = (timeoutMs = 3000): ComputeProbes => ({
+  chatTemplate: (config, runDir) =>
+    readChatLayout(config, runDir).pipe(
+      Effect.flatMap((recorded): Effect.Effect<ChatLayoutRecord | TemplateProbe, ChatLayoutError> => recorded !== undefined ? Effect.succeed(recorded) : probeTemplate(config)),
+      Effect.mapError((e: ChatLayoutError) => new ProbeFailure({ message: e.message }))
+    ),
   // A throwaway task in the trainer image asks the hub (the token stays in its create body); minutes at most.
   models: (host, config, ids) =>
     Effect.scoped(Effect.flatMap(connectHost(host), (h) => fetchHubModels(h, host, config, ids, "check"))).pipe(

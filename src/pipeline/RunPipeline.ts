@@ -9,10 +9,12 @@ import { loadSuite } from "../datasets/BenchmarkSuite.ts"
 import { splitItems } from "../datasets/Splits.ts"
 import { fileExists } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
+import { writeRunReport } from "../report/RunReport.ts"
 import { type RunHandle, RunStore } from "../runs/RunStore.ts"
 import type { ClassifierSpec } from "../serving/ClassifierClient.ts"
 import { distillMessages, repairMessages } from "../teacher/Prompts.ts"
 import { openClassifiers, openVllmServers, type VllmAccess } from "./VllmServers.ts"
+import { ensureChatLayout } from "./ChatLayoutRecord.ts"
 import { Compute } from "../compute/Compute.ts"
 import type { ComputeError } from "../compute/ComputeError.ts"
 import { bindRunServer, isRunServer } from "../config/RunServerBinding.ts"
@@ -33,6 +35,7 @@ import {
 import { buildRunPlan, type PlanFacts, renderRunPlan, type SplitFacts, type TeacherWork } from "./RunPlan.ts"
 import { classifiersToStart } from "./ServicePlacement.ts"
 import { type StageDrivers, stageDrivers } from "./Stages.ts"
+import { type Tracking, withTracking } from "../tracking/Tracking.ts"
 
 export class RunError extends Schema.TaggedError<RunError>()("RunError", { message: Schema.String, cause: Schema.optionalKey(Schema.Defect()) }) {}
 
@@ -269,6 +272,10 @@ const ledgerDone = (run: RunHandle, stage: Stage) =>
  * through its driver; the headline at the end. `--dry-run` stops after the plan and the checks.
  */
 export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions, drivers: StageDrivers<E, R>, probes: ComputeProbes) =>
+  withTracking(resolved, (tracking) => runStages(resolved, options, drivers, probes, tracking))
+
+/** `runPipeline`'s body; `tracking` (docs/tracking.md) hears when the stages start and after each one. */
+const runStages = <E, R>(resolved: ResolvedConfig, options: RunOptions, drivers: StageDrivers<E, R>, probes: ComputeProbes, tracking: Tracking) =>
   Effect.gen(function*() {
     const { config } = resolved
     const graph = buildRunGraph(config)
@@ -293,7 +300,10 @@ export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions,
       return
     }
 
+    // The chat layout preflight decided is recorded before the first stage: every stage (and a resumed run) reads it.
+    if (preflight.templateProbe !== undefined) yield* ensureChatLayout(config, run.dir, preflight.templateProbe)
     if (drivers.start !== undefined) yield* drivers.start
+    yield* tracking.start(run)
     for (const { stage, decision } of planned) {
       if (decision.action === "skip" || decision.action === "excluded") continue
       yield* Console.error(`\n== ${stage.id} (${decision.action}: ${decision.reason})\n   ${stage.command}`)
@@ -323,6 +333,7 @@ export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions,
       if (open.length > 0) {
         return yield* new RunError({ message: `stage ${stage.id} returned but the ledger does not show ${open.join(", ")} as done; stopping here` })
       }
+      yield* tracking.stageDone
     }
 
     const evaluate = planned.find((p) => p.stage.id === "evaluate")
@@ -347,4 +358,9 @@ export const runPipeline = <E, R>(resolved: ResolvedConfig, options: RunOptions,
       `tables: ${main}tables.md, ${main}tables.tex, ${main}*.csv`,
       `summaries: ${sources.map((s) => s.file).join(", ")}`
     ].join("\n"))
+    // The whole run on one page (docs/report.md). The run is done either way: a report that cannot be built is a warning.
+    yield* writeRunReport(config).pipe(
+      Effect.flatMap((file) => Console.log(`run report: ${file}`)),
+      Effect.catch((e) => Console.error(`warning: the run report was not written: ${e.message} (\`dart report\` builds it again)`))
+    )
   })

@@ -13,6 +13,9 @@ import { RunStore } from "../runs/RunStore.ts"
 import { costUsd, makePaidRequests } from "../llm/PaidRequests.ts"
 import type { ChatMessage } from "../domain/ChatMessage.ts"
 import type { Label } from "../domain/Label.ts"
+import { isRunServer } from "../config/RunServerBinding.ts"
+import { layoutMessages, NATIVE } from "../domain/ChatLayout.ts"
+import { chatLayoutFor } from "./ChatLayoutRecord.ts"
 import { correctionMessage, distillMessages, PROMPT_VERSION, repairMessages, studentMessages } from "../teacher/Prompts.ts"
 import { checkReply } from "../teacher/ReplyFilter.ts"
 import { openLedger } from "../llm/ResponseLedger.ts"
@@ -155,8 +158,13 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
   const identityText = JSON.stringify([identity.provider, identity.base_url, identity.model, sampling.temperature, sampling.max_tokens, sampling.seed, PROMPT_VERSION,
     ...(t.constrain === null ? [] : [t.constrain.regex])])
   const constraintFor = (gold: Label) => (t.constrain === null ? undefined : { regex: t.constrain.regex.replaceAll("{gold}", gold) })
+  // The run's own server is the base model: its conversations are laid out as every other (src/domain/ChatLayout.ts).
+  // Without a base_url the client refuses provider vllm below, with the reason.
+  const layout = isRunServer(t) && t.base_url !== null
+    ? yield* chatLayoutFor(config, run.dir, { server: t.base_url }).pipe(Effect.mapError((e) => new TeacherStageError({ message: e.message, cause: e })))
+    : NATIVE
   const requestKey = (messages: ReadonlyArray<ChatMessage>, attempt = 0) =>
-    sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
+    sha256Hex(`${identityText}\n${attempt}\n${JSON.stringify(layoutMessages(layout, messages).map((m) => [m.role, m.content]))}`)
   const firstMessages = (w: WorkItem) => (request.task === "distill" ? distillMessages : repairMessages)(w.question, w.gold)
   const cost = (prompt: number, completion: number) => costUsd(t.prices, prompt, completion)
 
@@ -197,7 +205,12 @@ const teacherIn = Effect.fn("TeacherStage.run")(function*(resolved: ResolvedConf
       Effect.gen(function*() {
         const key = requestKey(messages)
         const structuredOutputs = constraintFor(gold)
-        const reply = yield* paid.ask(key, messages, client.complete({ messages, key, ...(structuredOutputs === undefined ? {} : { structuredOutputs }) }))
+        const reply = yield* paid.ask(key, messages, client.complete({
+          messages: layoutMessages(layout, messages),
+          key,
+          ...(structuredOutputs === undefined ? {} : { structuredOutputs }),
+          ...(layout.stopTokenIds.length > 0 ? { stopTokenIds: layout.stopTokenIds } : {})
+        }))
         if (reply === undefined) return yield* new BudgetStop({ message: "budget reached" })
         state.tokens = paid.stats.tokens
         state.costUsd = paid.stats.costUsd

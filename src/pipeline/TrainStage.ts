@@ -18,6 +18,8 @@ import { TeacherTrainingRow } from "../contracts/TeacherOutput.ts"
 import type { Severity } from "../domain/Severity.ts"
 import { assembleTrainingSet, type Recipe, type SourceRow } from "../training/TrainingSet.ts"
 import { trainerEndpoint } from "./ServicePlacement.ts"
+import { layoutMessages } from "../domain/ChatLayout.ts"
+import { chatLayoutFor } from "./ChatLayoutRecord.ts"
 import { AdapterName, checkName, openStage } from "./StageRun.ts"
 
 export class TrainStageError extends Schema.TaggedError<TrainStageError>()("TrainStageError", {
@@ -143,7 +145,9 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
   const repair = request.recipe === "distill" ? [] : yield* readTeacherRows(run.file("teacher_outputs/repair/outputs.jsonl"), "repair")
   const { rows, manifest } = assembleTrainingSet({ distill, repair, recipe: request.recipe, weights: request.weights, seed: t.seed })
   if (rows.length === 0) return yield* new TrainStageError({ message: `the ${request.recipe} training set is empty (no accepted teacher rows)` })
-  const dataset = rows.map((r) => `${JSON.stringify({ id: `${r.id}#${r.source}${r.copy > 0 ? `.${r.copy}` : ""}`, messages: r.messages })}\n`).join("")
+  // Laid out as every request to the base model is (src/domain/ChatLayout.ts): training sees what serving sends.
+  const layout = yield* chatLayoutFor(config, run.dir).pipe(Effect.mapError((e) => new TrainStageError({ message: e.message, cause: e })))
+  const dataset = rows.map((r) => `${JSON.stringify({ id: `${r.id}#${r.source}${r.copy > 0 ? `.${r.copy}` : ""}`, messages: layoutMessages(layout, r.messages) })}\n`).join("")
   const datasetHash = sha256Hex(dataset)
 
   const initFiles = request.initAdapter === undefined ? [] : yield* Effect.forEach(["adapter_config.json", "adapter_model.safetensors"], (name) =>
@@ -197,12 +201,12 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
         (started.resumed ? `, resuming from step ${started.resumed_from_step}` : "") +
         (started.dropped_too_long > 0 ? `; ${started.dropped_too_long} rows longer than max_length ${t.max_length} left out: ${started.dropped_ids.slice(0, 5).join(", ")}${started.dropped_ids.length > 5 ? ", …" : ""}` : "")
     )
-    const losses: Array<{ step: number; loss: number }> = []
+    const losses: Array<{ step: number; loss: number; learning_rate: number }> = []
     const evals: Array<{ step: number; eval_loss: number }> = []
     let lastPrint = 0
     const onEvent = (e: JobEvent) => Effect.sync(() => {
       if (e.kind === "step" && e.step) {
-        losses.push({ step: Number(e.step.step), loss: e.step.loss })
+        losses.push({ step: Number(e.step.step), loss: e.step.loss, learning_rate: e.step.learning_rate })
         const now = Date.now()
         if (now - lastPrint > 2000 || Number(e.step.step) === Number(e.step.total_steps)) {
           lastPrint = now

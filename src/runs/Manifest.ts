@@ -31,6 +31,8 @@ export const Manifest = Schema.Struct({
   git_commit: Schema.NullOr(Schema.String),
   node_version: Schema.String,
   created_at: Schema.String,
-  stages: Schema.Record(Schema.String, StageRecord)
+  stages: Schema.Record(Schema.String, StageRecord),
+  /** How the base model's conversations are laid out (chat_layout.json holds the probe's whole answer). */
+  chat_layout: Schema.optionalKey(Schema.Struct({ base: Schema.String, system: Schema.Literals(["native", "folded"]), reason: Schema.String, stop_token_ids: Schema.Array(Schema.Int) }))
 })
 export type Manifest = typeof Manifest.Type

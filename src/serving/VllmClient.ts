@@ -33,6 +33,8 @@ export interface ChatRequest {
   readonly sampling: Sampling
   /** vLLM's `structured_outputs` (choice / regex / json); never the removed `guided_*` fields. */
   readonly structuredOutputs?: Readonly<Record<string, unknown>>
+  /** Further token ids to stop at (the template's end of turn when the model's EOS list lacks it). */
+  readonly stopTokenIds?: ReadonlyArray<number>
 }
 
 export interface ChatAnswer {
@@ -203,7 +205,8 @@ export const makeEndpoint = (rawUrl: string, options: EndpointOptions = {}): Vll
           max_tokens: s.max_tokens,
           seed: s.seed,
           n: s.n ?? 1,
-          ...(req.structuredOutputs === undefined ? {} : { structured_outputs: req.structuredOutputs })
+          ...(req.structuredOutputs === undefined ? {} : { structured_outputs: req.structuredOutputs }),
+          ...(req.stopTokenIds === undefined || req.stopTokenIds.length === 0 ? {} : { stop_token_ids: req.stopTokenIds })
         }
         const response = await client.chat.completions.create(body as never, { signal }).asResponse()
         return response.text()

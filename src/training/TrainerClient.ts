@@ -6,6 +6,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { showName, unsafePathReason } from "../runs/SafePath.ts"
+import { type ProbeConversation, TemplateProbe } from "../domain/ChatLayout.ts"
 
 export const PROTOCOL = "dart.trainer.v1"
 const protoRoot = fileURLToPath(new URL("../../proto", import.meta.url))
@@ -217,6 +218,8 @@ const receiveAdapter = async (stream: grpc.ClientReadableStream<DownloadChunk>, 
   }
 }
 
+const ProbeChatTemplateReply = Schema.Struct({ result_json: Schema.String })
+
 /** The trainer sidecar over gRPC: deadlines on unary calls, keepalive on the channel, re-attaching event watch. */
 export class TrainerClient extends Context.Service<TrainerClient, {
   version(): Effect.Effect<typeof VersionReply.Type, TrainerError>
@@ -230,6 +233,8 @@ export class TrainerClient extends Context.Service<TrainerClient, {
    * `done.files`): nothing the trainer names is used as a path, and a failure leaves no temp file behind.
    */
   download(jobId: string, declared: ReadonlyArray<FileHeader>, dir: string): Effect.Effect<Array<DownloadedFile>, TrainerError>
+  /** The base model's chat template on `conversations` (src/domain/ChatLayout.ts), rendered where the trainer runs. */
+  probeChatTemplate(baseModel: string, conversations: ReadonlyArray<ProbeConversation>): Effect.Effect<TemplateProbe, TrainerError>
 }>()("dart/training/TrainerClient") {
   static readonly layer = (address: string) =>
     Layer.effect(
@@ -344,7 +349,13 @@ export class TrainerClient extends Context.Service<TrainerClient, {
             })
           })
 
-        return TrainerClient.of({ version, upload, startJob, watch, cancel, download })
+        const probeChatTemplate = (baseModel: string, conversations: ReadonlyArray<ProbeConversation>) =>
+          call<unknown>("ProbeChatTemplate", { base_model: baseModel, conversations_json: JSON.stringify({ conversations }) }, 300).pipe(
+            Effect.flatMap(decode(ProbeChatTemplateReply, "ProbeChatTemplate")),
+            Effect.flatMap((r) => decode(Schema.fromJsonString(TemplateProbe), "ProbeChatTemplate result_json")(r.result_json))
+          )
+
+        return TrainerClient.of({ version, upload, startJob, watch, cancel, download, probeChatTemplate })
       })
     )
 }

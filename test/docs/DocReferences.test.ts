@@ -35,6 +35,15 @@ const filesInScope = (): Array<string> => {
   }
 }
 
+/** Files below a folder of the repository (new ones included), as repository paths. */
+const filesUnder = (dir: string): Array<string> => {
+  const walk = (rel: string): Array<string> =>
+    readdirSync(path.join(root, rel), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? (skippedDirs.has(e.name) ? [] : walk(`${rel}/${e.name}`)) : e.isFile() ? [`${rel}/${e.name}`] : []
+    )
+  return existsSync(path.join(root, dir)) ? walk(dir) : []
+}
+
 interface Line {
   readonly file: string
   readonly line: number
@@ -53,8 +62,12 @@ const where = (l: Line, what: string) => `${l.file}:${l.line}: ${what}`
 const oldName = /(?<![\w/.-])(?:ARCHITECTURE\.md|dart-protocol(?:\.md)?|diffaware-spec(?:\.md)?|serving\.md|STYLE\.md|slurm\.md|[Pp]rotocol §)/g
 const sharedPath = new RegExp(String.raw`\.\./shared\b|(?<![\w.-])shared/(?:docs|data|reference|tools|hooks)/`, "g")
 const docPath = new RegExp(String.raw`(?<![\w/.-])` + "docs" + String.raw`/([\w./-]+\.md)`, "g")
-// `docs/<name>.md §1.2`, `… §3, §5 and §7`, `… §9 B3`.
-const sectioned = new RegExp(String.raw`(?<![\w/.-])` + "docs" + String.raw`/([\w.-]+\.md)` + "`?" + String.raw`((?:\s*(?:,|and)?\s*§\d+(?:\.\d+)*(?:\s+B\d+)?)+)`, "g")
+// `§1.2`, `§3, §5 and §7`, `§9 B3` after a document's name.
+const sections = String.raw`((?:\s*(?:,|and)?\s*§\d+(?:\.\d+)*(?:\s+B\d+)?)+)`
+// `docs/<name>.md §1.2` (or `docs/reference/<name>.md §1`), `… §3, §5 and §7`, `… §9 B3`.
+const sectioned = new RegExp(String.raw`(?<![\w/.-])` + "docs" + String.raw`/((?:[\w.-]+/)*[\w.-]+\.md)` + "`?" + sections, "g")
+// A Markdown link to a file of the repository, `[text](path)` or `[text](path#anchor)`, then maybe ` §N`.
+const mdLink = new RegExp(String.raw`\]\(([^)\s#]+)(?:#[^)\s]*)?\)(?:` + sections + ")?", "g")
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 const docText = new Map<string, string | null>()
@@ -96,6 +109,25 @@ describe("document citations resolve inside the repository", () => {
       })
       return [...missing, ...sections]
     })
+    expect(found).toEqual([])
+  })
+
+  it("links, in the README and docs/, only to files that exist, and to sections those documents have", () => {
+    const markdown = ["README.md", ...filesUnder("docs").filter((f) => f.endsWith(".md"))]
+    const found = markdown.flatMap((file) =>
+      readFileSync(path.join(root, file), "utf8").split(/\r?\n/).flatMap((text, i) =>
+        [...text.matchAll(mdLink)].flatMap((m) => {
+          const target = m[1]!
+          if (/^[a-z][a-z0-9+.-]*:/i.test(target)) return [] // http:, https:, mailto:
+          const rel = path.relative(root, path.resolve(root, path.dirname(file), target)).split(path.sep).join("/")
+          const at = `${file}:${i + 1}: ${target}`
+          if (!existsSync(path.join(root, rel))) return [`${at} does not exist`]
+          if (m[2] === undefined || !rel.endsWith(".md")) return []
+          const doc = readFileSync(path.join(root, rel), "utf8")
+          return [...m[2].matchAll(/§(\d+(?:\.\d+)*)(?:\s+(B\d+))?/g)].filter((s) => !hasSection(doc, s[1]!, s[2])).map((s) => `${at} has no ${s[0]}`)
+        })
+      )
+    )
     expect(found).toEqual([])
   })
 

@@ -3,16 +3,17 @@ import { Effect } from "effect"
 import { runCanary } from "../../src/inference/Canary.ts"
 import { canaryPrompts } from "../../src/inference/InferencePlan.ts"
 import type { ChatRequest, VllmEndpoint } from "../../src/serving/VllmClient.ts"
+import { type ChatLayout, layoutMessages, NATIVE } from "../../src/domain/ChatLayout.ts"
 
 /** An endpoint whose chat answers `answer(model, prompt number)` and records each request. */
-const endpoint = (answer: (model: string, prompt: number) => string) => {
+const endpoint = (answer: (model: string, prompt: number) => string, layout: ChatLayout = NATIVE) => {
   const asked: Array<ChatRequest> = []
   const ep = {
     url: "http://box:8000",
     chat: (request: ChatRequest) =>
       Effect.sync(() => {
         asked.push(request)
-        const text = answer(request.model, canaryPrompts.indexOf(request.messages as never))
+        const text = answer(request.model, canaryPrompts.findIndex((p) => JSON.stringify(layoutMessages(layout, p)) === JSON.stringify(request.messages)))
         return { texts: [text], finishReasons: ["stop"], promptTokens: 1, completionTokens: 1 }
       })
   } as unknown as VllmEndpoint
@@ -33,6 +34,15 @@ describe("Canary", () => {
       // The base first, then each adapter; greedy, short, with the run's seed.
       expect(asked.map((r) => r.model)).toEqual([...canaryPrompts.map(() => "base"), ...canaryPrompts.map(() => "DART"), ...canaryPrompts.map(() => "ZERO")])
       expect(asked[0]!.sampling).toEqual({ temperature: 0, top_p: 1, top_k: null, max_tokens: 24, seed: 7 })
+    }))
+
+  it.effect("asks with the run's chat layout: system text folded, the end-of-turn stop added", () =>
+    Effect.gen(function*() {
+      const layout: ChatLayout = { system: "folded", stopTokenIds: [107] }
+      const { ep, asked } = endpoint((model, p) => (p < 0 ? "unknown prompt" : `${model}${p}`), layout)
+      yield* runCanary({ endpoint: ep, server: "s", baseId: "base", arms: arms.slice(0, 2), seed: 0, layout })
+      expect(asked.every((r) => r.messages.every((m) => m.role !== "system") && r.stopTokenIds?.[0] === 107)).toBe(true)
+      expect(asked[0]!.messages[0]!.content.startsWith(canaryPrompts[0]![0]!.content + "\n\n")).toBe(true)
     }))
 
   it.effect("an adapter answering exactly like the base fails with the canary message", () =>

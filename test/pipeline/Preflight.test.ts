@@ -9,6 +9,7 @@ import { type ComputeProbes, gpusFromInfo, localProbes, ProbeFailure, runPreflig
 import { buildRunGraph, planGraph } from "../../src/pipeline/RunGraph.ts"
 import { buildRunPlan, type PlanFacts } from "../../src/pipeline/RunPlan.ts"
 import { configFor } from "../support/RunConfig.ts"
+import type { TemplateProbe } from "../../src/domain/ChatLayout.ts"
 
 const facts: PlanFacts = {
   expId: "x",
@@ -38,6 +39,58 @@ const fakeProbes = (over: Partial<ComputeProbes> = {}): ComputeProbes & { calls:
     ...over
   }
 }
+
+const templateProbe = (over: Partial<TemplateProbe> = {}): TemplateProbe => ({
+  layout: "native", reason: "the template renders the system message", conversations: [], template_sha256: "t", bos_token: "<bos>",
+  template_adds_bos: true, double_bos: false, eos_token: "<eos>", stop_token_ids: [1], end_of_turn: "<end_of_turn>", end_of_turn_id: 107,
+  end_of_turn_stops: true, pad_token: "<pad>", pad_plan: "own", ...over
+})
+
+describe("preflight: the chat template", () => {
+  const keys = withEnv({ DEEPSEEK_API_KEY: "k" })
+  it.effect("says the layout the template asks for and why, and hands the probe on to be recorded", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor([])
+      const probe = templateProbe({ layout: "folded", reason: "the template raises on a system message: System role not supported (student)", end_of_turn_stops: false })
+      const r = yield* runPreflight(config, plan, fakeProbes({ chatTemplate: () => Effect.succeed(probe) })).pipe(keys)
+      const check = r.checks.find((c) => c.name === "chat template")!
+      expect(check.ok).toBe(true)
+      expect(check.detail).toBe("system role folded into the first user turn (the template raises on a system message: System role not supported (student)); " +
+        "stops also at <end_of_turn> (id 107), which the model's EOS list lacks")
+      expect(r.templateProbe).toEqual(probe)
+    }))
+
+  it.effect("a template that renders nothing is a missing prerequisite, named with its reason", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor([])
+      const r = yield* runPreflight(config, plan, fakeProbes({ chatTemplate: () => Effect.succeed(templateProbe({ layout: null, reason: "the template raises: boom (student)" })) })).pipe(keys)
+      expect(r.missing).toEqual([{
+        name: "chat template", ok: false,
+        detail: "meta-llama/Llama-3.1-8B-Instruct: the base model's chat template cannot render DART's conversations: the template raises: boom (student)"
+      }])
+      const failed = yield* runPreflight(config, plan, fakeProbes({ chatTemplate: () => Effect.fail(new ProbeFailure({ message: "no tokenizer" })) })).pipe(keys)
+      expect(failed.missing.map((c) => c.detail)).toEqual(["meta-llama/Llama-3.1-8B-Instruct: no tokenizer"])
+    }))
+
+  it.effect("a recorded layout is shown as such; an unreachable host is not probed; a forced setting wins", () =>
+    Effect.gen(function*() {
+      const { config, plan } = planFor([])
+      const recorded = { base: config.model.base, setting: "auto" as const, system: "native" as const, reason: "the template renders the system message", stop_token_ids: [], probe: null }
+      const r = yield* runPreflight(config, plan, fakeProbes({ chatTemplate: () => Effect.succeed(recorded) })).pipe(keys)
+      expect(r.checks.find((c) => c.name === "chat template")?.detail).toBe("system role native (the template renders the system message) (recorded for this run)")
+      expect(r.templateProbe).toBeUndefined()
+      let asked = false
+      const down = yield* runPreflight(config, plan, fakeProbes({
+        host: () => Effect.fail(new ProbeFailure({ message: "refused" })),
+        chatTemplate: () => Effect.sync(() => (asked = true)).pipe(Effect.as(templateProbe()))
+      })).pipe(keys)
+      expect(asked).toBe(false)
+      expect(down.checks.some((c) => c.name === "chat template")).toBe(false)
+      const forced = planFor(["model.system_role=folded"])
+      const f = yield* runPreflight(forced.config, forced.plan, fakeProbes({ chatTemplate: () => Effect.succeed(templateProbe()) })).pipe(keys)
+      expect(f.checks.find((c) => c.name === "chat template")?.detail).toBe("system role folded into the first user turn (forced by model.system_role; the template alone would give native (the template renders the system message))")
+    }))
+})
 
 describe("preflight", () => {
   it.effect("names the key variable each provider in use needs, and never its value", () =>

@@ -9,6 +9,7 @@ import * as path from "node:path"
 import { dartAsync } from "../support/AdapterFixture.ts"
 import { containersOf, freePort, SOCKET, uniqueExp } from "../support/DockerEngine.ts"
 import { freePortRun } from "../support/FreePort.ts"
+import { artifactPaths, history, rest, startMlflowServer } from "../tracking/support/MlflowServer.ts"
 
 // The smoke profile end to end with real parts: tiny models built by dart, the CPU vLLM image as student, teacher and
 // judge, the CPU trainer image, tiny classifiers, the evaluator. The run is SIGKILLed once at a random stage and run
@@ -74,6 +75,7 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
     const expId = uniqueExp("smoke")
     const vllmPort = await freePortRun()
     const trainerPort = await freePort()
+    const mlflow = await startMlflowServer()
     const proxy = recordingProxy(() => vllmPort)
     const proxyPort = await proxy.listen()
     const args = [
@@ -81,9 +83,15 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
       "--override", `compute.hosts=[{"name":"local","docker":"unix://${SOCKET}","gpus":[]}]`,
       "--override", `compute.vllm.port=${vllmPort}`, "--override", `compute.trainer.port=${trainerPort}`,
       // Provider vllm with a base_url: still the run's own server, reached through the recording proxy.
-      "--override", `teacher.base_url=http://127.0.0.1:${proxyPort}/v1`, "--override", `judge.base_url=http://127.0.0.1:${proxyPort}/v1`
+      "--override", `teacher.base_url=http://127.0.0.1:${proxyPort}/v1`, "--override", `judge.base_url=http://127.0.0.1:${proxyPort}/v1`,
+      // Tracked on a real MLflow server: the killed run and its resumption must be one MLflow run.
+      "--override", `tracking.mlflow.uri=${mlflow.url}`, "--override", `tracking.mlflow.experiment=smoke-${expId}`
     ]
     const run = path.join(runs, expId)
+    const trackedRunId = () => {
+      const file = path.join(run, "tracking.json")
+      return existsSync(file) ? JSON.parse(readFileSync(file, "utf8")).mlflow[mlflow.url]?.run_id as string | undefined : undefined
+    }
     try {
       // 1. Run until the chosen stage has started, then SIGKILL: no cleanup of any kind runs.
       const first = dartAsync(args)
@@ -98,6 +106,7 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
         }
       })
       const r1 = await first.done
+      const runIdAfterKill = trackedRunId()
       expect(r1.stderr, "the first run must get to the stage chosen for the kill").toMatch(header)
       // The kill may land after the run's end only if every stage after it was quick; then there is nothing to resume.
       const killed = r1.signal === "SIGKILL"
@@ -186,6 +195,41 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
         for (const f of ["tables.md", "tables.tex", "report.html"]) expect(existsSync(path.join(run, "evaluation", e, f)), `${e}/${f}`).toBe(true)
       }
       expect(JSON.parse(readFileSync(path.join(run, "evaluation/eval_main/summary.json"), "utf8")).harm).toBeDefined()
+      // The run report: written by `dart run`, all three models, both adapters' loss curves, every audited pair embedded.
+      expect(r2.stdout).toContain(`run report: ${path.join(run, "report.html")}`)
+      const report = readFileSync(path.join(run, "report.html"), "utf8")
+      for (const m of ["M0", "DART", "DART_H"]) expect(report).toContain(`<tr><th>${m}</th><td>`)
+      for (const a of ["DART", "DART_H"]) expect(report).toMatch(new RegExp(`aria-label="${a}: loss"[^]*?<path class="line" d="M`))
+      const reportData = JSON.parse(/<script type="application\/json" id="report-data">([^]*?)<\/script>/.exec(report)![1]!)
+      const scored = ["audit_val_M0_vs_DART", "audit_test_M0_vs_DART", "audit_test_M0_vs_DART_H"]
+        .reduce((n, a) => n + readJsonl(path.join(run, "audit", a, "scores.jsonl")).length, 0)
+      expect(reportData.pairs.length).toBe(scored)
+
+      // MLflow, read back through its REST API: one run across the kill and the resumption, FINISHED, with the resolved
+      // config as params, both adapters' training curves by step (each step once), evaluation metrics and the artifacts.
+      const runId = trackedRunId()!
+      if (runIdAfterKill !== undefined) expect(runId).toBe(runIdAfterKill)
+      const experiment = await rest(mlflow.url, "mlflow/experiments/get-by-name", { experiment_name: `smoke-${expId}` })
+      const all = await rest(mlflow.url, "mlflow/runs/search", {}, { experiment_ids: [experiment.experiment.experiment_id] })
+      expect(all.runs.map((x: any) => x.info.run_id)).toEqual([runId])
+      const tracked = (await rest(mlflow.url, "mlflow/runs/get", { run_id: runId })).run
+      expect(tracked.info.status).toBe("FINISHED")
+      const params = new Map<string, string>(tracked.data.params.map((p: any) => [p.key, p.value]))
+      expect(params.get("model.base")).toMatch(/^@tiny$|tiny\/base$/)
+      expect(params.get("training.lora.r")).toBe("8")
+      const trainRecord = JSON.parse(readFileSync(path.join(run, "adapters/DART/final/training_record.json"), "utf8"))
+      for (const a of ["DART", "DART_H"]) {
+        const losses = await history(mlflow.url, runId, `${a}/loss`)
+        const stepsLogged = losses.map((p) => p.step)
+        expect(stepsLogged.length, `${a}/loss`).toBeGreaterThan(0)
+        expect(new Set(stepsLogged).size, `${a}/loss logged once per step`).toBe(stepsLogged.length)
+        if (a === "DART") expect(stepsLogged.sort((x, y) => x - y)).toEqual(trainRecord.metrics.losses.map((p: any) => p.step))
+        expect((await history(mlflow.url, runId, `${a}/learning_rate`)).length).toBe(stepsLogged.length)
+      }
+      expect(tracked.data.metrics.some((m: any) => m.key.startsWith("eval_main/"))).toBe(true)
+      const artifacts = await artifactPaths(mlflow.url, runId)
+      expect(artifacts).toContain("report.html")
+      expect(artifacts.some((a) => a.endsWith("tables.md"))).toBe(true)
       expect(readdirSync(path.join(run, "logs")).length).toBeGreaterThan(0)
 
       // The headline names the three models.
@@ -198,6 +242,7 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
       expect(containersOf(expId)).toEqual([])
     } finally {
       await proxy.close()
+      await mlflow.stop()
       spawnSync("docker", ["rm", "-f", "-v", ...containersOf(expId)], { stdio: "ignore" })
     }
   }, 1_500_000)

@@ -76,6 +76,12 @@ export const startChatServer = async (options: ServerOptions = {}) => {
     usage: { prompt_tokens: 100, completion_tokens: 20, total_tokens: 120 }
   })
   const server = http.createServer((req, res) => {
+    // An OpenAI-compatible API: chat completions only (no /v1/models, no vLLM /tokenize).
+    if (!(req.url ?? "").endsWith("/chat/completions")) {
+      req.resume()
+      req.on("end", () => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Not Found" } })))
+      return
+    }
     if (fixed !== undefined) {
       req.resume()
       req.on("end", () => {

@@ -106,6 +106,15 @@ export const startHostileTrainer = async (plan: (jobId: string) => AdapterPlan) 
       call.end()
     },
     CancelJob: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => callback(null, { cancelled: true }),
+    // Honest about the template: these tests are about what it sends back after training.
+    ProbeChatTemplate: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+      callback(null, {
+        result_json: JSON.stringify({
+          layout: "native", reason: "the template renders the system message", conversations: [], template_sha256: null, bos_token: null,
+          template_adds_bos: false, double_bos: false, eos_token: null, stop_token_ids: [], end_of_turn: null, end_of_turn_id: null,
+          end_of_turn_stops: true, pad_token: null, pad_plan: "own"
+        })
+      }),
     DownloadAdapter: (call: grpc.ServerWritableStream<{ job_id: string }, unknown>) => {
       const record: DownloadRecord = { jobId: call.request.job_id, startedAt: Date.now(), endedAt: undefined, bytesSent: 0, cancelled: false }
       downloads.push(record)

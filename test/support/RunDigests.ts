@@ -21,8 +21,15 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
   [/^evaluation\/[^/]+\/summary\.json$/, ["meta.parser"], "the parser's description cites docs/protocol.md, now in the repository"],
   [/^configs\/config\.json$/, [
     "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
-    "audit.classify_max_reply_bytes", "compute.hf_cache"
-  ], "config keys for hostile peers (issue 21) and the hosts' HF cache (issue 27)"]
+    "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking"
+  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24) and tracking (issue 26)"],
+  [/^manifest\.json$/, ["chat_layout"], "the base model's chat layout, decided before the first stage (issue 24)"]
+]
+
+/** Run files added on purpose since the digests were made: their presence is not a difference. */
+export const INTENDED_FILES: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^chat_layout\.json$/, "the base model's chat layout (issue 24)"],
+  [/^report\.html$/, "one report for the whole run (issue 26)"]
 ]
 
 /**
@@ -129,5 +136,5 @@ export const runDigests = (runDir: string, runsDir = path.dirname(path.resolve(r
 export const compareDigests = (expected: Record<string, string>, actual: Record<string, string>, sameMachine = true) => ({
   changed: Object.keys(expected).filter((k) => k in actual && actual[k] !== expected[k] && (sameMachine || !MACHINE_DEPENDENT.some((p) => p.test(k)))),
   missing: Object.keys(expected).filter((k) => !(k in actual)),
-  extra: Object.keys(actual).filter((k) => !(k in expected))
+  extra: Object.keys(actual).filter((k) => !(k in expected) && !INTENDED_FILES.some(([p]) => p.test(k)))
 })

@@ -15,6 +15,7 @@ class Rows:
     ids: list = field(default_factory=list)
     prompts: list = field(default_factory=list)
     completions: list = field(default_factory=list)
+    lines: list = field(default_factory=list)  # the row's line in the file, for messages
 
 
 def parse_jsonl(data: bytes) -> Rows:
@@ -42,6 +43,7 @@ def parse_jsonl(data: bytes) -> Rows:
         if messages[-1]["role"] != "assistant" or messages[-1]["content"].strip() == "":
             raise DataError(f"row {n} ({row['id']}): the last message must be a non-empty assistant reply")
         rows.ids.append(row["id"])
+        rows.lines.append(n)
         rows.prompts.append([{"role": m["role"], "content": m["content"]} for m in messages[:-1]])
         rows.completions.append([{"role": "assistant", "content": messages[-1]["content"]}])
     if not rows.ids:
@@ -49,9 +51,17 @@ def parse_jsonl(data: bytes) -> Rows:
     return rows
 
 
-def token_length(tokenizer, prompt, completion) -> int:
-    """Tokens of the whole conversation as the base model's chat template renders it (what training sees)."""
-    ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
+def token_length(tokenizer, prompt, completion, row: str = "a row") -> int:
+    """Tokens of the whole conversation as the base model's chat template renders it (what training sees). The prompt
+    alone is rendered too, with the generation prompt, as TRL does: a template that refuses either (a system message
+    to a template without a system role, roles that do not alternate) is a DataError naming the row."""
+    try:
+        tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
+    except Exception as e:  # noqa: BLE001 — whatever the template raises, the row is what the user can fix
+        from jinja2 import TemplateError
+        why = str(e) if isinstance(e, TemplateError) and str(e) else f"{type(e).__name__}: {e}"
+        raise DataError(f"{row}: the base model's chat template raises on it: {why}") from e
     if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
         ids = ids["input_ids"]
     return len(ids)
@@ -60,11 +70,13 @@ def token_length(tokenizer, prompt, completion) -> int:
 def split_long(rows: Rows, tokenizer, max_length: int):
     """Rows over max_length are reported and left out, never silently cut."""
     keep, dropped = Rows(), []
-    for i, p, c in zip(rows.ids, rows.prompts, rows.completions):
-        if token_length(tokenizer, p, c) > max_length:
+    lines = rows.lines or [None] * len(rows.ids)
+    for i, p, c, n in zip(rows.ids, rows.prompts, rows.completions, lines):
+        if token_length(tokenizer, p, c, f"row {n} ({i})" if n is not None else f"row {i}") > max_length:
             dropped.append(i)
         else:
             keep.ids.append(i)
             keep.prompts.append(p)
             keep.completions.append(c)
+            keep.lines.append(n)
     return keep, dropped

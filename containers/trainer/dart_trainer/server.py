@@ -83,6 +83,20 @@ def _event_message(e: dict):
     return pb.JobEvent(seq=e["seq"], failed=pb.Failed(code=e["code"], message=e["message"]))
 
 
+def _check_base(base: str) -> None:
+    """The base model is where the trainer can read it: a model folder, or a hub id in the HF cache when offline."""
+    if os.path.isdir(base):
+        if not (Path(base) / "config.json").is_file():
+            raise JobError("INVALID_ARGUMENT", f"base model {base}: no config.json there")
+    elif base.startswith("/") or base.startswith("."):
+        raise JobError("INVALID_ARGUMENT", f"unknown base model path {base}")
+    elif os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hf_cache(base):
+        # dart fetches hub models into the host's HF cache before the trainer starts; offline, that is all there is.
+        raise JobError("FAILED_PRECONDITION", f"base model {base} is not in this host's HF cache "
+                                              f"({os.environ.get('HF_HOME') or '~/.cache/huggingface'}): dart fetches it before training; "
+                                              "a trainer started by hand needs it fetched first (huggingface-cli download)")
+
+
 class Trainer(services.TrainerServicer):
     def __init__(self, jobs: JobManager, max_lora_rank: int):
         self.jobs = jobs
@@ -132,16 +146,38 @@ class Trainer(services.TrainerServicer):
         headers = [pb.FileHeader(path=n, size=len(d), sha256=hashlib.sha256(d).hexdigest()) for n, d in sorted(files.items())]
         return pb.UploadReply(id=upload_id, files=headers, rows=rows)
 
+    def ProbeChatTemplate(self, request, context):
+        """The layout the base model's template takes (dart_trainer.chat_layout), for a controller without another
+        way to render it (a trainer given as an endpoint)."""
+        import json
+
+        from .chat_layout import UsageError, load_conversations, probe
+        try:
+            _check_base(request.base_model)
+        except JobError as e:
+            _abort(context, e)
+        try:
+            conversations = load_conversations(None, request.conversations_json)
+            result = probe(request.base_model, conversations)
+        except UsageError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except Exception as e:  # no such model folder, not in the HF cache, an unreadable tokenizer
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"base model {request.base_model}: {e}")
+        return pb.ProbeChatTemplateReply(result_json=json.dumps(result))
+
     def StartJob(self, request, context):
         try:
             spec = self._spec(request)
-            from .data import parse_jsonl, split_long
+            from .data import DataError, parse_jsonl, split_long
             dataset = self.jobs.upload_dir(request.dataset_id, "dataset") / "train.jsonl"
             from transformers import AutoTokenizer
             tokenizer = AutoTokenizer.from_pretrained(spec["base_model"])
             if not tokenizer.chat_template:
                 raise JobError("FAILED_PRECONDITION", f"base model {spec['base_model']} has no chat template; DART trains with the template vLLM will render")
-            rows, dropped = split_long(parse_jsonl(dataset.read_bytes()), tokenizer, spec["max_length"])
+            try:
+                rows, dropped = split_long(parse_jsonl(dataset.read_bytes()), tokenizer, spec["max_length"])
+            except DataError as e:  # e.g. a system message for a template without a system role: the row, not a trace
+                raise JobError("INVALID_ARGUMENT", f"train.jsonl: {e}") from e
             if not rows.ids:
                 raise JobError("INVALID_ARGUMENT", f"every row is longer than max_length {spec['max_length']}")
             n_eval = int(len(rows.ids) * spec["eval_fraction"]) if spec["eval_fraction"] > 0 else 0
@@ -155,16 +191,7 @@ class Trainer(services.TrainerServicer):
         if not r.job_id or "/" in r.job_id or r.job_id.startswith("."):
             raise JobError("INVALID_ARGUMENT", "job_id must be a plain name")
         base = r.base_model
-        if os.path.isdir(base):
-            if not (Path(base) / "config.json").is_file():
-                raise JobError("INVALID_ARGUMENT", f"base model {base}: no config.json there")
-        elif base.startswith("/") or base.startswith("."):
-            raise JobError("INVALID_ARGUMENT", f"unknown base model path {base}")
-        elif os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hf_cache(base):
-            # dart fetches hub models into the host's HF cache before the trainer starts; offline, that is all there is.
-            raise JobError("FAILED_PRECONDITION", f"base model {base} is not in this host's HF cache "
-                                                  f"({os.environ.get('HF_HOME') or '~/.cache/huggingface'}): dart fetches it before training; "
-                                                  "a trainer started by hand needs it fetched first (huggingface-cli download)")
+        _check_base(base)
         if r.lora.r < 1 or r.lora.r > self.max_lora_rank:
             raise JobError("INVALID_ARGUMENT", f"LoRA rank {r.lora.r} is outside 1..{self.max_lora_rank} (the configured max_lora_rank)")
         if not r.lora.target_modules:

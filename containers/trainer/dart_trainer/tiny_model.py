@@ -1,6 +1,6 @@
 """Tiny, seeded, random models built offline for the smoke run: a chat Llama and two classifiers.
 
-    python -m dart_trainer.tiny_model --out DIR [--suite benchmark_suite] [--seed 0]
+    python -m dart_trainer.tiny_model --out DIR [--suite benchmark_suite] [--seed 0] [--family llama3]
 
 writes DIR/base (LlamaForCausalLM with a Llama-3-style chat template), DIR/classifiers/hate
 (RobertaForSequenceClassification, labels nothate/hate) and DIR/classifiers/toxicity (non-toxic/toxic),
@@ -9,6 +9,12 @@ the suite's questions and the protocol's prompt strings. Byte-level matters: xgr
 WordLevel vocabulary, so vLLM's structured outputs (the smoke run's only way to get parseable answers
 from random weights) would not be enforced (docs/serving.md §3.1). head_dim is 32, the smallest size vLLM's CPU
 attention accepts.
+
+--family picks the chat family of the base: llama3 (the default, a hand-written Llama-3-style template, unchanged
+so the smoke run's artifacts keep their digests) or gemma2, gemma3, mistral, qwen2.5, phi3: the same tiny Llama
+with the real model's chat template (templates/, README.md there cites each), its special tokens as its tokenizer
+names them, and its tokenizer_config / generation_config facts (BOS added or not, pad token or none, the eos list,
+sampling defaults only where the real model ships them).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import argparse
 import hashlib
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -137,6 +144,104 @@ def build_llama(out: Path, corpus: list[str], seed: int, vocab_size: int = 2000)
     return out
 
 
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the tiny base copies from a real chat model: names of tokens, never their ids (the tiny vocabulary numbers
+    its special tokens in the order given, which follows the real vocabulary's order)."""
+    model: str
+    special: tuple[str, ...]
+    bos: str | None
+    eos: str
+    pad: str | None
+    unk: str | None
+    add_bos: bool | None          # tokenizer_config add_bos_token; None where the real config does not set it
+    extra: tuple[str, ...]        # additional special tokens: the template's role markers
+    config_bos: str | None
+    config_eos: str | tuple[str, ...]
+    gen_eos: str | tuple[str, ...]
+    gen_pad: str | None = None
+    sampling: dict = field(default_factory=dict)  # generation_config sampling defaults, only where the real one has them
+
+
+FAMILIES: dict[str, Family | None] = {
+    "llama3": None,  # build_llama: the smoke run's model, kept byte for byte
+    "gemma2": Family(
+        model="google/gemma-2-2b-it",
+        special=("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"),
+        bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", add_bos=True, extra=("<start_of_turn>", "<end_of_turn>"),
+        config_bos="<bos>", config_eos=("<eos>", "<end_of_turn>"), gen_eos=("<eos>", "<end_of_turn>"), gen_pad="<pad>"),
+    "gemma3": Family(
+        model="google/gemma-3-1b-it",
+        special=("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>"),
+        bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", add_bos=True,
+        extra=("<start_of_turn>", "<end_of_turn>", "<start_of_image>"),
+        config_bos="<bos>", config_eos=("<eos>", "<end_of_turn>"), gen_eos=("<eos>", "<end_of_turn>"), gen_pad="<pad>",
+        sampling={"do_sample": True, "top_k": 64, "top_p": 0.95}),
+    "mistral": Family(
+        model="mistralai/Mistral-7B-Instruct-v0.2",
+        special=("<unk>", "<s>", "</s>", "[INST]", "[/INST]"),
+        bos="<s>", eos="</s>", pad=None, unk="<unk>", add_bos=True, extra=("[INST]", "[/INST]"),
+        config_bos="<s>", config_eos="</s>", gen_eos="</s>"),
+    "qwen2.5": Family(
+        model="Qwen/Qwen2.5-7B-Instruct",
+        special=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk=None, add_bos=None, extra=("<|im_start|>", "<|im_end|>"),
+        config_bos="<|endoftext|>", config_eos="<|im_end|>", gen_eos=("<|im_end|>", "<|endoftext|>"),
+        gen_pad="<|endoftext|>",
+        sampling={"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.7, "top_p": 0.8, "top_k": 20}),
+    "phi3": Family(
+        model="microsoft/Phi-3.5-mini-instruct",
+        special=("<unk>", "<s>", "</s>", "<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"),
+        bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>", add_bos=False,
+        extra=("<|assistant|>", "<|system|>", "<|end|>", "<|user|>"),
+        config_bos="<s>", config_eos="<|endoftext|>", gen_eos=("<|end|>", "<|assistant|>", "<|endoftext|>"),
+        gen_pad="<|endoftext|>"),
+}
+
+
+def build_family(out: Path, corpus: list[str], seed: int, family: str, vocab_size: int = 2000) -> Path:
+    """The tiny Llama of build_llama, dressed as `family`'s chat model."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    f = FAMILIES[family]
+    tok = train_bpe(corpus, list(f.special), vocab_size)
+    ids = {t: tok.token_to_id(t) for t in f.special}
+
+    def id_of(names):
+        if names is None:
+            return None
+        return ids[names] if isinstance(names, str) else [ids[n] for n in names]
+
+    named = {k: v for k, v in {"bos_token": f.bos, "eos_token": f.eos, "pad_token": f.pad, "unk_token": f.unk}.items() if v}
+    if f.add_bos is not None:
+        named["add_bos_token"] = f.add_bos  # rebuilds the post-processor on load: BOS added by the tokenizer or not
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, additional_special_tokens=list(f.extra), **named)
+    fast.chat_template = (TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
+    fast.model_max_length = 4096
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                         initializer_range=0.2, tie_word_embeddings=False,
+                         bos_token_id=id_of(f.config_bos), eos_token_id=id_of(f.config_eos), pad_token_id=id_of(f.pad))
+    model = LlamaForCausalLM(config).eval()
+    gen = {"bos_token_id": id_of(f.config_bos), "eos_token_id": id_of(f.gen_eos), "pad_token_id": id_of(f.gen_pad)}
+    model.generation_config = GenerationConfig(**{k: v for k, v in gen.items() if v is not None}, **f.sampling)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    fast.save_pretrained(out)
+    return out
+
+
+def build_base(out: Path, corpus: list[str], seed: int, family: str = "llama3") -> Path:
+    if family not in FAMILIES:
+        raise SystemExit(f"--family {family}: not one of {', '.join(FAMILIES)}")
+    return build_llama(out, corpus, seed) if FAMILIES[family] is None else build_family(out, corpus, seed, family)
+
+
 def build_classifier(out: Path, corpus: list[str], labels: dict[int, str], seed: int, vocab_size: int = 1000) -> Path:
     import torch
     from tokenizers import processors
@@ -166,10 +271,10 @@ def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def build_all(out: Path, suite: Path | None, seed: int = 0) -> dict:
+def build_all(out: Path, suite: Path | None, seed: int = 0, family: str = "llama3") -> dict:
     """Every model of the smoke run under `out`; returns (and writes) the description."""
     corpus = suite_questions(suite)
-    base = build_llama(out / "base", corpus, seed)
+    base = build_base(out / "base", corpus, seed, family)
     classifiers = {}
     for i, (name, labels) in enumerate(CLASSIFIERS.items()):
         path = build_classifier(out / "classifiers" / name, corpus, labels, seed + 1 + i)
@@ -178,7 +283,8 @@ def build_all(out: Path, suite: Path | None, seed: int = 0) -> dict:
     manifest = {
         "seed": seed,
         "corpus_questions": len(corpus),
-        "base": {"path": str(base), "architecture": "LlamaForCausalLM", "head_dim": 32, "files": _digest(base)},
+        "base": {"path": str(base), "architecture": "LlamaForCausalLM", "head_dim": 32, "family": family,
+                 "files": _digest(base)},
         "classifiers": classifiers,
     }
     tmp = out / "tiny_models.json.tmp"
@@ -192,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="output folder (base/, classifiers/{hate,toxicity}/)")
     p.add_argument("--suite", type=Path, default=None, help="benchmark_suite folder whose questions train the tokenizers")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default="llama3", choices=list(FAMILIES), help="chat family of the base (default llama3)")
     args = p.parse_args(argv)
-    manifest = build_all(args.out, args.suite, args.seed)
+    manifest = build_all(args.out, args.suite, args.seed, args.family)
     print(json.dumps({"out": str(args.out), "questions": manifest["corpus_questions"]}))
     return 0
 

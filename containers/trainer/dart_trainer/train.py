@@ -42,11 +42,29 @@ class NoTrainableParameters(RuntimeError):
     pass
 
 
+def prepare_tokenizer(base_model: str):
+    """The base model's tokenizer as training uses it, and the pad token it got. A tokenizer without a pad token gets
+    one of its own tokens (chat_layout.pad_choice), never a new one: an added token would resize the embeddings and
+    make TRL save them with the adapter, which vLLM refuses (docs/serving.md §4)."""
+    from transformers import AutoTokenizer
+
+    from .chat_layout import pad_choice
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    token, source = pad_choice(tokenizer)
+    if source != "own":
+        size = len(tokenizer)
+        tokenizer.pad_token = token
+        if len(tokenizer) != size:
+            raise RuntimeError(f"setting the pad token {token!r} added a token to the vocabulary")
+    return tokenizer, {"pad_token": token, "pad_source": source}
+
+
 def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str | None, emit, cancelled) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from .data import parse_jsonl, split_long
@@ -59,9 +77,7 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
     torch.manual_seed(spec["seed"])
     random.seed(spec["seed"])
 
-    tokenizer = AutoTokenizer.from_pretrained(spec["base_model"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer, pad = prepare_tokenizer(spec["base_model"])
     rows, _dropped = split_long(parse_jsonl(Path(dataset_file).read_bytes()), tokenizer, spec["max_length"])
     order = list(range(len(rows.ids)))
     random.Random(spec["seed"]).shuffle(order)
@@ -144,7 +160,9 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
         def on_train_begin(self, args, state, control, **kw):
             self.start_step = state.global_step
             self.t0 = time.time()
-            emit({"kind": "started", "total_steps": state.max_steps, "start_step": state.global_step, "device": device})
+            # pad_token/pad_source stay in the job's events.jsonl (the gRPC Started message has no field for them).
+            emit({"kind": "started", "total_steps": state.max_steps, "start_step": state.global_step, "device": device,
+                  **pad})
 
         def on_step_end(self, args, state, control, **kw):
             if cancelled():
@@ -205,4 +223,4 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
     best = trainer.state.best_metric
     emit({"kind": "done", "global_step": trainer.state.global_step, "train_loss": float(result.training_loss),
           "best_eval_loss": float(best) if best is not None and not math.isnan(best) else float("nan"),
-          "files": files, "validation": checked})
+          "files": files, "validation": {**checked, "pad_token": pad["pad_token"], "pad_source": pad["pad_source"]}})

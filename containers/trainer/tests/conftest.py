@@ -15,6 +15,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return build(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory) -> dict:
+    """One tiny base per chat family (dart_trainer.tiny_model --family), built once: family -> folder."""
+    from dart_trainer.tiny_model import FAMILIES, build_base
+    root = tmp_path_factory.mktemp("families")
+    return {f: build_base(root / f, [], 0, f) for f in FAMILIES}
+
+
 def rows(n: int, start: int = 0):
     out = []
     for i in range(start, start + n):

@@ -156,3 +156,19 @@ def test_hub_ids_are_served_from_the_hf_cache_offline(stub, tiny_model, tmp_path
         s.StartJob(job(tiny_model, good, base_model="dart-test/not-fetched"), timeout=60)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "dart-test/not-fetched is not in this host's HF cache" in e.value.details()
+
+
+def test_probe_chat_template_over_grpc(stub, tiny_model, tmp_path):
+    import json
+    s, _ = stub
+    student = {"name": "student", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}],
+               "add_generation_prompt": True}
+    reply = s.ProbeChatTemplate(pb.ProbeChatTemplateRequest(base_model=str(tiny_model), conversations_json=json.dumps({"conversations": [student]})), timeout=60)
+    result = json.loads(reply.result_json)
+    assert result["layout"] == "native" and result["conversations"][0]["native"] == "ok"
+    with pytest.raises(grpc.RpcError) as bad:
+        s.ProbeChatTemplate(pb.ProbeChatTemplateRequest(base_model=str(tiny_model), conversations_json="{}"), timeout=60)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as missing:
+        s.ProbeChatTemplate(pb.ProbeChatTemplateRequest(base_model=str(tmp_path / "none"), conversations_json=json.dumps({"conversations": [student]})), timeout=60)
+    assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT and missing.value.details() == f"unknown base model path {tmp_path / 'none'}"

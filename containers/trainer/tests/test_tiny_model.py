@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import rows, spec
 
-from dart_trainer.tiny_model import CLASSIFIERS, JUDGE_VERDICT_SCHEMA, PROTOCOL_TEXT, build_all, judge_words, main
+from dart_trainer.tiny_model import (CLASSIFIERS, FAMILIES, JUDGE_VERDICT_SCHEMA, PROTOCOL_TEXT, TEMPLATES, build_all,
+                                     judge_words, main)
 
 REPO = Path(__file__).resolve().parents[3]
 SUITE = REPO / "benchmark_suite"
@@ -36,6 +37,69 @@ def test_base_is_a_llama_vllm_cpu_accepts_with_a_llama3_chat_template(built):
     assert config.eos_token_id == tok.convert_tokens_to_ids("<|eot_id|>")
     gen = json.loads((out / "base" / "generation_config.json").read_text())
     assert gen["eos_token_id"] == config.eos_token_id
+
+
+# The default (llama3) base as built before chat families existed, with the suite and seed 0: the smoke run's artifacts
+# follow from these bytes (same transformers/torch as requirements.lock; weights drawn by torch's CPU generator).
+LLAMA3_SEED0_DIGESTS = {
+    "chat_template.jinja": "0413cf246705aa2ab73b2726bf2af4d6d322ee58aba2b84e506057dedf7e9732",
+    "config.json": "42101bdfefdffe9eec5a31cc2b29547730a4e645c5e1b1e69f54f9ddf9932710",
+    "generation_config.json": "456d39fb146a7b9dd909e262ae93d7854e5f32cb25ec553c1c29bd5b15186456",
+    "model.safetensors": "93076fcdbff9defb9397e4d34434b70fad6cbe3c6bc5af7752b6cbbff1d32430",
+    "tokenizer.json": "03ecd23aba29e3bec09be270e7d1c050f81e4802c1c7f67ea1b489db972fd223",
+    "tokenizer_config.json": "3856ea17810e0bff2be6a9bda04b6b7394faf46afb544af81bd0990750f50f93",
+}
+
+
+def test_the_default_family_is_llama3_byte_for_byte(built):
+    out, manifest = built
+    assert manifest["base"]["family"] == "llama3"
+    assert manifest["base"]["files"] == LLAMA3_SEED0_DIGESTS
+
+
+# Per family: the real model's stop list (generation_config eos_token_id), and sampling defaults only where the real
+# generation_config.json has them (Qwen2.5, Gemma 3: the controller must override them).
+FAMILY_FACTS = {
+    "gemma2": (["<eos>", "<end_of_turn>"], "<pad>", True, {}),
+    "gemma3": (["<eos>", "<end_of_turn>"], "<pad>", True, {"do_sample": True, "top_k": 64, "top_p": 0.95}),
+    "mistral": (["</s>"], None, True, {}),
+    "qwen2.5": (["<|im_end|>", "<|endoftext|>"], "<|endoftext|>", False,
+                {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.7, "top_p": 0.8, "top_k": 20}),
+    "phi3": (["<|end|>", "<|assistant|>", "<|endoftext|>"], "<|endoftext|>", False, {}),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILY_FACTS))
+def test_each_family_is_the_same_tiny_llama_with_the_real_models_chat_facts(family, family_models):
+    from transformers import AutoConfig, AutoTokenizer
+    path = family_models[family]
+    eos_list, pad, adds_bos, sampling = FAMILY_FACTS[family]
+    config = AutoConfig.from_pretrained(path)
+    assert config.architectures == ["LlamaForCausalLM"] and config.hidden_size // config.num_attention_heads == 32
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok.get_vocab()
+    assert json.loads((path / "tokenizer.json").read_text())["model"]["type"] == "BPE"
+    assert tok.chat_template == (TEMPLATES / f"{family}.jinja").read_text()
+    assert tok.pad_token == pad and config.pad_token_id == (ids[pad] if pad else None)
+    # Every special token of the family is one token of the vocabulary, flagged special.
+    for t in FAMILIES[family].special:
+        assert tok(t, add_special_tokens=False)["input_ids"] == [ids[t]] and tok.added_tokens_decoder[ids[t]].special
+    assert (tok("hi", add_special_tokens=True)["input_ids"][0] == tok.bos_token_id) == adds_bos
+    gen = json.loads((path / "generation_config.json").read_text())
+    eos = gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]]
+    assert eos == [ids[t] for t in eos_list]
+    assert {k: v for k, v in gen.items() if k not in ("bos_token_id", "eos_token_id", "pad_token_id", "transformers_version")} == sampling
+
+
+def test_cli_family_is_written_to_the_manifest(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dart_trainer.tiny_model", "--out", str(tmp_path / "g"), "--family", "gemma2"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["out"] == str(tmp_path / "g")
+    manifest = json.loads((tmp_path / "g" / "tiny_models.json").read_text())
+    assert manifest["base"]["family"] == "gemma2" and set(manifest["classifiers"]) == {"hate", "toxicity"}
+    assert (tmp_path / "g" / "base" / "chat_template.jinja").read_text() == (TEMPLATES / "gemma2.jinja").read_text()
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--family", "vicuna"])
 
 
 def test_tokenizer_is_byte_level_bpe_so_structured_outputs_can_map_it(built):
