@@ -77,3 +77,7 @@ process.stdout.write(audit.stdout)
 // 7. adapter download (issue 21): a whole `dart train` bringing home a 1 GiB adapter from a loopback stand-in trainer; peak RSS < 200 MB.
 const adapterDownload = spawnSync(process.execPath, ["bench/adapterDownload.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
 process.stdout.write(adapterDownload.stdout)
+
+// 8. dispatch over 1, 2, 4 and 8 stand-in vLLM replicas (fleet issue): rate_N >= 0.9 x N x rate_1, side by side.
+const dispatchReplicas = spawnSync(process.execPath, ["bench/dispatchReplicas.ts"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+process.stdout.write(dispatchReplicas.stdout)

@@ -117,4 +117,25 @@ describe("the import graph of src/", () => {
       .flatMap(([m, deps]) => deps.filter((d) => !d.startsWith("src/domain/")).map((d) => `${m} imports ${d}`))
     expect(offending).toEqual([])
   })
+
+  it("keeps the engine behind the compute port: no stage, plan, preflight or client reaches src/compute/Docker* (directly or through another module)", () => {
+    const reach = (from: string) => {
+      const seen = new Set<string>([from])
+      const queue = [from]
+      for (let i = 0; i < queue.length; i++) {
+        for (const d of graph.get(queue[i]!) ?? []) {
+          if (seen.has(d)) continue
+          seen.add(d)
+          queue.push(d)
+        }
+      }
+      return seen
+    }
+    const engineNeutral = [...graph.keys()].filter((m) => /^src\/(pipeline|inference|training|serving|audit|teacher|evaluation|report|runs|tracking)\//.test(m) || m === "src/compute/Compute.ts" || m === "src/compute/Placement.ts")
+    expect(engineNeutral.length).toBeGreaterThan(40)
+    const offending = engineNeutral.flatMap((m) => [...reach(m)].filter((d) => /^src\/compute\/Docker/.test(d)).map((d) => `${m} reaches ${d}`))
+    expect(offending).toEqual([])
+    // The check itself: the adapter layer does reach the Docker modules.
+    expect([...reach("src/compute/ComputeLayer.ts")].some((d) => d.startsWith("src/compute/Docker"))).toBe(true)
+  })
 })

@@ -5,6 +5,7 @@ import { severities } from "../domain/Severity.ts"
 import { AuditError } from "../pipeline/AuditStage.ts"
 import * as path from "node:path"
 import { auditStage } from "../pipeline/Stages.ts"
+import { withCompute } from "./WithCompute.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const delta = (name: string, what: string) => Flag.Finite(name).pipe(Flag.withDescription(`override audit.${name.replace("-", "_")} (${what})`), Flag.optional)
@@ -52,13 +53,13 @@ export const auditCommand = Command.make("audit", {
     }
     const runDir = path.join(c.run.runs_dir, c.run.exp_id)
     // The configured /classify endpoints, or classifier containers started for this command and removed after it.
-    yield* auditStage({ ...resolved, config: { ...c, audit, judge } }, {
+    yield* withCompute(c, auditStage({ ...resolved, config: { ...c, audit, judge } }, {
       pairedInput: args.pairedInput,
       aName: args.aName,
       bName: args.bName,
       runName: args.runName,
       judgeMode: audit.llm_judge.enabled ? audit.llm_judge.mode : null
-    }, runDir)
+    }, runDir))
   })).pipe(
     Command.withDescription(
       "Step 5: harm-drift audit of B against A. Toxicity and hate classifiers (vLLM /classify) score both outputs on the full output and " +

@@ -2,12 +2,14 @@ import { Console, Duration, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as path from "node:path"
 import { Compute } from "../compute/Compute.ts"
+import { computeLayer } from "../compute/ComputeLayer.ts"
+import { describeDevices } from "../compute/Placement.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { RunningService, ServiceStatus } from "../compute/ServiceSpec.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const layerFor = (config: ExperimentConfig, keep: boolean, timeoutS: number | undefined) =>
-  Compute.layer(config, { runDir: path.join(config.run.runs_dir, config.run.exp_id), keep, ...(timeoutS === undefined ? {} : { healthTimeout: Duration.seconds(timeoutS) }) })
+  computeLayer(config, { runDir: path.join(config.run.runs_dir, config.run.exp_id), keep, ...(timeoutS === undefined ? {} : { healthTimeout: Duration.seconds(timeoutS) }) })
 
 const describe = (s: RunningService) => `${s.spec.name} ${s.endpoint} (host ${s.host}, container ${s.id.slice(0, 12)}${s.reused ? ", reused" : ""})`
 
@@ -20,10 +22,10 @@ const upCommand = Command.make("up", {
     const { config } = yield* loadRunConfig
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
-      const started = args.service === "vllm" ? [yield* compute.vllm()] : args.service === "trainer" ? [yield* compute.trainer()] : yield* compute.classifiers()
+      const started = args.service === "vllm" ? yield* compute.vllm() : args.service === "trainer" ? [yield* compute.trainer()] : yield* compute.classifiers()
       for (const s of started) yield* Console.log(describe(s))
       if (!args.attach) {
-        if (compute.hosts.some((h) => h.address.kind === "ssh")) {
+        if (config.compute.hosts.some((h) => h.docker.startsWith("ssh://"))) {
           yield* Console.error("note: endpoints on ssh:// hosts are tunnels that close with this command; use --attach to keep them, or let the stages open their own")
         }
         return
@@ -54,23 +56,27 @@ const statusCommand = Command.make("status", {
       const compute = yield* Compute
       const removed = yield* compute.removeOrphans()
       for (const r of removed) yield* Console.error(`removed ${r}: its dart process is gone`)
+      const placement = yield* compute.placement()
       const rows: Array<ServiceStatus & { uptime: string; adapters: string }> = []
       for (const s of yield* compute.status()) {
         let adapters = "-"
-        if (s.role === "vllm" && s.health === "healthy") {
-          const host = compute.hosts.find((h) => h.name === s.host)!
-          const reach = yield* host.reach(config.compute.vllm.port)
-          adapters = yield* adaptersOf(`http://${reach.host}:${reach.port}`)
+        const port = placement.vllm.find((a) => a.name === s.name && a.host === s.host)?.port
+        if (s.role === "vllm" && s.health === "healthy" && port !== undefined) {
+          adapters = yield* adaptersOf(`http://${yield* compute.reach(s.host, port)}`)
         }
         rows.push({ ...s, uptime: s.state === "running" ? uptime(s.startedAt) : "-", adapters })
       }
-      if (args.json) return yield* Console.log(JSON.stringify({ exp_id: config.run.exp_id, hosts: config.compute.hosts.map((h) => h.name), services: rows }, null, 2))
-      if (rows.length === 0) return yield* Console.log(`no containers of ${config.run.exp_id} on ${config.compute.hosts.map((h) => h.name).join(", ")}`)
-      for (const r of rows) {
-        yield* Console.log(`${r.host}\t${r.name}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
+      const hosts = placement.hosts.map((h) => ({ name: h.name, gpus: describeDevices(h.devices), places: h.runs, idle: h.idle }))
+      if (args.json) return yield* Console.log(JSON.stringify({ exp_id: config.run.exp_id, backend: compute.backend, hosts, services: rows }, null, 2))
+      for (const h of hosts) {
+        const mine = rows.filter((r) => r.host === h.name)
+        yield* Console.log(`${h.name} (${h.gpus}): ${mine.length} service(s) of ${config.run.exp_id}${h.idle === null ? `; places ${h.places.join(", ")}` : `; ${h.idle}`}`)
+        for (const r of mine) {
+          yield* Console.log(`  ${r.name}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
+        }
       }
     }).pipe(Effect.provide(layerFor(config, true, undefined))))
-  })).pipe(Command.withDescription("Per host: the experiment's containers, state, health, GPU or CPU, uptime and loaded adapters; removes containers whose dart process is gone."))
+  })).pipe(Command.withDescription("Every host of compute.hosts with its GPUs and what the placement puts there, then its services of the experiment: state, health, devices, uptime, loaded adapters; removes services whose dart process is gone."))
 
 const downCommand = Command.make("down", {}, () =>
   Effect.gen(function*() {
@@ -80,7 +86,7 @@ const downCommand = Command.make("down", {}, () =>
       const removed = yield* compute.down()
       yield* Console.log(removed.length === 0 ? `no containers of ${config.run.exp_id}` : `removed ${removed.join(", ")}`)
     }).pipe(Effect.provide(layerFor(config, true, undefined))))
-  })).pipe(Command.withDescription("Stop and remove every container of the experiment on compute.hosts."))
+  })).pipe(Command.withDescription("Stop and remove every service of the experiment on every host of compute.hosts."))
 
 export const computeCommand = Command.make("compute").pipe(
   Command.withDescription("Manage the experiment's vLLM, classifier and trainer containers on the Docker hosts of compute.hosts by hand."),

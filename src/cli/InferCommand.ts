@@ -4,6 +4,7 @@ import { type Arm, parseModels } from "../inference/InferencePlan.ts"
 import { InferStageError } from "../pipeline/InferStage.ts"
 import * as path from "node:path"
 import { inferStage } from "../pipeline/Stages.ts"
+import { withCompute } from "./WithCompute.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const opt = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
@@ -58,7 +59,7 @@ export const inferCommand = Command.make("infer", {
     const policy = opt(args.policy) ?? (args.task === "mc" ? "sys0" : resolved.config.inference.policy)
     const runDir = path.join(resolved.config.run.runs_dir, resolved.config.run.exp_id)
     // The configured endpoints, or a vLLM container started for this command and removed after it.
-    yield* inferStage(resolved, {
+    yield* withCompute(resolved.config, inferStage(resolved, {
         runName: args.runName,
         arms,
         task: args.task,
@@ -67,10 +68,10 @@ export const inferCommand = Command.make("infer", {
         limit,
         benchmarks: opt(args.benchmarks)?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
         constrained: args.constrained || resolved.config.inference.constrained
-      }, runDir)
+      }, runDir))
   })).pipe(
     Command.withDescription(
-      "Steps 4 and 8: inference on vLLM (compute.vllm.endpoint / endpoints, or else a vLLM container on compute.hosts[0]) with LoRA adapters loaded at run time: paired, " +
+      "Steps 4 and 8: inference on vLLM (compute.vllm.endpoint / endpoints, or else vLLM replicas over compute.hosts) with LoRA adapters loaded at run time: paired, " +
         "single or several adapters beside the base in one pass; resumable per (item, model, policy, sample)."
     ),
     Command.withExamples([

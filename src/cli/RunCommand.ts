@@ -3,7 +3,9 @@ import * as path from "node:path"
 import { Command, Flag } from "effect/cli"
 import { GraphSelectionError, parseStageId, stageIds } from "../pipeline/RunGraph.ts"
 import { pipelineDrivers, runPipeline, SelectionError } from "../pipeline/RunPipeline.ts"
-import { localProbes } from "../pipeline/Preflight.ts"
+import { computeProbes } from "../pipeline/Preflight.ts"
+import { Compute } from "../compute/Compute.ts"
+import { withCompute } from "./WithCompute.ts"
 import { loadConfig } from "./Root.ts"
 
 const stage = (name: string, description: string) =>
@@ -24,8 +26,11 @@ export const runCommand = Command.make("run", {
       catch: (e) => new SelectionError({ message: e instanceof GraphSelectionError ? e.message : String(e) })
     })
     const runDir = path.join(resolved.config.run.runs_dir, resolved.config.run.exp_id)
-    yield* Effect.scoped(Effect.flatMap(pipelineDrivers(resolved, runDir), (drivers) =>
-      runPipeline(resolved, { dryRun: args.dryRun, selection }, drivers, localProbes())))
+    // One compute for the whole run: every stage, the preflight and the plan share its hosts and placement.
+    yield* withCompute(resolved.config, Effect.scoped(Effect.gen(function*() {
+      const drivers = yield* pipelineDrivers(resolved, runDir)
+      return yield* runPipeline(resolved, { dryRun: args.dryRun, selection }, drivers, computeProbes(yield* Compute))
+    })))
   })).pipe(
     Command.withDescription(
       "Steps 1-9 in order, resumable: shows the plan (stages to run or skip and why, items, teacher and judge requests with projected " +

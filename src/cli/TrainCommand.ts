@@ -3,6 +3,7 @@ import { Command, Flag } from "effect/cli"
 import { normalizeStage, TrainStageError } from "../pipeline/TrainStage.ts"
 import { parseOversample, type Recipe } from "../training/TrainingSet.ts"
 import { trainStage } from "../pipeline/Stages.ts"
+import { withCompute } from "./WithCompute.ts"
 import { loadRunConfig } from "./Root.ts"
 
 export const trainCommand = Command.make("train", {
@@ -26,14 +27,14 @@ export const trainCommand = Command.make("train", {
     })
     if (typeof weights === "string") return yield* new TrainStageError({ message: weights })
     const recipe: Recipe = Option.getOrElse(args.recipe, () => (stage === "dart" ? "distill" : "mix"))
-    yield* trainStage(resolved, {
+    yield* withCompute(resolved.config, trainStage(resolved, {
       stage,
       adapterName: args.adapterName,
       recipe,
       initAdapter: Option.getOrUndefined(args.initAdapter),
       weights,
       epochs: Option.getOrUndefined(args.epochs)
-    })
+    }))
   })).pipe(
     Command.withDescription(
       "Steps 3 and 7: LoRA/QLoRA training on the trainer sidecar (gRPC; compute.trainer.endpoint), with severity-weighted repair mixing; " +

@@ -11,7 +11,14 @@ export const DEFAULT_TRAINER_CPU_IMAGE = "dart-trainer-cpu:0.1.0"
 /** Where the HF cache sits in every container (the images' HOME is /root). */
 export const HF_CACHE_TARGET = "/root/.cache/huggingface"
 
-type Host = ExperimentConfig["compute"]["hosts"][number]
+type Host = Pick<ExperimentConfig["compute"]["hosts"][number], "gpus">
+
+/** Where the placement put one service (src/compute/Placement.ts): its name, port and devices; absent = the defaults. */
+export interface Placed {
+  readonly name?: string
+  readonly port?: number
+  readonly gpus?: ServiceSpec["gpus"]
+}
 
 const hostGpus = (host: Host): ServiceSpec["gpus"] => (host.gpus === "all" ? "all" : host.gpus.length === 0 ? null : host.gpus)
 
@@ -51,18 +58,20 @@ const httpHealth = (listen: string, port: number, startPeriodS: number) => ({
  */
 const modelArgument = (model: string, gpus: ServiceSpec["gpus"]): Array<string> => (gpus === null ? ["--model", model] : [model])
 
-export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): ServiceSpec => {
+export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>, at: Placed = {}): ServiceSpec => {
   const v = config.compute.vllm
-  const gpus = hostGpus(host)
+  const gpus = at.gpus !== undefined ? at.gpus : hostGpus(host)
+  const port = at.port ?? v.port
   const model = modelSource(config.model.base)
   return {
     role: "vllm",
-    name: "vllm",
+    name: at.name ?? "vllm",
     image: gpus === null ? (v.cpu_image ?? DEFAULT_VLLM_CPU_IMAGE) : v.image,
     cmd: [
       ...modelArgument(config.model.base, gpus),
       "--served-model-name", "base",
-      "--host", listen, "--port", String(v.port),
+      "--host", listen, "--port", String(port),
+      ...(gpus !== null && v.tensor_parallel_size > 1 ? ["--tensor-parallel-size", String(v.tensor_parallel_size)] : []),
       "--dtype", gpus === null && config.model.dtype === "float16" ? "bfloat16" : config.model.dtype,
       "--max-model-len", String(config.model.max_model_len),
       "--enable-lora",
@@ -86,10 +95,10 @@ export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, h
       ...model.env
     },
     secretEnv: secrets(hfToken),
-    port: v.port,
+    port,
     protocol: "http",
     // Cold start = download + load + graph capture: minutes.
-    health: httpHealth(listen, v.port, 1200),
+    health: httpHealth(listen, port, 1200),
     gpus,
     shmBytes: gpus === null ? 2 * 1024 ** 3 : null,
     ipcHost: gpus !== null,
@@ -103,11 +112,14 @@ export const vllmSpec = (config: ExperimentConfig, host: Host, listen: string, h
 /** `--gpu-memory-utilization` of each audit classifier server (small encoders: a few hundred MB of weights). */
 export const CLASSIFIER_GPU_FRACTION = 0.1
 
-/** One pooling-runner server per audit classifier (`POST /classify`), on consecutive ports after vLLM's. */
-export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): Array<ServiceSpec> => {
-  const base = vllmSpec(config, host, listen, hfToken)
+/**
+ * One pooling-runner server per audit classifier (`POST /classify`), on consecutive ports after vLLM's (after the
+ * last replica's: `firstPort`).
+ */
+export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>, at: { readonly gpus?: ServiceSpec["gpus"]; readonly firstPort?: number } = {}): Array<ServiceSpec> => {
+  const base = vllmSpec(config, host, listen, hfToken, at.gpus === undefined ? {} : { gpus: at.gpus })
   return config.audit.classifiers.map((c, i) => {
-    const port = config.compute.vllm.port + 1 + i
+    const port = (at.firstPort ?? config.compute.vllm.port + 1) + i
     const model = modelSource(c.model)
     return {
       ...base,
@@ -130,9 +142,9 @@ export const classifierSpecs = (config: ExperimentConfig, host: Host, listen: st
   })
 }
 
-export const trainerSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>): ServiceSpec => {
+export const trainerSpec = (config: ExperimentConfig, host: Host, listen: string, hfToken?: Redacted.Redacted<string>, at: Placed = {}): ServiceSpec => {
   const t = config.compute.trainer
-  const gpus = hostGpus(host)
+  const gpus = at.gpus !== undefined ? at.gpus : hostGpus(host)
   const model = modelSource(config.model.base)
   const target = listen.includes(":") ? `[${listen}]` : listen
   return {
@@ -153,7 +165,8 @@ export const trainerSpec = (config: ExperimentConfig, host: Host, listen: string
     },
     gpus,
     shmBytes: 1024 ** 3,
-    ipcHost: false,
+    // NCCL between a data-parallel job's ranks wants more shared memory than a container has by default.
+    ipcHost: gpus !== null && config.training.gpus > 1,
     volumes: hfCacheMount(config).volumes,
     binds: [...hfCacheMount(config).binds, ...model.binds],
     hubModels: model.hub,

@@ -433,7 +433,9 @@ export const startService = (host: DockerHost, spec: ServiceSpec, options: Start
     // `_query` / `_body`: the modem would otherwise also put the whole body (secrets included) into the URL.
     const container = yield* Effect.acquireRelease(
       attempt(host, `create ${spec.name}`, () => host.docker.createContainer({ _query: { name: containerName(options.expId, spec) }, _body: createBody(spec, labels) } as unknown as Docker.ContainerCreateOptions)),
-      (c, exit) => (options.keep && exit._tag === "Success" ? Effect.void : stopService(host, c.id, 10).pipe(Effect.ignore))
+      // A host that died meanwhile (engine gone, SSH cut) must not hold the scope open: its leftovers are swept by the
+      // next command that reaches it (removeOrphans).
+      (c, exit) => (options.keep && exit._tag === "Success" ? Effect.void : stopService(host, c.id, 10).pipe(Effect.timeout("60 seconds"), Effect.ignore))
     )
     yield* attempt(host, `start ${spec.name}`, () => container.start())
     yield* streamLogs(host, container, logFile)

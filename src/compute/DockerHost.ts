@@ -120,21 +120,36 @@ const connectSsh = (host: HostConfig, a: Extract<HostAddress, { kind: "ssh" }>) 
 /** Local TCP listener on 127.0.0.1:0 whose every connection is a direct-tcpip channel on the shared SSH connection. */
 const sshTunnel = (hostName: string, conn: SshClient, remotePort: number, count: () => void) =>
   Effect.acquireRelease(
-    Effect.callback<net.Server, ComputeError>((resume) => {
+    Effect.callback<{ server: net.Server; sockets: Set<net.Socket> }, ComputeError>((resume) => {
+      // Open connections are tracked so the release can end them: `close()` alone waits for every one, and one whose
+      // box died (SSH cut, engine gone) would hold the scope open forever.
+      const sockets = new Set<net.Socket>()
       const server = net.createServer((socket) => {
         count()
-        conn.forwardOut("127.0.0.1", 0, "127.0.0.1", remotePort, (err, channel) => {
-          if (err) return socket.destroy()
-          socket.pipe(channel).pipe(socket)
-          socket.on("error", () => channel.destroy())
-          channel.on("error", () => socket.destroy())
-        })
+        sockets.add(socket)
+        socket.on("close", () => sockets.delete(socket))
+        socket.on("error", () => socket.destroy())
+        try {
+          conn.forwardOut("127.0.0.1", 0, "127.0.0.1", remotePort, (err, channel) => {
+            if (err) return socket.destroy()
+            socket.pipe(channel).pipe(socket)
+            socket.on("error", () => channel.destroy())
+            channel.on("error", () => socket.destroy())
+          })
+        } catch {
+          // The SSH connection is gone ("Not connected", thrown rather than passed to the callback).
+          socket.destroy()
+        }
       })
       server.once("error", (e) => resume(Effect.fail(new ComputeError({ host: hostName, message: `tunnel to port ${remotePort}: ${e.message}`, cause: e }))))
-      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, sockets })))
     }),
-    (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
-  ).pipe(Effect.map((server) => ({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port })))
+    ({ server, sockets }) =>
+      Effect.callback<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        for (const s of sockets) s.destroy()
+      })
+  ).pipe(Effect.map(({ server }) => ({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port })))
 
 /** http.Agent whose sockets are channels to the remote Docker socket on one SSH connection. */
 class StreamLocalAgent extends http.Agent {
@@ -149,15 +164,20 @@ class StreamLocalAgent extends http.Agent {
   }
   override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
     this.count()
-    this.conn.openssh_forwardOutStreamLocal(this.socket, (err, stream) => {
-      if (err) return callback?.(err, undefined as unknown as Duplex)
-      // http expects a net.Socket; the channel is a Duplex with the same stream surface; these are what it calls.
-      const s = stream as unknown as net.Socket & { setKeepAlive?: unknown; setNoDelay?: unknown; setTimeout?: unknown }
-      s.setKeepAlive ??= () => s
-      s.setNoDelay ??= () => s
-      s.setTimeout ??= () => s
-      callback?.(null, s)
-    })
+    try {
+      this.conn.openssh_forwardOutStreamLocal(this.socket, (err, stream) => {
+        if (err) return callback?.(err, undefined as unknown as Duplex)
+        // http expects a net.Socket; the channel is a Duplex with the same stream surface; these are what it calls.
+        const s = stream as unknown as net.Socket & { setKeepAlive?: unknown; setNoDelay?: unknown; setTimeout?: unknown }
+        s.setKeepAlive ??= () => s
+        s.setNoDelay ??= () => s
+        s.setTimeout ??= () => s
+        callback?.(null, s)
+      })
+    } catch (e) {
+      // The SSH connection is gone: thrown ("Not connected") rather than passed to the callback.
+      callback?.(e as Error, undefined as unknown as Duplex)
+    }
     return undefined
   }
 }

@@ -1,6 +1,7 @@
 import { Effect, Option, Schema } from "effect"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { formatDuration } from "../common/Progress.ts"
+import { describeHubResult, type HubModelResult } from "./HubResult.ts"
 import { ComputeError } from "./ComputeError.ts"
 import { HF_CACHE_TARGET, hfCacheMount, trainerSpec } from "./ContainerSpecs.ts"
 import { runTask } from "./DockerBackend.ts"
@@ -37,11 +38,10 @@ const Failed = Schema.Struct({
 const FetchEvent = Schema.Union([Progress, Ok, Failed])
 const decodeEvent = Schema.decodeUnknownOption(Schema.fromJsonString(FetchEvent))
 
-export type HubModelResult =
-  | { readonly repo: string; readonly ok: true; readonly cached: boolean; readonly bytes: number | null; readonly revision: string | null }
-  | { readonly repo: string; readonly ok: false; readonly kind: typeof Failed.Type["kind"]; readonly message: string }
-
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(n < 2 ** 30 ? 2 : 1)} GiB`
+
+export type { HubModelResult } from "./HubResult.ts"
+export { describeHubResult } from "./HubResult.ts"
 
 /** The task's JSON lines, in order; other output (library logs) is ignored. */
 export const parseFetchOutput = (out: string): Array<typeof FetchEvent.Type> =>
@@ -111,12 +111,6 @@ export const runHubFetch = (
     }, [2])
     return resultsOf(ids, parseFetchOutput(out))
   })
-
-/** A result as one line for the checks and errors: what is wrong and what to do. */
-export const describeHubResult = (r: HubModelResult): string =>
-  r.ok
-    ? `${r.repo} ${r.cached ? "is in the HF cache" : "is readable"}${r.bytes === null ? "" : ` (${gib(r.bytes)})`}`
-    : r.message
 
 /** Fails with every model that could not be fetched, named with what to do. */
 export const requireFetched = (hostName: string, results: ReadonlyArray<HubModelResult>) => {

@@ -63,7 +63,10 @@ export const operationalKeys: ReadonlyArray<string> = [
     ["provider", "base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries", "max_reply_bytes", "max_retry_after_s", "prices", "budget"].map((k) => `${s}.${k}`)
   ),
   "inference.concurrency",
+  "compute.backend",
   "compute.hosts",
+  "compute.vllm.tensor_parallel_size",
+  "compute.vllm.replicas",
   "compute.vllm.endpoint",
   "compute.vllm.endpoints",
   "compute.vllm.port",

@@ -166,6 +166,11 @@ export const ExperimentConfig = Schema.Struct({
     save_steps: PositiveInt,
     gradient_checkpointing: Schema.Boolean,
     seed: Schema.Int,
+    /**
+     * Devices the trainer job runs data-parallel on (one process each, on the host with the most GPUs); on a CPU host,
+     * that many processes with the gloo backend. The global batch is per_device_batch_size × accumulation × gpus.
+     */
+    gpus: PositiveInt,
     lora: Schema.Struct({
       r: PositiveInt,
       alpha: Positive,
@@ -236,6 +241,8 @@ export const ExperimentConfig = Schema.Struct({
     refusals: Schema.Array(Schema.String)
   }),
   compute: Schema.Struct({
+    /** Which engine starts the services: Docker hosts today (docs/fleet.md); the stages never see which. */
+    backend: Schema.Literals(["docker"]),
     hosts: Schema.Array(Schema.Struct({
       name: Schema.NonEmptyString,
       /** unix:///var/run/docker.sock, ssh://user@host or tcp://host:2376 (TLS files from DOCKER_CERT_PATH). */
@@ -246,6 +253,14 @@ export const ExperimentConfig = Schema.Struct({
       cert_path: Schema.optionalKey(Schema.NonEmptyString),
       /** ssh:// only: private key file (default: the agent at SSH_AUTH_SOCK). */
       identity_file: Schema.optionalKey(Schema.NonEmptyString)
+    })).check(Schema.makeFilter((hosts) => {
+      // Names key the services, their logs and their placement: two hosts of one name would share them.
+      const seen = new Set<string>()
+      for (const h of hosts) {
+        if (seen.has(h.name)) return `host name "${h.name}" appears twice: every host needs its own name`
+        seen.add(h.name)
+      }
+      return true
     })),
     vllm: Schema.Struct({
       image: Schema.NonEmptyString,
@@ -255,6 +270,10 @@ export const ExperimentConfig = Schema.Struct({
       /** Further already-running servers (one per box); `dart infer` spreads items over all of them. */
       endpoints: Schema.Array(Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^https?:\/\/[^@/]+(\/.*)?$/.test(s) ? true : "expected an http(s) URL without credentials")))),
       port: PositiveInt,
+      /** GPUs per vLLM replica; every host runs one replica per this many of its GPUs (CPU hosts: one replica). */
+      tensor_parallel_size: PositiveInt,
+      /** At most this many replicas over the whole fleet (null: as many as the GPUs give). */
+      replicas: Schema.NullOr(PositiveInt),
       max_loras: PositiveInt,
       gpu_memory_utilization: Probability,
       /**
@@ -372,6 +391,7 @@ export const defaults: ExperimentConfigInput = {
     eval_fraction: 0.05,
     eval_steps: 200,
     save_steps: 200,
+    gpus: 1,
     gradient_checkpointing: true,
     seed: 42,
     lora: {
@@ -413,8 +433,9 @@ export const defaults: ExperimentConfigInput = {
     refusals: []
   },
   compute: {
+    backend: "docker",
     hosts: [{ name: "local", docker: "unix:///var/run/docker.sock", gpus: "all" }],
-    vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, max_loras: 2, gpu_memory_utilization: 0.9, sleep_mode: true },
+    vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, tensor_parallel_size: 1, replicas: null, max_loras: 2, gpu_memory_utilization: 0.9, sleep_mode: true },
     trainer: { image: "dart-trainer:0.1.0", endpoint: null, port: 50051 },
     classifier_endpoint: null,
     hf_cache: "dart-hf-cache"

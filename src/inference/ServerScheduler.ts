@@ -78,6 +78,8 @@ interface ServerState extends ServerHandle {
   restarts: number
   /** Permits this client holds right now, a hint for `nextConcurrency`. */
   busy: number
+  /** Never up yet and never found down: it is coming, so it counts for its share of the queue. */
+  starting: boolean
 }
 
 export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P>(options: SchedulerOptions<P>) {
@@ -88,7 +90,7 @@ export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P
   for (const [idx, url] of options.servers.entries()) {
     const s: ServerState = {
       idx, url, endpoint: options.endpoint(url), latch: yield* Latch.make(false), sem: yield* Semaphore.make(initial),
-      up: false, target: initial, minSeen: initial, maxSeen: initial, version: null, baseId: null, answered: 0, restarts: 0, busy: 0,
+      up: false, target: initial, minSeen: initial, maxSeen: initial, version: null, baseId: null, answered: 0, restarts: 0, busy: 0, starting: true,
       isUp: () => s.up,
       countAnswer: () => void s.answered++,
       markDown: (why) =>
@@ -121,6 +123,7 @@ export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P
             ready
               ? Effect.gen(function*() {
                 s.up = true
+                s.starting = false
                 yield* s.latch.open
                 if (s.restarts++ > 0) yield* Console.error(`infer: server ${s.url} is back; adapters loaded again, canary passed`)
               })
@@ -135,6 +138,7 @@ export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P
         Effect.gen(function*() {
           if (!s.up) {
             if (yield* s.endpoint.health) yield* bringUp(s)
+            else s.starting = false
             return
           }
           const m = yield* Effect.result(s.endpoint.metrics)
@@ -160,11 +164,26 @@ export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P
         }
       }).pipe(Effect.repeat(Schedule.spaced(Duration.millis(options.healthIntervalMs))))
 
-      // maxC workers per server, gated by its latch (up) and its semaphore (current concurrency target).
+      /**
+       * A server's fair part of the work left: queued and in flight, over the servers that are up or still coming.
+       * Without it the first server up takes a short queue whole (its workers start together) and the others idle.
+       */
+      const share = Effect.map(Queue.size(queue), (queued) => {
+        const expected = servers.filter((x) => x.up || x.starting).length
+        const busy = servers.reduce((n, x) => n + x.busy, 0)
+        return Math.max(1, Math.ceil((queued + busy) / Math.max(1, expected)))
+      })
+      // maxC workers per server, gated by its latch (up), its semaphore (current concurrency target) and its share.
       const worker = (s: ServerState) =>
         Effect.gen(function*() {
           yield* s.latch.await
           yield* s.sem.take(1)
+          while (s.busy >= (yield* share)) {
+            yield* s.sem.release(1)
+            yield* Effect.sleep("50 millis")
+            yield* s.latch.await
+            yield* s.sem.take(1)
+          }
           const unit = yield* Queue.take(queue)
           s.busy++
           const complete = yield* process(s, unit).pipe(Effect.ensuring(Effect.andThen(Effect.sync(() => void s.busy--), s.sem.release(1))))

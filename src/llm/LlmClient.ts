@@ -79,6 +79,8 @@ const seconds = (ms: number) => String(Number((ms / 1000).toFixed(3)))
 /** Errors that mean the endpoint could not be reached at all (as opposed to a dropped or slow reply). */
 const connectCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"])
 const connectFailed = Symbol("connectFailed")
+/** How long a replica that could not be reached is left out while others answer. */
+const REPLICA_DOWN_MS = 30_000
 
 /** This many requests in a row failing to connect, with no reply in between, stop the stage. */
 export const CONNECT_FAILURES_TO_STOP = 4
@@ -132,7 +134,11 @@ export class LlmClient extends Context.Service<LlmClient, {
   complete(request: CompletionRequest): Effect.Effect<Completion, LlmError>
   concurrency(): number
 }>()("dart/llm/LlmClient") {
-  static readonly layer = (settings: LlmSettings & { readonly api_key_env: string | null }) =>
+  /**
+   * `replicas`: further base URLs serving the same model (the run's own vLLM replicas over a fleet): each request goes
+   * to the one with the fewest in flight; one that cannot be reached is left out for 30 s while another answers.
+   */
+  static readonly layer = (settings: LlmSettings & { readonly api_key_env: string | null }, options: { readonly replicas?: ReadonlyArray<string> } = {}) =>
     Layer.effect(
       LlmClient,
       Effect.gen(function*() {
@@ -144,15 +150,24 @@ export class LlmClient extends Context.Service<LlmClient, {
         const apiKey = variable === null ? Option.some(Redacted.make("unused")) : yield* apiKeyFromEnv(variable)
         if (Option.isNone(apiKey)) return yield* fail(`no API key: set ${variable} in the environment`)
         const section = sectionOf(settings)
-        const client = new OpenAI({
+        const openai = (baseURL: string | undefined) => new OpenAI({
           apiKey: Redacted.value(apiKey.value),
-          baseURL: providerBaseUrl(settings),
+          baseURL,
           // Retries (and retry-after, capped) are ours, in `schedule` below; the SDK's would honour any wait.
           maxRetries: 0,
           timeout: settings.timeout_s * 1000,
           // A reply is held in memory whole: a body past the cap is cut off as it streams, never buffered.
           fetch: (input: string | URL | Request, init?: RequestInit) => httpFetch(input, { ...init, maxBodyBytes: settings.max_reply_bytes })
         })
+        const targets = [providerBaseUrl(settings), ...(options.replicas ?? []).filter((u) => u !== providerBaseUrl(settings))]
+          .map((url) => ({ client: openai(url), inFlight: 0, downUntil: 0 }))
+        /** The reachable target with the fewest requests in flight (all unreachable: the one left out longest ago). */
+        const pick = () => {
+          const now = Date.now()
+          const up = targets.filter((t) => t.downUntil <= now)
+          const from = up.length > 0 ? up : [...targets].sort((a, b) => a.downUntil - b.downUntil).slice(0, 1)
+          return from.reduce((best, t) => (t.inFlight < best.inFlight ? t : best))
+        }
         const limiter = yield* makeAdaptiveLimiter(settings.max_concurrency)
         const endpoint = providerBaseUrl(settings) ?? "https://api.openai.com/v1"
         let connectFailures = 0
@@ -179,9 +194,13 @@ export class LlmClient extends Context.Service<LlmClient, {
         // The slot is held only while the request is on the wire: once the body has arrived the next
         // request may start, and parsing happens outside the cap.
         const send = (request: CompletionRequest) =>
-          Effect.tryPromise({
+          Effect.suspend(() => {
+            const target = pick()
+            return Effect.tryPromise({
             try: async (signal) => {
-              const response = await client.chat.completions.create({
+              target.inFlight++
+              try {
+              const response = await target.client.chat.completions.create({
                 model: settings.model,
                 messages: request.messages.map((m) => ({ role: m.role, content: m.content })),
                 temperature: settings.temperature,
@@ -192,12 +211,25 @@ export class LlmClient extends Context.Service<LlmClient, {
                 ...(request.responseFormat === undefined ? {} : { response_format: request.responseFormat as never }),
                 ...(request.stopTokenIds === undefined || request.stopTokenIds.length === 0 ? {} : { stop_token_ids: request.stopTokenIds })
               } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal, headers: { "Idempotency-Key": request.key } }).asResponse()
-              return response.text()
+              return await response.text()
+              } finally {
+                target.inFlight--
+              }
             },
             catch: (e) => classify(e, section)
           }).pipe(
             Effect.tap(() => Effect.sync(() => noteOutcome(undefined))),
-            Effect.mapError((e) => noteOutcome(e)!),
+            Effect.mapError((e) => {
+              // One replica out of reach while another answers: leave it out a while, and do not count it toward
+              // "the server cannot be reached" (the retry goes to another).
+              if (targets.length > 1 && (e as unknown as Record<symbol, boolean>)[connectFailed]) {
+                target.downUntil = Date.now() + REPLICA_DOWN_MS
+                if (targets.some((t) => t.downUntil <= Date.now())) return e
+              }
+              return noteOutcome(e)!
+            })
+            )
+          }).pipe(
             Effect.tapError((e) => (e.rateLimited ? limiter.onRateLimited : Effect.void)),
             Effect.tap(() => limiter.onSuccess),
             limiter.run

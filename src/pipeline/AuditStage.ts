@@ -81,7 +81,7 @@ const readItems = (dir: (rel: string) => string) =>
 const decodePrediction = Schema.decodeUnknownResult(PredictionRow)
 
 /**
- * An audit's arguments, checked before any classifier is asked or container started (or tiny model built): the run
+ * An audit's arguments, checked before any classifier is asked or service started (or tiny model built): the run
  * name, the models, the classifiers (unique names, at least one evaluator), the run, and the paired input.
  */
 export const checkAuditRequest = (config: ExperimentConfig, request: Pick<AuditRequest, "aName" | "bName" | "runName" | "judgeMode" | "pairedInput">) =>

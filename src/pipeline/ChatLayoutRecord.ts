@@ -1,11 +1,8 @@
 import { Context, Effect, Layer, Option, Schedule, Schema } from "effect"
 import { TrainerClient } from "../training/TrainerClient.ts"
 import * as path from "node:path"
-import { probeChatTemplate } from "../compute/ChatTemplateProbe.ts"
-import { buildTinyModels } from "../compute/Compute.ts"
-import { connectHost } from "../compute/DockerHost.ts"
+import { Compute } from "../compute/Compute.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
-import { isTinyModelPath } from "../config/TinyModels.ts"
 import {
   type ChatLayout,
   ChatLayoutRecord,
@@ -101,13 +98,14 @@ export const probeTemplate = (config: ExperimentConfig, options: ProbeOptions = 
       Effect.mapError((e) => new ChatLayoutError({ message: `trainer ${trainer}: ${e.message}` }))
     ))
   }
-  const hostConfig = config.compute.hosts[0]
-  if (hostConfig !== undefined) {
-    attempts.push(Effect.scoped(Effect.gen(function*() {
-      const host = yield* connectHost(hostConfig)
-      if (isTinyModelPath(config, config.model.base)) yield* buildTinyModels(host, config)
-      return yield* probeChatTemplate(host, hostConfig, config, conversations)
-    })).pipe(Effect.mapError((e) => new ChatLayoutError({ message: e.message }))))
+  if (config.compute.hosts.length > 0) {
+    // Where the trainer would run, through the command's compute (none: nothing to probe there).
+    attempts.push(Effect.serviceOption(Compute).pipe(
+      Effect.flatMap((compute) =>
+        Option.isNone(compute)
+          ? Effect.fail(new ChatLayoutError({ message: "no compute layer to probe the chat template with" }))
+          : compute.value.probeChatTemplate(conversations).pipe(Effect.mapError((e) => new ChatLayoutError({ message: e.message }))))
+    ))
   }
   const [first, ...rest] = attempts
   if (first === undefined) return Effect.fail(new ChatLayoutError({ message: "no host to probe the chat template on: compute.hosts is empty and no vLLM or trainer endpoint is set" }))

@@ -1,12 +1,11 @@
 import { Effect, Option, Schema } from "effect"
-import * as http from "node:http"
 import * as net from "node:net"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { RunPlan, ServicePlacement } from "./RunPlan.ts"
-import { trainerSpec } from "../compute/ContainerSpecs.ts"
-import { describeHubResult, fetchHubModels, type HubModelResult } from "../compute/HubFetch.ts"
-import { connectHost } from "../compute/DockerHost.ts"
+import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
+import { Compute } from "../compute/Compute.ts"
+import { describeHubResult, type HubModelResult } from "../compute/HubResult.ts"
 import { hubModelsFor } from "../config/HubModels.ts"
 import { gpuMemoryPlan } from "./GpuMemoryPlan.ts"
 import { classifiersToStart } from "./ServicePlacement.ts"
@@ -24,9 +23,11 @@ export type HostConfig = ExperimentConfig["compute"]["hosts"][number]
 export class ProbeFailure extends Schema.TaggedError<ProbeFailure>()("ProbeFailure", { message: Schema.String }) {}
 
 export interface HostInfo {
+  /** How the host is reached (for messages); absent = its name. */
+  readonly address?: string
   /** Engine version as the host reports it. */
   readonly engine: string
-  /** NVIDIA GPUs usable by containers: a count, or null when the host says GPUs are available without a count. */
+  /** NVIDIA GPUs usable by services: a count, or null when the host says GPUs are available without a count. */
   readonly gpus: number | null
 }
 
@@ -99,44 +100,19 @@ const chatTemplateCheck = Effect.fnUntraced(function*(config: ExperimentConfig, 
   }
 })
 
-export const runPreflight = Effect.fn("Preflight.run")(function*(config: ExperimentConfig, plan: RunPlan, probes: ComputeProbes) {
-  const checks: Array<Check> = []
-  const active = new Set(plan.stages.filter((p) => p.decision.action !== "skip" && p.decision.action !== "excluded").map((p) => p.stage.id))
-  const teacherStages = (["distill", "repair"] as const).filter((s) => active.has(s))
-  if (teacherStages.length > 0) checks.push(yield* keyCheck("teacher", config.teacher, teacherStages.join(" and ")))
-  const judgeStages = plan.judge?.audits.map((a) => a.stage) ?? []
-  if (judgeStages.length > 0) checks.push(yield* keyCheck("judge", config.judge, judgeStages.join(", ")))
-
-  // One probe per host, whatever number of services it carries.
-  const hosts = new Map<string, { host: HostConfig; images: Set<string>; gpu: boolean; models: Set<string> }>()
-  for (const s of plan.services) {
-    for (const endpoint of s.endpoints) {
-      const r = yield* probes.endpoint(s.service, endpoint).pipe(Effect.result)
-      checks.push({ name: `${s.service} endpoint`, ok: r._tag === "Success", detail: r._tag === "Success" ? `${endpoint} answers` : r.failure.message })
-    }
-    if (!s.starts) continue
-    if (s.host === null) {
-      checks.push({ name: `${s.service} host`, ok: false, detail: `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` })
-      continue
-    }
-    const entry = hosts.get(s.host.name) ?? { host: s.host as HostConfig, images: new Set<string>(), gpu: false, models: new Set<string>() }
-    if (s.image !== null) entry.images.add(s.image)
-    const models = s.service === "classifiers"
-      ? classifiersToStart(config).flatMap((c) => hubModelsFor(config, "classifier", c.name))
-      : hubModelsFor(config, s.service)
-    for (const m of models) entry.models.add(m)
-    entry.gpu ||= s.host.gpus === "all" || s.host.gpus.length > 0
-    hosts.set(s.host.name, entry)
-  }
-  for (const { host, images, gpu, models } of hosts.values()) {
+/** One host's checks: it answers, its images are there, its hub models are readable, its GPUs are present. */
+const hostChecks = (config: ExperimentConfig, entry: { host: HostConfig; images: Set<string>; gpu: boolean; models: Set<string> }, probes: ComputeProbes) =>
+  Effect.gen(function*() {
+    const { host, images, gpu, models } = entry
+    const checks: Array<Check> = []
     const info = yield* probes.host(host).pipe(Effect.result)
     if (info._tag === "Failure") {
-      checks.push({ name: `host ${host.name}`, ok: false, detail: `${host.docker} does not answer: ${info.failure.message}` })
+      checks.push({ name: `host ${host.name}`, ok: false, detail: `does not answer (${info.failure.message})` })
       for (const image of images) checks.push({ name: `image ${image}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
       if (gpu) checks.push({ name: `GPUs on ${host.name}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
-      continue
+      return checks
     }
-    checks.push({ name: `host ${host.name}`, ok: true, detail: `${host.docker} answers (engine ${info.success.engine})` })
+    checks.push({ name: `host ${host.name}`, ok: true, detail: `${info.success.address ?? host.name} answers (${info.success.engine})` })
     for (const image of images) {
       const present = yield* probes.image(host, image).pipe(Effect.result)
       checks.push(
@@ -179,7 +155,46 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
             `use a GPU host, or set that host's gpus to [] with the CPU images (configs/smoke.json)`
       })
     }
+      return checks
+  })
+
+export const runPreflight = Effect.fn("Preflight.run")(function*(config: ExperimentConfig, plan: RunPlan, probes: ComputeProbes) {
+  const checks: Array<Check> = []
+  const active = new Set(plan.stages.filter((p) => p.decision.action !== "skip" && p.decision.action !== "excluded").map((p) => p.stage.id))
+  const teacherStages = (["distill", "repair"] as const).filter((s) => active.has(s))
+  if (teacherStages.length > 0) checks.push(yield* keyCheck("teacher", config.teacher, teacherStages.join(" and ")))
+  const judgeStages = plan.judge?.audits.map((a) => a.stage) ?? []
+  if (judgeStages.length > 0) checks.push(yield* keyCheck("judge", config.judge, judgeStages.join(", ")))
+
+  // One probe per host, whatever number of services it carries.
+  const hosts = new Map<string, { host: HostConfig; images: Set<string>; gpu: boolean; models: Set<string> }>()
+  for (const s of plan.services) {
+    for (const endpoint of s.endpoints) {
+      const r = yield* probes.endpoint(s.service, endpoint).pipe(Effect.result)
+      checks.push({ name: `${s.service} endpoint`, ok: r._tag === "Success", detail: r._tag === "Success" ? `${endpoint} answers` : r.failure.message })
+    }
+    if (!s.starts) continue
+    if (s.placed.length === 0) {
+      checks.push({ name: `${s.service} host`, ok: false, detail: config.compute.hosts.length === 0 ? `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` : `no host of compute.hosts can run ${s.service}: ${plan.placement.problems.join("; ") || "see the hosts above"}` })
+      continue
+    }
+    for (const a of s.placed) {
+      const h = config.compute.hosts.find((x) => x.name === a.host)!
+      const entry = hosts.get(h.name) ?? { host: h, images: new Set<string>(), gpu: false, models: new Set<string>() }
+      const on = { gpus: a.gpus === null ? [] : a.gpus === "all" ? "all" as const : a.gpus }
+      entry.images.add(a.role === "trainer" ? trainerSpec(config, on, "127.0.0.1").image : vllmSpec(config, on, "127.0.0.1").image)
+      const models = s.service === "classifiers"
+        ? classifiersToStart(config).filter((c) => a.name === `classifier-${c.name}`).flatMap((c) => hubModelsFor(config, "classifier", c.name))
+        : hubModelsFor(config, s.service)
+      for (const m of models) entry.models.add(m)
+      entry.gpu ||= a.gpus !== null
+      hosts.set(h.name, entry)
+    }
   }
+  for (const p of plan.placement.problems) checks.push({ name: "placement", ok: false, detail: p })
+  // Every host at once: a fleet's slow or dead box costs its own timeout, not the sum of them.
+  const perHost = yield* Effect.forEach([...hosts.values()], (entry) => hostChecks(config, entry, probes), { concurrency: "unbounded" })
+  checks.push(...perHost.flat())
   let templateProbe: TemplateProbe | undefined
   // Probed unless the host or its images are missing (the probe runs there); a missing key does not stop it.
   const touchesBase = baseModelStages(config)
@@ -203,71 +218,28 @@ export const renderPreflight = (result: PreflightResult): string => {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Probes that work before the compute layer lands: the Docker Engine API on a local unix socket,
-// and plain HTTP / TCP for endpoints. Remote hosts (ssh://, tcp://) are the compute layer's.
+// The probes through the command's compute port (hosts, images, hub models, the chat template), and plain HTTP / TCP
+// for endpoints the config names.
 
-const request = (socketPath: string, path: string, timeoutMs: number) =>
-  Effect.callback<{ status: number; body: string }, ProbeFailure>((resume) => {
-    const req = http.request({ socketPath, path, method: "GET", timeout: timeoutMs }, (res) => {
-      let body = ""
-      res.setEncoding("utf8")
-      res.on("data", (c: string) => (body += c))
-      res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, body })))
-    })
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
-    req.on("error", (e) => resume(Effect.fail(new ProbeFailure({ message: e.message }))))
-    req.end()
-    return Effect.sync(() => req.destroy())
-  })
-
-const socketOf = (host: HostConfig) =>
-  host.docker.startsWith("unix://")
-    ? Effect.succeed(host.docker.slice("unix://".length))
-    : Effect.fail(new ProbeFailure({ message: `${host.docker}: only local unix sockets are probed before the compute layer connects` }))
-
-const DockerInfo = Schema.Struct({
-  ServerVersion: Schema.optionalKey(Schema.String),
-  Runtimes: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown)),
-  DiscoveredDevices: Schema.optionalKey(Schema.NullOr(Schema.Array(Schema.Struct({ Source: Schema.optionalKey(Schema.String), ID: Schema.optionalKey(Schema.String) }))))
-})
-const decodeInfo = Schema.decodeUnknownOption(Schema.fromJsonString(DockerInfo))
-
-/** GPUs from `GET /info`: CDI devices named nvidia.com/gpu=N when listed, else the nvidia runtime (count unknown), else none. */
-export const gpusFromInfo = (info: typeof DockerInfo.Type): number | null => {
-  const cdi = (info.DiscoveredDevices ?? []).filter((d) => /^nvidia\.com\/gpu=(\d+|GPU-)/.test(d.ID ?? ""))
-  if (cdi.length > 0) return cdi.length
-  return info.Runtimes !== undefined && Object.hasOwn(info.Runtimes, "nvidia") ? null : 0
-}
-
-export const localProbes = (timeoutMs = 3000): ComputeProbes => ({
+export const computeProbes = (compute: Compute["Service"], timeoutMs = 3000): ComputeProbes => ({
   chatTemplate: (config, runDir) =>
     readChatLayout(config, runDir).pipe(
       Effect.flatMap((recorded): Effect.Effect<ChatLayoutRecord | TemplateProbe, ChatLayoutError> => recorded !== undefined ? Effect.succeed(recorded) : probeTemplate(config)),
+      Effect.provideService(Compute, compute),
       Effect.mapError((e: ChatLayoutError) => new ProbeFailure({ message: e.message }))
     ),
-  // A throwaway task in the trainer image asks the hub (the token stays in its create body); minutes at most.
-  models: (host, config, ids) =>
-    Effect.scoped(Effect.flatMap(connectHost(host), (h) => fetchHubModels(h, host, config, ids, "check"))).pipe(
-      Effect.mapError((e) => new ProbeFailure({ message: e.message }))
+  // A throwaway task asks the hub (the token stays out of logs and URLs); minutes at most.
+  models: (host, _config, ids) =>
+    compute.checkHubModels(host.name, ids).pipe(
+      Effect.mapError((e) => new ProbeFailure({ message: e.message })),
+      Effect.flatMap((r) => r === null ? Effect.fail(new ProbeFailure({ message: `${host.name} has no way to ask the hub (dart's trainer image is not there)` })) : Effect.succeed(r))
     ),
   host: (host) =>
-    Effect.gen(function*() {
-      const socket = yield* socketOf(host)
-      const ping = yield* request(socket, "/_ping", timeoutMs)
-      if (ping.status !== 200) return yield* new ProbeFailure({ message: `/_ping answered HTTP ${ping.status}` })
-      const info = yield* request(socket, "/info", timeoutMs)
-      const decoded = decodeInfo(info.body)
-      if (info.status !== 200 || Option.isNone(decoded)) return yield* new ProbeFailure({ message: `/info answered HTTP ${info.status} without engine information` })
-      return { engine: decoded.value.ServerVersion ?? "unknown", gpus: gpusFromInfo(decoded.value) }
-    }),
-  image: (host, image) =>
-    Effect.gen(function*() {
-      const socket = yield* socketOf(host)
-      const r = yield* request(socket, `/images/${encodeURIComponent(image)}/json`, timeoutMs)
-      if (r.status === 200) return true
-      if (r.status === 404) return false
-      return yield* new ProbeFailure({ message: `image inspect answered HTTP ${r.status}` })
-    }),
+    compute.probeHost(host.name).pipe(
+      Effect.map((p) => ({ address: p.address, engine: p.engine, gpus: p.gpus })),
+      Effect.mapError((e) => new ProbeFailure({ message: e.message }))
+    ),
+  image: (host, image) => compute.imagePresent(host.name, image).pipe(Effect.mapError((e) => new ProbeFailure({ message: e.message }))),
   endpoint: (service, address) =>
     service === "trainer"
       ? Effect.callback<void, ProbeFailure>((resume) => {

@@ -1,4 +1,4 @@
-import { Console, Context, Effect, Layer, Runtime, Schema, Scope } from "effect"
+import { Console, Effect, Runtime, Schema, Scope } from "effect"
 import * as fs from "node:fs/promises"
 import { RegressionPoolRow } from "../contracts/RegressionPoolRow.ts"
 import { TeacherOutputKey } from "../contracts/TeacherOutput.ts"
@@ -51,26 +51,25 @@ export class SelectionError extends Schema.TaggedError<SelectionError>()("Select
 
 /** What `pipelineDrivers` shares and calls: how servers are opened, and the stages' own code. */
 export interface SharedComputeParts {
-  readonly openVllm: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<VllmAccess, ComputeError, Scope.Scope>
-  readonly openClassifiers: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<ClassifierSpec>, ComputeError, Scope.Scope>
-  readonly removeOrphans: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<string>, ComputeError>
-  readonly stages: StageDrivers<Error, RunStore>
+  readonly openVllm: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<VllmAccess, ComputeError, Scope.Scope | Compute>
+  readonly openClassifiers: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<ClassifierSpec>, ComputeError, Scope.Scope | Compute>
+  readonly removeOrphans: (resolved: ResolvedConfig, runDir: string) => Effect.Effect<ReadonlyArray<string>, ComputeError, Compute>
+  /** Replicas that share their GPUs with the trainer or the classifiers (they sleep meanwhile). */
+  readonly sharing: () => Effect.Effect<ReadonlyArray<string>, ComputeError, Compute>
+  readonly stages: StageDrivers<Error, RunStore | Compute>
 }
 
 export const sharedComputeParts: SharedComputeParts = {
   openVllm: openVllmServers,
   openClassifiers,
-  removeOrphans: (resolved, runDir) =>
-    Effect.scoped(Effect.gen(function*() {
-      const compute = Context.get(yield* Layer.build(Compute.layer(resolved.config, { runDir })), Compute)
-      return yield* compute.removeOrphans()
-    })),
+  removeOrphans: () => Effect.gen(function*() { return yield* (yield* Compute).removeOrphans() }),
+  sharing: () => Effect.gen(function*() { return (yield* (yield* Compute).placement()).sharing }),
   stages: stageDrivers
 }
 
 /**
  * `dart run`'s drivers: the same stage code, with the compute shared across stages for the scope of the run. One vLLM
- * server (the configured endpoints, or a container started when a stage first needs it) serves every inference stage,
+ * server (the configured endpoints, or replicas started over the fleet when a stage first needs them) serves every inference stage,
  * loading adapters as they are produced, and is the teacher and judge of provider `vllm`; the audit classifiers start
  * at the first audit and stay (CPU hosts) or start for each audit and go with it (GPU hosts). Everything started is removed when the scope closes (the end, a failure or Ctrl-C). On GPU
  * hosts the server sleeps (`compute.vllm.sleep_mode`) while the trainer or the classifiers need the GPU.
@@ -82,18 +81,24 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
     const classifiers = yield* Effect.cached(parts.openClassifiers(resolved, runDir).pipe(Scope.provide(scope)))
     let started: VllmAccess | undefined
     let asleep = false
+    /** Replicas that sleep while the GPU trains or classifies: started ones with GPUs that share them (Placement.ts). */
+    let sleepers: ReadonlyArray<string> = []
     const sleepCall = (what: "sleep?level=1" | "wake_up") =>
-      Effect.tryPromise({
-        try: async () => {
-          const r = await fetch(`${started!.servers[0]}/${what}`, { method: "POST", signal: AbortSignal.timeout(300_000) })
-          if (!r.ok) throw new Error(`HTTP ${r.status}: ${(await r.text()).slice(0, 300)}`)
-        },
-        catch: (e) => new RunError({ message: `vLLM ${what.replace(/\?.*/, "")} on ${started!.servers[0]}: ${(e as Error).message}` })
-      })
-    const canSleep = () => started?.service != null && started.service.spec.gpus !== null && resolved.config.compute.vllm.sleep_mode
-    /** The server, started on first use and awake. */
+      Effect.forEach(sleepers, (server) =>
+        Effect.tryPromise({
+          try: async () => {
+            const r = await fetch(`${server}/${what}`, { method: "POST", signal: AbortSignal.timeout(300_000) })
+            if (!r.ok) throw new Error(`HTTP ${r.status}: ${(await r.text()).slice(0, 300)}`)
+          },
+          catch: (e) => new RunError({ message: `vLLM ${what.replace(/\?.*/, "")} on ${server}: ${(e as Error).message}` })
+        }), { concurrency: "unbounded", discard: true })
+    /** The servers, started on first use and awake. */
     const server = Effect.gen(function*() {
-      started = yield* vllm
+      if (started === undefined) {
+        started = yield* vllm
+        const sharing = resolved.config.compute.vllm.sleep_mode && started.services.some((s) => s.spec.gpus !== null) ? yield* parts.sharing() : []
+        sleepers = started.services.filter((s) => s.spec.gpus !== null && sharing.includes(s.spec.name)).map((s) => s.endpoint)
+      }
       if (asleep) {
         yield* sleepCall("wake_up")
         asleep = false
@@ -103,31 +108,34 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
     })
     /** Frees the GPU for the trainer or the classifiers; a no-op on CPU hosts and for configured endpoints. */
     const rest = Effect.gen(function*() {
-      if (!canSleep() || asleep) return
+      if (sleepers.length === 0 || asleep) return
       yield* sleepCall("sleep?level=1")
       asleep = true
-      yield* Console.error("vLLM: asleep while the GPU trains or classifies")
+      yield* Console.error(`vLLM: ${sleepers.length} replica(s) asleep while the GPU trains or classifies`)
     })
     // Provider `vllm` is the run's server: started (or woken) for the stage; a `base_url` given with it is the way to
     // reach that server (a tunnel, a recording proxy), otherwise the teacher and judge talk to it directly.
     /** `settings` with provider `vllm` bound to the run's server (started if needed); others as they are. */
     const bound = <S extends { readonly provider: string; readonly base_url: string | null }>(settings: S) =>
       isRunServer(settings) ? server.pipe(Effect.map((a) => bindRunServer(settings, a.servers[0]!))) : Effect.succeed(settings)
+    /** Every replica beyond the first, for a teacher or judge bound to the run's servers (not one given its own base_url). */
+    const replicasFor = (settings: { readonly provider: string; readonly base_url: string | null }) =>
+      isRunServer(settings) && settings.base_url === null ? server.pipe(Effect.map((a) => a.servers.slice(1).map((u) => `${u.replace(/\/+$/, "")}/v1`))) : Effect.succeed([])
 
-    const drivers: StageDrivers<Error, RunStore> = {
+    const drivers: StageDrivers<Error, RunStore | Compute> = {
       start: Effect.gen(function*() {
         // A killed run's containers (their owner process is gone) go first, even when no stage needs a container now.
         if (resolved.config.compute.hosts.length === 0) return
         const removed = yield* parts.removeOrphans(resolved, runDir).pipe(
-          Effect.catch((e) => Console.error(`warning: could not look for a killed run's containers: ${e.message}`).pipe(Effect.as([])))
+          Effect.catch((e) => Console.error(`warning: could not look for a killed run's services: ${e.message}`).pipe(Effect.as([])))
         )
-        if (removed.length > 0) yield* Console.error(`removed ${removed.length} container(s) left by a killed run: ${removed.join(", ")}`)
+        if (removed.length > 0) yield* Console.error(`removed ${removed.length} service(s) left by a killed run: ${removed.join(", ")}`)
       }),
       init: parts.stages.init,
       teacher: (r, request, run) =>
         Effect.gen(function*() {
           const teacher = yield* bound(r.config.teacher)
-          return yield* parts.stages.teacher(r, request, run, { teacher })
+          return yield* parts.stages.teacher(r, request, run, { teacher, llmReplicas: yield* replicasFor(r.config.teacher) })
         }),
       train: (r, request, run) => rest.pipe(Effect.andThen(parts.stages.train(r, request, run))),
       infer: (r, request, run) => Effect.flatMap(server, (vllm) => parts.stages.infer(r, request, run, { vllm })),
@@ -136,7 +144,8 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
           const judged = r.config.audit.llm_judge.enabled && isRunServer(r.config.judge)
           if (!judged) yield* rest
           const judge = judged ? yield* bound(r.config.judge) : r.config.judge
-          const audit = (open: ReadonlyArray<ClassifierSpec>) => parts.stages.audit(r, request, run, { judge, classifiers: open })
+          const llmReplicas = judged ? yield* replicasFor(r.config.judge) : []
+          const audit = (open: ReadonlyArray<ClassifierSpec>) => parts.stages.audit(r, request, run, { judge, classifiers: open, llmReplicas })
           // On a GPU host the classifiers hold device memory: they live for this audit only, so inference wakes vLLM
           // on a free device (the GPU memory plan counts them in the audit phase alone). On CPU they stay for the run.
           return yield* (classifiersOnGpu(r.config)
@@ -148,11 +157,9 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
     return drivers
   })
 
-/** Whether the run starts classifier containers on a host with GPUs. */
-const classifiersOnGpu = (config: ResolvedConfig["config"]) => {
-  const host = config.compute.hosts[0]
-  return classifiersToStart(config).length > 0 && host !== undefined && (host.gpus === "all" || host.gpus.length > 0)
-}
+/** Whether the run starts classifiers on GPUs (some host has them: the placement puts the classifiers on one). */
+const classifiersOnGpu = (config: ResolvedConfig["config"]) =>
+  classifiersToStart(config).length > 0 && config.compute.hosts.some((h) => h.gpus === "all" || h.gpus.length > 0)
 
 export interface RunOptions {
   readonly dryRun: boolean

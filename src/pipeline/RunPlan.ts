@@ -1,4 +1,5 @@
 import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
+import { type Assignment, declaredDevices, describeDevices, type FleetPlacement, placeFleet, renderPlacement } from "../compute/Placement.ts"
 import { isRunServer } from "../config/RunServerBinding.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
@@ -9,7 +10,7 @@ import { classifierEndpoint, classifiersToStart, trainerEndpoint, vllmEndpoints 
 /**
  * The plan `dart run` prints before anything starts (pure): which stages run or are skipped and why,
  * item counts, the teacher and judge requests still needed with projected tokens and cost, and which
- * containers start on which hosts.
+ * services start on which hosts.
  */
 
 /** Rough English estimate used everywhere DART projects tokens before asking (as `dart teacher --dry-run`). */
@@ -57,10 +58,13 @@ export interface ServicePlacement {
   readonly what: string
   /** Already-running endpoints the config names (nothing is started for them). */
   readonly endpoints: ReadonlyArray<string>
-  /** Whether a container must start (for what no endpoint serves); on `host`, null when no host is configured. */
+  /** Whether a service must start (for what no endpoint serves); on `host`, null when no host is configured. */
   readonly starts: boolean
-  readonly host: { readonly name: string; readonly docker: string; readonly gpus: "all" | ReadonlyArray<string> } | null
-  /** The image of the container that starts; null when nothing starts. */
+  /** The first host it starts on (the GPU memory plan's), as the config declares it. */
+  readonly host: { readonly name: string; readonly gpus: "all" | ReadonlyArray<string> } | null
+  /** Every instance that starts, where the placement puts it (vLLM: one per replica). */
+  readonly placed: ReadonlyArray<Assignment>
+  /** The image of the service that starts; null when nothing starts. */
   readonly image: string | null
   readonly stages: ReadonlyArray<StageId>
 }
@@ -73,6 +77,8 @@ export interface RunPlan {
   readonly judge: { readonly audits: ReadonlyArray<{ readonly stage: StageId; readonly pairs: number }>; readonly projection: Projection } | null
   readonly inference: ReadonlyArray<{ readonly stage: StageId; readonly split: Split; readonly items: number; readonly models: number; readonly requests: number }>
   readonly services: ReadonlyArray<ServicePlacement>
+  /** The fleet as the config declares it (GPUs given as "all" are counted when the run starts). */
+  readonly placement: FleetPlacement
 }
 
 const runs = (p: PlannedStage) => p.decision.action !== "skip" && p.decision.action !== "excluded"
@@ -90,14 +96,33 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
 
 
 /**
- * Where each service would run, decided as the run decides it (`ServicePlacement.ts`): configured endpoints are used
- * as they are; the compute layer starts the rest on the first host, with that host's images (GPU or CPU).
+ * Where each service would run, decided as the run decides it (`ServicePlacement.ts`, `compute/Placement.ts`):
+ * configured endpoints are used as they are; the rest start over `compute.hosts`, vLLM as one replica per host's
+ * GPUs (or per CPU host), the trainer on the host with the most GPUs, the classifiers where GPUs remain.
  */
-export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): ReadonlyArray<ServicePlacement> => {
-  const host = config.compute.hosts[0] ?? null
-  const images = host === null
-    ? { vllm: config.compute.vllm.image, trainer: config.compute.trainer.image }
-    : { vllm: vllmSpec(config, host, "127.0.0.1").image, trainer: trainerSpec(config, host, "127.0.0.1").image }
+export const fleetPlacement = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): FleetPlacement => {
+  const using = (kind: string) => graph.stages.some((s) => active.has(s.id) && s.work.kind === kind)
+  const infer = (isRunServer(config.teacher) && using("teacher")) || using("infer") || (isRunServer(config.judge) && config.audit.llm_judge.enabled && using("audit"))
+  return placeFleet(
+    config,
+    config.compute.hosts.map((h) => ({ name: h.name, devices: declaredDevices(h.gpus) })),
+    {
+      vllm: infer && vllmEndpoints(config).length === 0,
+      classifiers: using("audit") ? classifiersToStart(config).map((c) => c.name) : [],
+      trainer: using("train") && trainerEndpoint(config) === null
+    }
+  )
+}
+
+export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph, placement = fleetPlacement(config, active, graph)): ReadonlyArray<ServicePlacement> => {
+  const hostOf = (name: string | undefined) => {
+    const h = config.compute.hosts.find((x) => x.name === name)
+    return h === undefined ? null : { name: h.name, gpus: h.gpus }
+  }
+  const imageOn = (a: Assignment) => {
+    const on = { gpus: a.gpus === null ? [] : a.gpus === "all" ? "all" as const : a.gpus }
+    return a.role === "trainer" ? trainerSpec(config, on, "127.0.0.1").image : vllmSpec(config, on, "127.0.0.1").image
+  }
   const using = (kind: string) => graph.stages.filter((s) => active.has(s.id) && s.work.kind === kind).map((s) => s.id)
   const out: Array<ServicePlacement> = []
   // One vLLM server for every inference stage, and for the teacher and judge when they are the run's own model.
@@ -106,25 +131,30 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
     ...using("infer"),
     ...(isRunServer(config.judge) && config.audit.llm_judge.enabled ? using("audit") : [])
   ].sort((a, b) => stageIds.indexOf(a) - stageIds.indexOf(b))
-  const place = (service: ServicePlacement["service"], what: string, endpoints: ReadonlyArray<string>, starts: boolean, image: string, stages: ReadonlyArray<StageId>) =>
-    out.push({ service, what, endpoints, starts, host: starts ? host : null, image: starts ? image : null, stages })
+  const place = (service: ServicePlacement["service"], what: string, endpoints: ReadonlyArray<string>, starts: boolean, placed: ReadonlyArray<Assignment>, fallbackImage: string, stages: ReadonlyArray<StageId>) =>
+    out.push({
+      service, what, endpoints, starts, stages,
+      host: starts ? hostOf(placed[0]?.host ?? config.compute.hosts[0]?.name) : null,
+      placed: starts ? placed : [],
+      image: starts ? (placed[0] === undefined ? fallbackImage : imageOn(placed[0])) : null
+    })
   if (infer.length > 0) {
     const endpoints = vllmEndpoints(config)
     place("vllm", `vLLM: base ${config.model.base} + adapters loaded as they are produced (max ${config.compute.vllm.max_loras} per batch)`,
-      endpoints, endpoints.length === 0, images.vllm, infer)
+      endpoints, endpoints.length === 0, placement.vllm, config.compute.vllm.image, infer)
   }
   const audits = using("audit")
   if (audits.length > 0 && config.audit.classifiers.length > 0) {
     const endpoints = [...new Set(config.audit.classifiers.flatMap((c) => classifierEndpoint(config, c) ?? []))]
     const toStart = classifiersToStart(config)
     place("classifiers", `classifiers: ${config.audit.classifiers.map((c) => `${c.name} (${c.model}, label ${c.label}${classifierEndpoint(config, c) === null ? "" : ", configured"})`).join(", ")}`,
-      endpoints, toStart.length > 0, images.vllm, audits)
+      endpoints, toStart.length > 0, placement.classifiers, config.compute.vllm.image, audits)
   }
   const train = using("train")
   if (train.length > 0) {
     const endpoint = trainerEndpoint(config)
-    place("trainer", `trainer sidecar (LoRA r ${config.training.lora.r}${config.training.qlora.enabled ? ", QLoRA" : ""})`,
-      endpoint === null ? [] : [endpoint], endpoint === null, images.trainer, train)
+    place("trainer", `trainer sidecar (LoRA r ${config.training.lora.r}${config.training.qlora.enabled ? ", QLoRA" : ""}${config.training.gpus > 1 ? `, ${config.training.gpus} processes` : ""})`,
+      endpoint === null ? [] : [endpoint], endpoint === null, placement.trainer === null ? [] : [placement.trainer], config.compute.trainer.image, train)
   }
   return out
 }
@@ -167,6 +197,7 @@ export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: 
     judge = { audits: audits.map(({ stage, pairs }) => ({ stage, pairs })), projection: project(config.judge, requests, promptChars) }
   }
 
+  const placement = fleetPlacement(config, active, graph)
   return {
     facts,
     stages,
@@ -174,7 +205,8 @@ export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: 
     teacher: { distill, repair, repairUpperBound },
     judge,
     inference,
-    services: placeServices(config, active, graph)
+    services: placeServices(config, active, graph, placement),
+    placement
   }
 }
 
@@ -214,17 +246,21 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
   if (plan.inference.length > 0) {
     lines.push(`student inference (vLLM, no API cost): ${plan.inference.map((i) => `${i.stage} ${int(i.items)} ${i.split} items × ${i.models} models = ${int(i.requests)}`).join("; ")}`)
   }
-  lines.push("containers:")
+  lines.push("services:")
   if (plan.services.length === 0) lines.push("  none (no stage that needs compute runs)")
   for (const s of plan.services) {
     const configured = s.endpoints.length === 0 ? [] : [`endpoint ${s.endpoints.join(", ")} (already running; nothing started)`]
     const started = !s.starts
       ? []
-      : s.host === null
-      ? ["no host configured (compute.hosts is empty)"]
-      : [`${s.image} on ${s.host.name} (${s.host.docker}), GPUs ${s.host.gpus === "all" ? "all" : s.host.gpus.length === 0 ? "none" : s.host.gpus.join(",")}`]
+      : s.placed.length === 0
+      ? [config.compute.hosts.length === 0 ? "no host configured (compute.hosts is empty)" : "no host can run it (see hosts below)"]
+      : [`${s.image} ${s.placed.map((a) => `${a.name} on ${a.host} (${describeDevices(a.gpus)}, port ${a.port})`).join(", ")}`]
     for (const [i, where] of [...configured, ...started].entries()) lines.push(`  ${(i === 0 ? s.service : "").padEnd(12)}${where}`)
     lines.push(`  ${"".padEnd(12)}${s.what}; for ${s.stages.join(", ")}`)
+  }
+  if (plan.services.some((s) => s.starts) && config.compute.hosts.length > 0) {
+    lines.push(`hosts (${config.compute.backend}):`, ...renderPlacement(plan.placement))
+    for (const p of plan.placement.problems) lines.push(`  problem: ${p}`)
   }
   const gpu = gpuMemoryPlan(config, plan)
   if (gpu !== null) lines.push(...renderGpuMemoryPlan(gpu))

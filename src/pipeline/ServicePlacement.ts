@@ -3,7 +3,7 @@ import type { ClassifierSpec } from "../serving/ClassifierClient.ts"
 
 /**
  * Which services the config already names as running endpoints and which dart must start. The run, its plan and its
- * preflight all decide "configured or started" here, so the plan never announces a container that does not start.
+ * preflight all decide "configured or started" here, so the plan never announces a service that does not start.
  */
 
 /** The vLLM servers the config names (`compute.vllm.endpoint` and `endpoints`), without repeats; empty = start one. */
@@ -14,7 +14,7 @@ export const vllmEndpoints = (config: ExperimentConfig): ReadonlyArray<string> =
 
 export type ClassifierConfig = ExperimentConfig["audit"]["classifiers"][number]
 
-/** A classifier's own endpoint, else the shared `compute.classifier_endpoint`; null = a container must serve it. */
+/** A classifier's own endpoint, else the shared `compute.classifier_endpoint`; null = dart must start a server for it. */
 export const classifierEndpoint = (config: ExperimentConfig, c: ClassifierConfig): string | null =>
   c.endpoint ?? config.compute.classifier_endpoint ?? null
 
@@ -33,5 +33,5 @@ export const classifierSpec = (c: ClassifierConfig, endpoint: string): Classifie
   id2label: c.id2label
 })
 
-/** The trainer sidecar's configured `host:port`; null = start a container. */
+/** The trainer sidecar's configured `host:port`; null = start one. */
 export const trainerEndpoint = (config: ExperimentConfig): string | null => config.compute.trainer.endpoint

@@ -2,6 +2,7 @@ import { Effect } from "effect"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { RunHandle, RunStore } from "../runs/RunStore.ts"
+import type { Compute } from "../compute/Compute.ts"
 import { ClassifierClient, type ClassifierSpec } from "../serving/ClassifierClient.ts"
 import { LlmClient } from "../llm/LlmClient.ts"
 import { type AuditRequest, checkAuditRequest, runAudit } from "./AuditStage.ts"
@@ -21,12 +22,12 @@ import { type VllmAccess, withClassifiers, withVllmServers } from "./VllmServers
 
 /**
  * Each stage wired once: its clients, and the servers it needs when nobody hands it any (the configured endpoints,
- * or containers started for the stage and removed after it). Its command and `dart run` both call these.
+ * or services started for the stage and removed after it). Its command and `dart run` both call these.
  */
 
 /** Steps 2 and 6; `teacher` is the settings the requests go out with (provider `vllm` bound to the run's server). */
-export const teacherStage = (resolved: ResolvedConfig, request: Omit<TeacherRequest, "client" | "settings">, teacher = resolved.config.teacher) =>
-  runTeacher(resolved, { ...request, settings: teacher, client: LlmClient.layer(teacher) })
+export const teacherStage = (resolved: ResolvedConfig, request: Omit<TeacherRequest, "client" | "settings">, teacher = resolved.config.teacher, replicas: ReadonlyArray<string> = []) =>
+  runTeacher(resolved, { ...request, settings: teacher, client: LlmClient.layer(teacher, { replicas }) })
 
 /** Steps 3 and 7. */
 export const trainStage = runTrain
@@ -35,19 +36,19 @@ export const trainStage = runTrain
 export const inferOn = (resolved: ResolvedConfig, request: Omit<InferRequest, "servers">, access: VllmAccess) =>
   runInfer(resolved, { ...request, servers: access.servers }).pipe(Effect.provide(access.layer))
 
-/** Steps 4 and 8 on the configured vLLM servers, or a container started for this stage. */
+/** Steps 4 and 8 on the configured vLLM servers, or replicas started for this stage. */
 export const inferStage = (resolved: ResolvedConfig, request: Omit<InferRequest, "servers">, runDir: string) =>
   withVllmServers(resolved, runDir, (servers) => runInfer(resolved, { ...request, servers }))
 
 /**
- * Step 5. Its arguments are checked before any container starts; `classifiers` are the open ones when the caller has
+ * Step 5. Its arguments are checked before any service starts; `classifiers` are the open ones when the caller has
  * them (`dart run` keeps them across audits), else the stage opens its own.
  */
 export const auditStage = (
   resolved: ResolvedConfig,
   request: Omit<AuditRequest, "judgeClient" | "classifiers" | "judge">,
   runDir: string,
-  open: { readonly judge?: ExperimentConfig["judge"]; readonly classifiers?: ReadonlyArray<ClassifierSpec> } = {}
+  open: { readonly judge?: ExperimentConfig["judge"]; readonly classifiers?: ReadonlyArray<ClassifierSpec>; readonly llmReplicas?: ReadonlyArray<string> } = {}
 ) =>
   Effect.gen(function*() {
     yield* checkAuditRequest(resolved.config, request)
@@ -56,7 +57,7 @@ export const auditStage = (
         ...request,
         classifiers,
         judge: open.judge ?? resolved.config.judge,
-        judgeClient: (settings) => LlmClient.layer(settings)
+        judgeClient: (settings) => LlmClient.layer(settings, { replicas: open.llmReplicas ?? [] })
       }).pipe(Effect.provide(ClassifierClient.layer))
     return yield* (open.classifiers !== undefined ? use(open.classifiers) : withClassifiers(resolved, runDir, use))
   })
@@ -70,6 +71,8 @@ export interface OpenServices {
   readonly judge?: ExperimentConfig["judge"]
   readonly classifiers?: ReadonlyArray<ClassifierSpec>
   readonly vllm?: VllmAccess
+  /** The run's further vLLM replicas (`…/v1`) a teacher or judge of provider `vllm` spreads its requests over. */
+  readonly llmReplicas?: ReadonlyArray<string>
 }
 
 /**
@@ -77,7 +80,7 @@ export interface OpenServices {
  * are idempotent through the ledger: called on a finished stage they redo only what their inputs changed.
  */
 export interface StageDrivers<E, R> {
-  /** Before the first stage (not on a dry run): housekeeping such as removing a killed run's containers. */
+  /** Before the first stage (not on a dry run): housekeeping such as removing a killed run's services. */
   readonly start?: Effect.Effect<void, E, R>
   readonly init: (resolved: ResolvedConfig) => Effect.Effect<unknown, E, R>
   readonly teacher: (resolved: ResolvedConfig, request: TeacherRunRequest, run: RunHandle, open?: OpenServices) => Effect.Effect<unknown, E, R>
@@ -99,10 +102,10 @@ const inferRequest = (resolved: ResolvedConfig, request: InferRunRequest, run: R
 })
 
 /** The stage graph's requests through the stages above; each stage opens what it is not handed. */
-export const stageDrivers: StageDrivers<Error, RunStore> = {
+export const stageDrivers: StageDrivers<Error, RunStore | Compute> = {
   init: (resolved) => runInit(resolved),
   teacher: (resolved, request, run, open = {}) =>
-    teacherStage(resolved, { task: request.task, input: request.input === null ? undefined : run.file(request.input), dryRun: false }, open.teacher),
+    teacherStage(resolved, { task: request.task, input: request.input === null ? undefined : run.file(request.input), dryRun: false }, open.teacher, open.llmReplicas),
   train: (resolved, request, run) =>
     trainStage(resolved, {
       stage: request.stage,

@@ -176,7 +176,9 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     save_steps: t.save_steps,
     gradient_checkpointing: t.gradient_checkpointing,
     max_steps: 0,
-    optimizer: t.optimizer
+    optimizer: t.optimizer,
+    // Only when asked: a one-process job's spec (and so its job id and record) stays what it always was.
+    ...(t.gpus > 1 ? { processes: t.gpus } : {})
   }
   const inputsHash = hashJson({ datasetHash, spec, init: initFiles.map((f) => sha256Hex(f.data)) })
   if (yield* stage.upToDate(inputsHash)) {
@@ -204,7 +206,12 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
     const losses: Array<{ step: number; loss: number; learning_rate: number }> = []
     const evals: Array<{ step: number; eval_loss: number }> = []
     let lastPrint = 0
+    let worldSize = 1
     const onEvent = (e: JobEvent) => Effect.sync(() => {
+      if (e.kind === "started" && e.started) {
+        worldSize = Math.max(1, Number(e.started.world_size ?? 1))
+        process.stderr.write(`train ${request.adapterName}: ${e.started.total_steps} steps on ${e.started.device}${worldSize > 1 ? ` over ${worldSize} processes` : ""}\n`)
+      }
       if (e.kind === "step" && e.step) {
         losses.push({ step: Number(e.step.step), loss: e.step.loss, learning_rate: e.step.learning_rate })
         const now = Date.now()
@@ -259,13 +266,12 @@ const trainIn = Effect.fn("TrainStage.run")(function*(resolved: ResolvedConfig, 
   )
   const configured = trainerEndpoint(config)
   if (configured !== null) return yield* trainOn(configured)
-  // No endpoint: a trainer container on compute.hosts for this stage only; the scope removes it however it ends.
+  // No endpoint: the trainer the command's compute places (the host with the most GPUs) for this stage only.
   yield* Effect.scoped(Effect.gen(function*() {
     const trainer = yield* (yield* Compute).trainer()
-    yield* Console.error(`trainer container on ${trainer.host}${trainer.reused ? " (reused)" : ""} at ${trainer.endpoint}`)
+    yield* Console.error(`trainer ${trainer.spec.name} on ${trainer.host}${trainer.reused ? " (reused)" : ""} at ${trainer.endpoint}${t.gpus > 1 ? `, ${t.gpus} processes` : ""}`)
     yield* trainOn(trainer.endpoint)
   })).pipe(
-    Effect.provide(Compute.layer(config, { runDir: run.dir })),
     Effect.mapError((e) => (e._tag === "ComputeError" ? new TrainStageError({ message: `compute host ${e.host}: ${e.message}`, cause: e }) : e))
   )
 })

@@ -44,7 +44,7 @@ export type StartJobReply = typeof StartJobReply.Type
 export const JobEvent = Schema.Struct({
   seq: Num,
   kind: Schema.Literals(["started", "step", "checkpoint", "evaluated", "done", "failed"]),
-  started: Schema.optionalKey(Schema.NullOr(Schema.Struct({ total_steps: Num, start_step: Num, device: Schema.String }))),
+  started: Schema.optionalKey(Schema.NullOr(Schema.Struct({ total_steps: Num, start_step: Num, device: Schema.String, world_size: Schema.optionalKey(Num) }))),
   step: Schema.optionalKey(Schema.NullOr(Schema.Struct({ step: Num, total_steps: Num, loss: Schema.Number, learning_rate: Schema.Number, tokens_per_second: Schema.Number, eta_seconds: Schema.Number, epoch: Schema.Number }))),
   checkpoint: Schema.optionalKey(Schema.NullOr(Schema.Struct({ step: Num, path: Schema.String }))),
   evaluated: Schema.optionalKey(Schema.NullOr(Schema.Struct({ step: Num, eval_loss: Schema.Number }))),
@@ -84,6 +84,8 @@ export interface StartJob {
   readonly gradient_checkpointing: boolean
   readonly max_steps: number
   readonly optimizer: string
+  /** Data-parallel processes (one per GPU, gloo on CPU); absent = one, as before the field existed. */
+  readonly processes?: number
 }
 
 /** An adapter file received in full: its bytes, checked against the declared size and sha256 and fsynced, are in `tempFile`. */

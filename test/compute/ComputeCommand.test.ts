@@ -50,6 +50,9 @@ describe("dart compute", () => {
     const status = dart(["compute", "status", "--json", ...flags(exp, port)])
     expect(status.code).toBe(0)
     const services = JSON.parse(status.stdout).services
+    // Every host with its devices and what the placement puts there.
+    expect(JSON.parse(status.stdout).hosts[0]).toMatchObject({ name: "local", gpus: "CPU", idle: null })
+    expect(JSON.parse(status.stdout).hosts[0].places[0]).toBe(`vllm (CPU, port ${port})`)
     expect(services).toMatchObject([{ host: "local", name: "vllm", role: "vllm", state: "running", health: "healthy", gpus: "cpu", owner: "kept" }])
     const down = dart(["compute", "down", ...flags(exp, port)])
     expect(down.stdout).toContain(`removed dart-${exp}-vllm`)

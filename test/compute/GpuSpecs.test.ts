@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process"
 import { existsSync } from "node:fs"
 import * as path from "node:path"
 import { classifierSpecs, createBody, trainerSpec, vllmSpec } from "../../src/compute/ContainerSpecs.ts"
-import { gpusFromInfo } from "../../src/pipeline/Preflight.ts"
+import { gpusFromInfo } from "../../src/compute/DockerCompute.ts"
 import { configFor } from "../support/RunConfig.ts"
 
 /**

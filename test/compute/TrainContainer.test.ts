@@ -51,7 +51,7 @@ describe("dart train without a trainer endpoint", () => {
     ])
     expect(r.stderr).not.toContain("dart: error")
     expect(r.code).toBe(0)
-    expect(r.stderr).toContain(`trainer container on local at 127.0.0.1:${port}`)
+    expect(r.stderr).toContain(`trainer trainer on local at 127.0.0.1:${port}`)
     const final = path.join(runs, expId, "adapters/DART/final")
     const record = JSON.parse(readFileSync(path.join(final, "training_record.json"), "utf8"))
     for (const f of record.files) expect(createHash("sha256").update(readFileSync(path.join(final, f.path))).digest("hex")).toBe(f.sha256)

@@ -102,4 +102,23 @@ describe("ServerScheduler", () => {
       expect(error).toBe("adapter broken")
       expect(tries).toBe(3)
     }))
+
+  it.effect("a short queue is shared: the first server up does not take it whole while another is still coming up", () =>
+    Effect.gen(function*() {
+      // b passes its preparation a few checks after a; both have room for every unit at once.
+      let checks = 0
+      const done = new Map<string, number>()
+      const scheduler = yield* makeServerScheduler({
+        servers: ["http://a", "http://b"],
+        endpoint: (url) => endpoint(url, () => true),
+        maxConcurrency: 32,
+        ...timing,
+        prepare: (s) => Effect.sync(() => ((s.baseId = "base"), s.url === "http://a" || ++checks > 3))
+      })
+      const process = (s: ServerHandle, _unit: number) =>
+        Effect.sleep("1 second").pipe(Effect.andThen(Effect.sync(() => (done.set(s.url, (done.get(s.url) ?? 0) + 1), true))))
+      yield* withTime(Effect.scoped(scheduler.run(Array.from({ length: 16 }, (_, i) => i), process)), 100)
+      expect(done.get("http://a")).toBe(8)
+      expect(done.get("http://b")).toBe(8)
+    }))
 })

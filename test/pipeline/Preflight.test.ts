@@ -1,14 +1,17 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect } from "effect"
+import { ConfigProvider, Context, Effect, Layer } from "effect"
 import * as http from "node:http"
 import { mkdtempSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { type ComputeProbes, gpusFromInfo, localProbes, ProbeFailure, runPreflight } from "../../src/pipeline/Preflight.ts"
+import { type ComputeProbes, computeProbes, ProbeFailure, runPreflight } from "../../src/pipeline/Preflight.ts"
+import { Compute } from "../../src/compute/Compute.ts"
+import { dockerCompute, gpusFromInfo } from "../../src/compute/DockerCompute.ts"
 import { buildRunGraph, planGraph } from "../../src/pipeline/RunGraph.ts"
 import { buildRunPlan, type PlanFacts } from "../../src/pipeline/RunPlan.ts"
 import { configFor } from "../support/RunConfig.ts"
+import { noCompute } from "../support/NoCompute.ts"
 import type { TemplateProbe } from "../../src/domain/ChatLayout.ts"
 
 const facts: PlanFacts = {
@@ -137,7 +140,7 @@ describe("preflight", () => {
       const probes = fakeProbes({ host: () => Effect.fail(new ProbeFailure({ message: "connect ENOENT /nope.sock" })) })
       const r = yield* runPreflight(config, plan, probes).pipe(withEnv({ DEEPSEEK_API_KEY: "k" }))
       expect(r.missing.map((c) => `${c.name}: ${c.detail}`)).toEqual([
-        "host local: unix:///var/run/docker.sock does not answer: connect ENOENT /nope.sock",
+        "host local: does not answer (connect ENOENT /nope.sock)",
         "image vllm/vllm-openai:v0.33.0: not checked: host local does not answer",
         "image dart-trainer:0.1.0: not checked: host local does not answer",
         "GPUs on local: not checked: host local does not answer"
@@ -182,18 +185,18 @@ describe("preflight", () => {
     expect(gpusFromInfo({ Runtimes: { runc: {} }, DiscoveredDevices: null })).toBe(0)
   })
 
-  describe("local probes", () => {
+  describe("probes through the compute port", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "dart-preflight-"))
 
-    it.effect("speak the Docker Engine API on a unix socket: ping, info, image inspect", () =>
+    it.effect("the Docker adapter asks the host's engine: version, info, image inspect", () =>
       Effect.gen(function*() {
         const socket = path.join(dir, "docker.sock")
         const seen: Array<string> = []
         const server = http.createServer((req, res) => {
           seen.push(req.url!)
-          if (req.url === "/_ping") return res.end("OK")
+          if (req.url === "/version") return res.end(JSON.stringify({ Version: "20.10.24", ApiVersion: "1.41" }))
           if (req.url === "/info") return res.end(JSON.stringify({ ServerVersion: "20.10.24", Runtimes: { runc: {} } }))
-          if (req.url === `/images/${encodeURIComponent("dart-trainer:0.1.0")}/json`) return res.end("{}")
+          if (decodeURIComponent(req.url!) === "/images/dart-trainer:0.1.0/json") return res.end("{}")
           res.statusCode = 404
           res.end(JSON.stringify({ message: "No such image" }))
         })
@@ -202,15 +205,16 @@ describe("preflight", () => {
           () => Effect.sync(() => server.close())
         )
         const host = { name: "fake", docker: `unix://${socket}`, gpus: "all" as const }
-        const probes = localProbes(2000)
-        expect(yield* probes.host(host)).toEqual({ engine: "20.10.24", gpus: 0 })
+        const absent = { name: "absent", docker: `unix://${path.join(dir, "absent.sock")}`, gpus: [] }
+        const config = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify([host, absent])}`])
+        const compute = Context.get(yield* Layer.build(dockerCompute(config, { runDir: dir })), Compute)
+        const probes = computeProbes(compute, 2000)
+        expect(yield* probes.host(host)).toEqual({ address: host.docker, engine: "Docker 20.10.24", gpus: 0 })
         expect(yield* probes.image(host, "dart-trainer:0.1.0")).toBe(true)
         expect(yield* probes.image(host, "vllm/vllm-openai:v0.33.0")).toBe(false)
-        expect(seen).toEqual(["/_ping", "/info", "/images/dart-trainer%3A0.1.0/json", "/images/vllm%2Fvllm-openai%3Av0.33.0/json"])
-        const missing = yield* probes.host({ ...host, docker: `unix://${path.join(dir, "absent.sock")}` }).pipe(Effect.flip)
+        expect(seen.map((u) => decodeURIComponent(u))).toEqual(["/version", "/info", "/images/dart-trainer:0.1.0/json", "/images/vllm/vllm-openai:v0.33.0/json"])
+        const missing = yield* probes.host(absent).pipe(Effect.flip)
         expect(missing.message).toContain("ENOENT")
-        const remote = yield* probes.host({ ...host, docker: "ssh://me@box" }).pipe(Effect.flip)
-        expect(remote.message).toContain("only local unix sockets are probed")
       }).pipe(Effect.scoped))
 
     it.effect("check endpoints: vLLM /health over HTTP, the trainer's port over TCP", () =>
@@ -223,7 +227,7 @@ describe("preflight", () => {
           Effect.callback<number>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port)))),
           () => Effect.sync(() => server.close())
         )
-        const probes = localProbes(2000)
+        const probes = computeProbes(Context.get(yield* Layer.build(noCompute), Compute), 2000)
         yield* probes.endpoint("vllm", `http://127.0.0.1:${port}/v1`)
         yield* probes.endpoint("trainer", `127.0.0.1:${port}`)
         // A port nobody listens on: take one and release it.

@@ -10,6 +10,8 @@ import { type StageDrivers, stageDrivers } from "../../src/pipeline/Stages.ts"
 import { makeDirectories } from "../../src/runs/AtomicFile.ts"
 import { type RunHandle, RunStore } from "../../src/runs/RunStore.ts"
 import { resolvedFor } from "../support/RunConfig.ts"
+import { Compute } from "../../src/compute/Compute.ts"
+import { noCompute } from "../support/NoCompute.ts"
 
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-pipeline-"))
 const probes: ComputeProbes = {
@@ -25,7 +27,7 @@ const readJsonl = (file: string) => readFileSync(file, "utf8").trim().split("\n"
  * Drivers that do each stage's bookkeeping for real (ledger entries, contract files) without models:
  * init and evaluate are the real stages; the others record their calls and write what the next stage reads.
  */
-const recordingDrivers = (calls: Array<string>, opts: { failRepairOnce?: { failed: boolean }; poolFromTest?: boolean } = {}): StageDrivers<Error, RunStore> => {
+const recordingDrivers = (calls: Array<string>, opts: { failRepairOnce?: { failed: boolean }; poolFromTest?: boolean } = {}): StageDrivers<Error, RunStore | Compute> => {
   const finish = (run: RunHandle, key: string, files: ReadonlyArray<readonly [string, string]>) =>
     Effect.gen(function*() {
       const store = yield* RunStore
@@ -89,10 +91,11 @@ const recordingDrivers = (calls: Array<string>, opts: { failRepairOnce?: { faile
 /** Runs the pipeline; `printed` collects what it wrote to stdout. */
 const printed: Array<string> = []
 const quiet: Console.Console = { ...globalThis.console, log: (...a: Array<unknown>) => void printed.push(a.join(" ")), error: () => {} }
-const run = (exp: string, drivers: StageDrivers<Error, RunStore>, selection: Selection = {}) =>
+const run = (exp: string, drivers: StageDrivers<Error, RunStore | Compute>, selection: Selection = {}) =>
   Effect.sync(() => void printed.splice(0)).pipe(
     Effect.andThen(runPipeline(resolvedFor("configs/smoke.json", [`run.runs_dir=${scratch}`, `run.exp_id=${exp}`, "datasets.limits.test=30"]), { dryRun: false, selection }, drivers, probes)),
     Effect.provide(env),
+    Effect.provide(noCompute),
     Effect.provideService(Console.Console, quiet)
   )
 

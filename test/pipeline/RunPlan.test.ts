@@ -55,7 +55,7 @@ describe("the run plan", () => {
     ])
   })
 
-  it("places containers on the first host, as the compute layer does, with that host's images, and uses configured endpoints without starting anything", () => {
+  it("places the fleet: vLLM replicas on the GPU hosts, a CPU host named idle with its reason, configured endpoints started nowhere", () => {
     const two = configFor("configs/exp_acl.json", [
       `compute.hosts=[{"name":"laptop","docker":"unix:///var/run/docker.sock","gpus":[]},{"name":"box","docker":"ssh://me@box","gpus":["0","1"]}]`,
       "compute.trainer.endpoint=127.0.0.1:50051"
@@ -63,16 +63,46 @@ describe("the run plan", () => {
     const g = buildRunGraph(two)
     const plan = buildRunPlan(two, g, planGraph(g, {}), facts())
     const vllm = plan.services.find((s) => s.service === "vllm")!
-    expect(vllm.host?.name).toBe("laptop")
-    // A host without GPUs gets the CPU images.
-    expect(vllm.image).toBe("dart-vllm-cpu:0.32.0")
+    expect(vllm.host?.name).toBe("box")
+    expect(vllm.placed.map((a) => `${a.name}@${a.host}:${a.port} ${JSON.stringify(a.gpus)}`)).toEqual(['vllm@box:8000 ["0"]', 'vllm-2@box:8001 ["1"]'])
+    expect(vllm.image).toBe("vllm/vllm-openai:v0.33.0")
     const trainer = plan.services.find((s) => s.service === "trainer")!
     expect(trainer).toMatchObject({ host: null, image: null, endpoints: ["127.0.0.1:50051"], starts: false })
     const text = renderRunPlan(plan, two)
-    expect(text).toContain("dart-vllm-cpu:0.32.0 on laptop (unix:///var/run/docker.sock), GPUs none")
-    const gpuFirst = configFor("configs/exp_acl.json", [`compute.hosts=[{"name":"box","docker":"ssh://me@box","gpus":["0","1"]}]`])
-    expect(renderRunPlan(buildRunPlan(gpuFirst, g, planGraph(g, {}), facts()), gpuFirst)).toContain("vllm/vllm-openai:v0.33.0 on box (ssh://me@box), GPUs 0,1")
+    expect(text).toContain("  laptop (CPU): nothing: no GPU, and the fleet's GPU hosts serve")
+    expect(text).toContain("  box (GPU 0,1): vllm (GPU 0, port 8000), vllm-2 (GPU 1, port 8001), classifier-toxicity (GPU 0,1, port 8002)")
     expect(text).toContain("endpoint 127.0.0.1:50051 (already running; nothing started)")
+    // A CPU-only host gets the CPU images.
+    const cpu = configFor("configs/exp_acl.json", [`compute.hosts=[{"name":"laptop","docker":"unix:///var/run/docker.sock","gpus":[]}]`])
+    expect(renderRunPlan(buildRunPlan(cpu, g, planGraph(g, {}), facts()), cpu)).toContain("dart-vllm-cpu:0.32.0 vllm on laptop (CPU, port 8000)")
+  })
+
+  it("spreads replicas over four GPU hosts by tensor_parallel_size, caps them, and puts the trainer on the host with the most GPUs", () => {
+    const hosts = [
+      { name: "a", docker: "ssh://me@a", gpus: ["0", "1", "2", "3"] },
+      { name: "b", docker: "ssh://me@b", gpus: ["0", "1", "2", "3", "4", "5", "6", "7"] },
+      { name: "c", docker: "ssh://me@c", gpus: ["0"] },
+      { name: "d", docker: "tcp://d:2376", gpus: ["0", "1"] }
+    ]
+    const config = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts)}`, "compute.vllm.tensor_parallel_size=2", "training.gpus=4"])
+    const g = buildRunGraph(config)
+    const plan = buildRunPlan(config, g, planGraph(g, {}), facts())
+    expect(plan.placement.vllm.map((a) => `${a.name} ${a.host} ${(a.gpus as ReadonlyArray<string>).join(",")} ${a.port}`)).toEqual([
+      "vllm a 0,1 8000", "vllm-2 b 0,1 8001", "vllm-3 d 0,1 8002", "vllm-4 a 2,3 8003", "vllm-5 b 2,3 8004", "vllm-6 b 4,5 8005", "vllm-7 b 6,7 8006"
+    ])
+    expect(plan.placement.trainer).toMatchObject({ host: "b", gpus: ["0", "1", "2", "3"] })
+    // The trainer shares b's first GPUs with two replicas, which sleep while it trains.
+    expect(plan.placement.sharing).toEqual(expect.arrayContaining(["vllm-2", "vllm-5"]))
+    const text = renderRunPlan(plan, config)
+    // c's one GPU is too few for a replica at tensor_parallel_size 2: the classifiers take it.
+    expect(text).toContain("  c (GPU 0): classifier-toxicity (GPU 0, port 8007), classifier-hate (GPU 0, port 8008)")
+    expect(text).toContain("  b (GPU 0,1,2,3,4,5,6,7): vllm-2 (GPU 0,1, port 8001), vllm-5 (GPU 2,3, port 8004), vllm-6 (GPU 4,5, port 8005), vllm-7 (GPU 6,7, port 8006), trainer (GPU 0,1,2,3, port 50051)")
+    const capped = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts)}`, "compute.vllm.tensor_parallel_size=2", "compute.vllm.replicas=2"])
+    const p2 = buildRunPlan(capped, g, planGraph(g, {}), facts()).placement
+    expect(p2.vllm.map((a) => a.host)).toEqual(["a", "b"])
+    expect(p2.hosts.find((h) => h.name === "d")!.idle).toBe("compute.vllm.replicas 2 reached")
+    const tooMany = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts.slice(2))}`, "training.gpus=4"])
+    expect(buildRunPlan(tooMany, g, planGraph(g, {}), facts()).placement.problems).toEqual(["training.gpus is 4, but the host with the most GPUs (d) has 2"])
   })
 
   it("decides configured or started as the run does: every vLLM endpoint, and each classifier's own endpoint", () => {

@@ -10,6 +10,7 @@ import { classifierSpec } from "../../src/pipeline/ServicePlacement.ts"
 import type { VllmAccess } from "../../src/pipeline/VllmServers.ts"
 import { type RunHandle, RunStore } from "../../src/runs/RunStore.ts"
 import { resolvedFor } from "../support/RunConfig.ts"
+import { noCompute } from "../support/NoCompute.ts"
 
 // `dart run`'s compute across stages, with the stage code and the container starts stood in for: one server for every
 // stage, opened on first use and closed once at the end; the teacher of provider vllm bound to it; on a GPU host the
@@ -33,8 +34,8 @@ const sleepServer = () =>
   )
 
 const fakeParts = (url: string, gpus: RunningService["spec"]["gpus"], events: Array<string>): SharedComputeParts => {
-  const service = { spec: { gpus } as RunningService["spec"], host: "local", id: "c1", endpoint: url, reused: false } as RunningService
-  const access: VllmAccess = { servers: [url], layer: Layer.empty as unknown as VllmAccess["layer"], service }
+  const service = { spec: { name: "vllm", gpus } as RunningService["spec"], host: "local", id: "c1", endpoint: url, reused: false } as RunningService
+  const access: VllmAccess = { servers: [url], layer: Layer.empty as unknown as VllmAccess["layer"], services: [service] }
   const record = (what: string) => Effect.sync(() => void events.push(what))
   return {
     openVllm: () => Effect.acquireRelease(record("vllm up").pipe(Effect.as(access)), () => record("vllm down")),
@@ -44,6 +45,8 @@ const fakeParts = (url: string, gpus: RunningService["spec"]["gpus"], events: Ar
         () => record("classifiers down")
       ),
     removeOrphans: () => record("orphans").pipe(Effect.as(["killed-vllm"])),
+    // On one GPU box the trainer and the classifiers share the replica's GPU (Placement.ts).
+    sharing: () => Effect.succeed(["vllm"]),
     stages: {
       init: () => record("init"),
       teacher: (r, request, _run, open) =>
@@ -80,7 +83,7 @@ const pipeline = (resolved: ResolvedConfig, parts: SharedComputeParts, events: A
     yield* d.audit(resolved, audit("audit_test_dart"), run)
     yield* d.audit(resolved, audit("audit_test_dart_h"), run)
     events.push("scope closing")
-  })).pipe(Effect.provideService(Console.Console, { ...globalThis.console, error: () => {}, log: () => {} }), Effect.provide(RunStore.layer))
+  })).pipe(Effect.provideService(Console.Console, { ...globalThis.console, error: () => {}, log: () => {} }), Effect.provide(RunStore.layer), Effect.provide(noCompute))
 
 describe("dart run's compute across stages", () => {
   it.effect("one server for every stage and the teacher; on a GPU host it sleeps while the trainer or the classifiers work", () =>

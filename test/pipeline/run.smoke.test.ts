@@ -9,11 +9,14 @@ import * as path from "node:path"
 import { dartAsync } from "../support/AdapterFixture.ts"
 import { containersOf, freePort, SOCKET, uniqueExp } from "../support/DockerEngine.ts"
 import { freePortRun } from "../support/FreePort.ts"
+import { startSecondEngine } from "../support/SecondEngine.ts"
 import { artifactPaths, history, rest, startMlflowServer } from "../tracking/support/MlflowServer.ts"
 
 // The smoke profile end to end with real parts: tiny models built by dart, the CPU vLLM image as student, teacher and
-// judge, the CPU trainer image, tiny classifiers, the evaluator. The run is SIGKILLed once at a random stage and run
-// again; the rerun must finish with nothing paid twice, no finished stage run again and no container left.
+// judge, the CPU trainer image, tiny classifiers, the evaluator. It runs over a fleet of two real Docker engines, the
+// second a remote box reached over SSH (test/support/SecondEngine.ts): one vLLM replica on each, the adapters trained
+// by two processes and loaded on both. The run is SIGKILLed once at a random stage and run again; the rerun must finish
+// with nothing paid twice, no finished stage run again and nothing left on either engine.
 const IMAGES = ["dart-vllm-cpu:0.32.0", "dart-trainer-cpu:0.1.0"]
 const haveImages = IMAGES.every((i) => spawnSync("docker", ["image", "inspect", i], { stdio: "ignore" }).status === 0)
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-smoke-"))
@@ -73,14 +76,18 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
     const killDelayMs = (seed >> 4) % 4000
     console.log(`smoke kill test: SIGKILL ${killDelayMs} ms into ${killStage} (DART_SMOKE_KILL_SEED=${seed} repeats it)`)
     const expId = uniqueExp("smoke")
-    const vllmPort = await freePortRun()
+    const box2 = await startSecondEngine({ images: ["dart-vllm-cpu:0.32.0"], lockTimeoutS: 1800 })
+    // Two replicas and two classifiers: four consecutive ports.
+    const vllmPort = await freePortRun(4)
     const trainerPort = await freePort()
     const mlflow = await startMlflowServer()
     const proxy = recordingProxy(() => vllmPort)
     const proxyPort = await proxy.listen()
     const args = [
       "run", "--config", "configs/smoke.json", "--exp-id", expId, "--override", `run.runs_dir=${runs}`,
-      "--override", `compute.hosts=[{"name":"local","docker":"unix://${SOCKET}","gpus":[]}]`,
+      "--override", `compute.hosts=${JSON.stringify([{ name: "local", docker: `unix://${SOCKET}`, gpus: [] }, { ...box2.hostConfig, gpus: [] }])}`,
+      // Each adapter trained data-parallel by two processes (gloo on CPU).
+      "--override", "training.gpus=2",
       "--override", `compute.vllm.port=${vllmPort}`, "--override", `compute.trainer.port=${trainerPort}`,
       // Provider vllm with a base_url: still the run's own server, reached through the recording proxy.
       "--override", `teacher.base_url=http://127.0.0.1:${proxyPort}/v1`, "--override", `judge.base_url=http://127.0.0.1:${proxyPort}/v1`,
@@ -237,10 +244,25 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
       expect(r2.stdout).toMatch(/\n\| DART \| \d+ \|/)
       expect(r2.stdout).toMatch(/\n\| DART_H \| \d+ \|/)
       // One vLLM server for the whole rerun: started once.
-      expect(r2.stderr.match(/^vLLM container on /gm)?.length ?? 0).toBeLessThanOrEqual(1)
-      // No container of this experiment is left: neither the killed run's nor the rerun's.
+      expect(r2.stderr.match(/^vLLM replica vllm on /gm)?.length ?? 0).toBeLessThanOrEqual(1)
+      // The fleet: one replica on each engine, both answered, both loaded every adapter; two processes trained each.
+      expect(r2.stdout).toContain(`  box2 (CPU): vllm-2 (CPU, port ${vllmPort + 1})`)
+      for (const name of Object.keys(predictions)) {
+        const servers = new Set(readJsonl(path.join(run, "predictions", name, "answers.jsonl")).map((a) => a.server))
+        expect(servers.size, `${name}: answered by ${[...servers].join(", ")}`).toBeGreaterThanOrEqual(2)
+      }
+      for (const log of ["local-vllm.log", "box2-vllm-2.log"]) {
+        const text = readFileSync(path.join(run, "logs", log), "utf8")
+        for (const a of ["DART", "DART_H"]) expect(text, `${log}: ${a}`).toContain(`Loaded new LoRA adapter: name '${a}'`)
+      }
+      for (const a of ["DART", "DART_H"]) {
+        expect(JSON.parse(readFileSync(path.join(run, "adapters", a, "final", "training_record.json"), "utf8")).hyperparameters.processes).toBe(2)
+      }
+      // No container of this experiment is left on either engine: neither the killed run's nor the rerun's.
       expect(containersOf(expId)).toEqual([])
+      expect(box2.containers(expId)).toEqual([])
     } finally {
+      await box2.stop()
       await proxy.close()
       await mlflow.stop()
       spawnSync("docker", ["rm", "-f", "-v", ...containersOf(expId)], { stdio: "ignore" })

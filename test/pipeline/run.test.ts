@@ -19,7 +19,8 @@ describe("dart run --dry-run", () => {
     }
     expect(r.stdout).toContain("distill: 0 of 11,202 items done; still needed: 11,202 requests")
     expect(r.stdout).toMatch(/judge deepseek deepseek-chat \(mode validate, one request per pair\):\n {2}audit 1,386 pairs, audit_test_dart 1,412 pairs, audit_test_dart_h 1,412 pairs; 4,210 requests/)
-    expect(r.stdout).toMatch(/vllm +vllm\/vllm-openai:v0\.33\.0 on local \(unix:\/\/\/var\/run\/docker\.sock\), GPUs all/)
+    expect(r.stdout).toMatch(/vllm +vllm\/vllm-openai:v0\.33\.0 vllm on local \(all GPUs, port 8000\)/)
+    expect(r.stdout).toContain("hosts (docker):\n  local (all GPUs): vllm (all GPUs, port 8000), classifier-toxicity (all GPUs, port 8001), classifier-hate (all GPUs, port 8002), trainer (all GPUs, port 50051)")
     expect(r.stdout).toContain("MISSING  teacher API key: DEEPSEEK_API_KEY is not set: the teacher (deepseek deepseek-chat) needs it for distill and repair")
     expect(r.stdout).toContain("MISSING  judge API key: DEEPSEEK_API_KEY is not set")
     // Whether or not this machine runs a Docker engine, it has no GPU for `gpus: all`.
@@ -37,7 +38,7 @@ describe("dart run --dry-run", () => {
     ], { ...noKeys, DEEPSEEK_API_KEY: "sk-test-not-printed" })
     expect(r.code).toBe(5)
     expect(r.stdout).toContain("ok       teacher API key: DEEPSEEK_API_KEY is set")
-    expect(r.stdout).toContain(`MISSING  host gpu-box: unix://${sock} does not answer: connect ENOENT ${sock}`)
+    expect(r.stdout).toContain(`MISSING  host gpu-box: does not answer (unix://${sock}: connect ENOENT ${sock})`)
     expect(r.stdout).toContain("MISSING  image dart-trainer:0.1.0: not checked: host gpu-box does not answer")
     expect(r.stdout).toContain("MISSING  GPUs on gpu-box: not checked: host gpu-box does not answer")
     expect(r.stdout + r.stderr).not.toContain("sk-test-not-printed")
@@ -48,7 +49,7 @@ describe("dart run --dry-run", () => {
     expect(ok.stderr).toBe("")
     expect(ok.code).toBe(0)
     expect(ok.stdout).toMatch(/\n {2}train_dart +excluded +after --until distill\n/)
-    expect(ok.stdout).toContain("containers:\n  none (no stage that needs compute runs)")
+    expect(ok.stdout).toContain("services:\n  none (no stage that needs compute runs)")
     expect(ok.stdout).toContain("dry run: nothing started")
     const bad = dart(["run", "--dry-run", "--from", "teach"], noKeys)
     expect(bad.code).toBe(2)

@@ -11,15 +11,18 @@ export const freePort = () =>
     })
   })
 
-/** Three consecutive free ports: vLLM's and one per classifier after it (the smoke profile's two). */
-export const freePortRun = async (): Promise<number> => {
+/**
+ * `count` consecutive free ports (default three: vLLM's and one per classifier after it, the smoke profile's two; a
+ * fleet of R replicas needs R + 2).
+ */
+export const freePortRun = async (count = 3): Promise<number> => {
   for (;;) {
     const p = await freePort()
-    const ok = await Promise.all([p + 1, p + 2].map((q) =>
+    const ok = await Promise.all(Array.from({ length: count - 1 }, (_, i) => p + 1 + i).map((q) =>
       new Promise<boolean>((resolve) => {
         const s = net.createServer().once("error", () => resolve(false))
         s.listen(q, "127.0.0.1", () => s.close(() => resolve(true)))
       })))
-    if (ok.every(Boolean) && p + 2 < 65536) return p
+    if (ok.every(Boolean) && p + count - 1 < 65536) return p
   }
 }

@@ -21,8 +21,9 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
   [/^evaluation\/[^/]+\/summary\.json$/, ["meta.parser"], "the parser's description cites docs/protocol.md, now in the repository"],
   [/^configs\/config\.json$/, [
     "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
-    "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking"
-  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24) and tracking (issue 26)"],
+    "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking",
+    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus"
+  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26) and the fleet (issue 22)"],
   [/^manifest\.json$/, ["chat_layout"], "the base model's chat layout, decided before the first stage (issue 24)"]
 ]
 

@@ -15,6 +15,8 @@ import { dartAsync } from "../support/AdapterFixture.ts"
 import { resolvedFor } from "../support/RunConfig.ts"
 import { artifactPaths, history, type MlflowServer, rest, startMlflowServer } from "./support/MlflowServer.ts"
 import { type TrainingShape, trainingRecord } from "./support/SyntheticRun.ts"
+import { Compute } from "../../src/compute/Compute.ts"
+import { noCompute } from "../support/NoCompute.ts"
 
 // The tracking of `dart run` against a real MLflow server (containers/mlflow/.venv): the stage loop in this process
 // with drivers that write what each stage would (the real init and evaluate), then `dart run` as its own process,
@@ -51,7 +53,7 @@ const readJsonl = (file: string) => readFileSync(file, "utf8").trim().split("\n"
  * Drivers that do each stage's bookkeeping for real (ledger entries, contract files) without models: init and evaluate
  * are the real stages; training writes a training record of the given shape; `onAudit` runs inside each audit.
  */
-const drivers = (shapes: Readonly<Record<string, TrainingShape>>, onAudit: () => Promise<void> = async () => {}): StageDrivers<Error, RunStore> => {
+const drivers = (shapes: Readonly<Record<string, TrainingShape>>, onAudit: () => Promise<void> = async () => {}): StageDrivers<Error, RunStore | Compute> => {
   const finish = (run: RunHandle, key: string, files: ReadonlyArray<readonly [string, string]>) =>
     Effect.gen(function*() {
       const store = yield* RunStore
@@ -108,11 +110,12 @@ const overridesFor = (expId: string, tracking: boolean) => [
   ...(tracking ? [`tracking.mlflow.uri=${server.url}`, `tracking.mlflow.experiment=dart-${expId}`] : [])
 ]
 
-const pipeline = (expId: string, tracking: boolean, d: StageDrivers<Error, RunStore>, selection: Selection = {}) => {
+const pipeline = (expId: string, tracking: boolean, d: StageDrivers<Error, RunStore | Compute>, selection: Selection = {}) => {
   const stderr: Array<string> = []
   const quiet: Console.Console = { ...globalThis.console, log: () => {}, error: (...a: Array<unknown>) => void stderr.push(a.join(" ")) }
   return runPipeline(resolvedFor("configs/smoke.json", overridesFor(expId, tracking)), { dryRun: false, selection }, d, probes).pipe(
     Effect.provide(env),
+    Effect.provide(noCompute),
     Effect.provideService(Console.Console, quiet),
     Effect.as(stderr)
   )

@@ -27,7 +27,11 @@ def _child(spec, job_dir, dataset, init_adapter, queue, cancel):
     os.dup2(log, 1)
     os.dup2(log, 2)
     try:
-        run_training(spec, job_dir, dataset, init_adapter, queue.put, cancel.is_set)
+        if spec.get("processes", 1) > 1:
+            from .distributed import launch  # K ranks under torch.distributed.run; this process forwards their events
+            launch(spec, job_dir, dataset, init_adapter, queue, cancel)
+        else:
+            run_training(spec, job_dir, dataset, init_adapter, queue.put, cancel.is_set)
     except BaseException as e:  # reported to the client as a Failed event, never a silent death
         queue.put({"kind": "failed", "code": "internal", "message": f"{type(e).__name__}: {e}"})
 

@@ -67,7 +67,8 @@ def _in_hf_cache(repo_id: str) -> bool:
 def _event_message(e: dict):
     kind = e["kind"]
     if kind == "started":
-        return pb.JobEvent(seq=e["seq"], started=pb.Started(total_steps=e["total_steps"], start_step=e["start_step"], device=e["device"]))
+        return pb.JobEvent(seq=e["seq"], started=pb.Started(total_steps=e["total_steps"], start_step=e["start_step"], device=e["device"],
+                                                            world_size=e.get("world_size", 1)))
     if kind == "step":
         return pb.JobEvent(seq=e["seq"], step=pb.Step(**{k: e[k] for k in ("step", "total_steps", "loss", "learning_rate", "tokens_per_second", "eta_seconds", "epoch")}))
     if kind == "checkpoint":
@@ -207,6 +208,17 @@ class Trainer(services.TrainerServicer):
                 major, minor = torch.cuda.get_device_capability(0)
                 raise JobError("FAILED_PRECONDITION", f"{torch.cuda.get_device_name(0)} (compute capability {major}.{minor}) has no bfloat16: "
                                                       "set model.dtype and training.qlora.compute_dtype to float16")
+        processes = max(1, r.processes)
+        if processes > 1:
+            # Data-parallel (dart_trainer.distributed): one GPU per process; QLoRA too, each rank with its own 4-bit
+            # copy on its own GPU (train.py says why the libraries allow it). Without CUDA, gloo, a core per process.
+            import torch
+            if torch.cuda.is_available():
+                if processes > torch.cuda.device_count():
+                    raise JobError("INVALID_ARGUMENT", f"{processes} processes need {processes} GPUs (one each); "
+                                                       f"this trainer sees {torch.cuda.device_count()}")
+            elif processes > (os.cpu_count() or 1):
+                raise JobError("INVALID_ARGUMENT", f"{processes} processes on CPU need a core each; this trainer has {os.cpu_count() or 1}")
         if r.max_length < 16 or r.per_device_batch_size < 1 or r.gradient_accumulation_steps < 1 or r.learning_rate <= 0:
             raise JobError("INVALID_ARGUMENT", "max_length >= 16, batch >= 1, gradient accumulation >= 1 and learning rate > 0 are required")
         if r.epochs <= 0 and r.max_steps == 0:
@@ -220,7 +232,7 @@ class Trainer(services.TrainerServicer):
             "lr_scheduler": r.lr_scheduler or "cosine", "warmup_ratio": r.warmup_ratio, "weight_decay": r.weight_decay,
             "eval_fraction": r.eval_fraction, "eval_steps": max(1, r.eval_steps), "save_steps": max(1, r.save_steps),
             "gradient_checkpointing": r.gradient_checkpointing, "max_steps": r.max_steps, "optimizer": r.optimizer or "adamw_torch",
-            "max_lora_rank": self.max_lora_rank,
+            "max_lora_rank": self.max_lora_rank, "processes": processes,
         }
 
     def WatchJob(self, request, context):

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 COMPLETE = "COMPLETE"
-
+# How long a rank waits for the others (process group start, every collective) before it gives up with an error.
+# Generous: rank 0 may be writing a checkpoint while the others wait; a crashed rank is caught sooner by torchrun.
+DDP_TIMEOUT_S = int(os.environ.get("DART_TRAINER_DDP_TIMEOUT", "600"))
 
 
 def stable_target_modules(config_file: Path) -> None:
@@ -61,6 +63,9 @@ def prepare_tokenizer(base_model: str):
 
 
 def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str | None, emit, cancelled) -> None:
+    """One rank of a job. One process (today's path) when WORLD_SIZE is unset or 1; under torch.distributed.run
+    (dart_trainer.distributed) every rank runs this, data-parallel: `emit` reaches the client from rank 0 only,
+    and checkpoints and the final adapter are written once."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
@@ -73,7 +78,20 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
     job = Path(job_dir)
     checkpoints = job / "checkpoints"
     cuda = torch.cuda.is_available()
-    device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if cuda else "cpu"
+    # A rank of K > 1 (torchrun's environment), or the one process: a WORLD_SIZE the server inherited means nothing.
+    distributed = spec.get("processes", 1) > 1
+    world = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank = int(os.environ["RANK"]) if distributed else 0
+    local_rank = int(os.environ["LOCAL_RANK"]) if distributed else 0
+    if distributed:
+        import torch.distributed as dist
+        from datetime import timedelta
+        if cuda:
+            torch.cuda.set_device(local_rank)  # one GPU per rank
+        # Started here, before the Trainer's own setup (which then reuses it), so the wait for the other ranks is
+        # bounded: accelerate passes no timeout to a CPU (gloo) group.
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=DDP_TIMEOUT_S))
+    device = f"cuda:{local_rank} ({torch.cuda.get_device_name(local_rank)})" if cuda else "cpu"
     torch.manual_seed(spec["seed"])
     random.seed(spec["seed"])
 
@@ -99,7 +117,14 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec["qlora"]["quant_type"],
                                    bnb_4bit_use_double_quant=spec["qlora"]["double_quant"],
                                    bnb_4bit_compute_dtype=dtypes[spec["qlora"]["compute_dtype"]])
-    model = AutoModelForCausalLM.from_pretrained(spec["base_model"], dtype=dtype, quantization_config=quant)
+    placement = {}
+    if quant is not None and distributed:
+        # QLoRA with several processes: each rank holds its own 4-bit copy, whole on its own GPU. accelerate
+        # refuses a 4-bit model only when it is split over devices or sits on another device than the rank's
+        # (Accelerator.prepare_model), and TRL's multi-GPU docs load it per process this way; so DDP over
+        # quantized replicas is supported, one GPU per rank.
+        placement = {"device_map": {"": local_rank}}
+    model = AutoModelForCausalLM.from_pretrained(spec["base_model"], dtype=dtype, quantization_config=quant, **placement)
     peft_config = None
     if init_adapter:
         if quant is not None:
@@ -114,6 +139,9 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
                                  target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
 
     use_eval = eval_ds is not None and len(eval_ds) > 0
+    # Data-parallel only: every LoRA weight takes part in every step, so DDP need not search for unused ones.
+    ddp = {"ddp_backend": None if cuda else "gloo", "ddp_timeout": DDP_TIMEOUT_S,
+           "ddp_find_unused_parameters": False} if distributed else {}
     config = SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=spec["epochs"],
@@ -145,27 +173,43 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
         packing=False,
         report_to=[],
         dataloader_num_workers=0,
+        **ddp,
     )
 
     # Test hook: hold the process after a checkpoint's files are written and before its COMPLETE marker,
     # so a test can SIGKILL it mid-save. Unset in production.
     stall_at = os.environ.get("DART_TRAINER_TEST_STALL_SAVE")
+    # Test hook: this rank raises after its first optimizer step, as a crashed rank would. Unset in production.
+    crash_rank = os.environ.get("DART_TRAINER_TEST_CRASH_RANK")
+    # What this rank did, for ranks.jsonl (proof that K processes trained, each on its share of the data).
+    work = {"micro_batches": 0, "samples": 0, "optimizer_steps": 0}
 
     class Events(TrainerCallback):
         def __init__(self):
             self.t0 = time.time()
             self.start_step = 0
             self.last = (time.time(), 0.0)
+            self.cancel_seen = False
 
         def on_train_begin(self, args, state, control, **kw):
             self.start_step = state.global_step
             self.t0 = time.time()
             # pad_token/pad_source stay in the job's events.jsonl (the gRPC Started message has no field for them).
             emit({"kind": "started", "total_steps": state.max_steps, "start_step": state.global_step, "device": device,
-                  **pad})
+                  "world_size": world, **pad})
 
         def on_step_end(self, args, state, control, **kw):
-            if cancelled():
+            work["optimizer_steps"] += 1
+            if crash_rank is not None and int(crash_rank) == rank:
+                raise RuntimeError(f"test hook: rank {rank} crashed after step {state.global_step}")
+            stop = cancelled()
+            if distributed:
+                # Every rank stops at the same step, or the ones still training would wait for the others forever.
+                flag = torch.tensor([1 if stop else 0], device=args.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
+                self.cancel_seen = True
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -189,6 +233,10 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
 
         def on_save(self, args, state, control, **kw):
             # on_save fires after the checkpoint (model, optimizer, scheduler, RNG, trainer state) is written.
+            if distributed:
+                dist.barrier()  # each rank writes its own RNG state: all of them, before the checkpoint counts
+                if rank != 0:
+                    return  # the marker and the event, once
             d = checkpoints / f"checkpoint-{state.global_step}"
             if stall_at is not None and state.global_step == int(stall_at):
                 (job / "stalled").write_text(str(state.global_step))
@@ -200,8 +248,15 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
                     os.fsync(f.fileno())
                 emit({"kind": "checkpoint", "step": state.global_step, "path": str(d)})
 
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds if use_eval else None,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[Events()])
+    class CountingTrainer(SFTTrainer):
+        def training_step(self, model, inputs, *args, **kw):
+            work["micro_batches"] += 1
+            work["samples"] += int(inputs["input_ids"].shape[0])
+            return super().training_step(model, inputs, *args, **kw)
+
+    events = Events()
+    trainer = CountingTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds if use_eval else None,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[events])
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     if trainable == 0:
         # Some TRL/PEFT combinations (a quantized base, an init adapter) leave everything frozen: the run would
@@ -210,7 +265,15 @@ def run_training(spec: dict, job_dir: str, dataset_file: str, init_adapter: str 
                                     "check lora.target_modules and, with QLoRA, the init adapter")
     resume = newest_complete_checkpoint(checkpoints)
     result = trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
-    if cancelled():
+    line = {"rank": rank, "world_size": dist.get_world_size() if distributed else 1,
+            "backend": dist.get_backend() if distributed else None, "local_rank": local_rank, "pid": os.getpid(),
+            "device": device, "start_step": events.start_step, "global_step": trainer.state.global_step,
+            "cancelled": events.cancel_seen, **work}
+    with open(job / "ranks.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    if rank != 0:
+        return  # the adapter and the outcome are rank 0's to write and report
+    if events.cancel_seen or cancelled():
         emit({"kind": "failed", "code": "cancelled", "message": "cancelled by the client"})
         return
 

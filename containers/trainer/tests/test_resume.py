@@ -155,3 +155,49 @@ def test_a_sigkilled_job_resumes_from_its_newest_complete_checkpoint(tmp_path, t
     print(f"max |resumed - uninterrupted| = {diff:.3g}, max |step 8 - uninterrupted| = {far:.3g}")
     assert diff < 1e-4 and far > 100 * diff
     assert all(torch.isfinite(t).all() for t in got.values())
+
+
+def test_a_cancelled_two_process_job_stops_every_rank_and_resumes_from_its_checkpoint(tmp_path, tiny_model):
+    """processes=2 (gloo on CPU): a cancel stops both ranks at the same step and leaves no process behind; the
+    same job started again resumes both ranks from the newest complete checkpoint (each with its RNG state)."""
+    from dart_trainer.distributed import RUN_DIR
+    from dart_trainer.server import serve
+    from test_multiprocess import gone, ranks
+
+    server, port = serve(0, tmp_path / "data", max_lora_rank=16)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = services.TrainerStub(channel)
+    kind = lambda e: e.WhichOneof("kind")  # noqa: E731
+    try:
+        dataset = ("\n".join(json.dumps(r) for r in rows(64)) + "\n").encode()
+        ds = upload(stub, "dataset", {"train.jsonl": dataset}).id
+        spec = dict(job_id="dp", processes=2, max_steps=60, save_steps=10, eval_fraction=0.0)
+        assert not stub.StartJob(job(tiny_model, ds, **spec), timeout=60).resumed
+        first = []
+        for e in stub.WatchJob(pb.WatchJobRequest(job_id="dp"), timeout=240):
+            first.append(e)
+            if kind(e) == "checkpoint" and e.checkpoint.step == 10:
+                assert stub.CancelJob(pb.CancelJobRequest(job_id="dp"), timeout=10).cancelled
+        assert kind(first[-1]) == "failed" and first[-1].failed.code == "cancelled", first[-1]
+        r = tmp_path / "data" / "jobs" / "dp"
+        stopped = ranks(r)
+        assert sorted(x["rank"] for x in stopped) == [0, 1] and all(x["cancelled"] for x in stopped)
+        assert len({x["global_step"] for x in stopped}) == 1 and stopped[0]["global_step"] < 60  # the same step
+        assert not (r / "final").exists()
+        assert gone(r / RUN_DIR)
+        at = complete_steps(r)[-1]
+        assert at >= 10 and all((r / "checkpoints" / f"checkpoint-{at}" / f"rng_state_{k}.pth").is_file() for k in (0, 1))
+
+        reply = stub.StartJob(job(tiny_model, ds, **spec), timeout=60)
+        assert (reply.resumed, reply.resumed_from_step) == (True, at)
+        rest = list(stub.WatchJob(pb.WatchJobRequest(job_id="dp", after_seq=len(first)), timeout=240))
+        assert kind(rest[0]) == "started" and (rest[0].started.start_step, rest[0].started.world_size) == (at, 2)
+        assert [e.step.step for e in rest if kind(e) == "step"] == list(range(at + 1, 61))
+        assert kind(rest[-1]) == "done" and rest[-1].done.global_step == 60
+        resumed = ranks(r)[2:]
+        assert sorted(x["rank"] for x in resumed) == [0, 1]
+        assert all((x["start_step"], x["optimizer_steps"], x["samples"]) == (at, 60 - at, 4 * (60 - at)) for x in resumed)
+        assert gone(r / RUN_DIR)
+    finally:
+        channel.close()
+        server.stop(None)
