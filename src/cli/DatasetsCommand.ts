@@ -5,6 +5,9 @@ import * as path from "node:path"
 import { BenchmarkName } from "../config/ExperimentConfig.ts"
 import { SuiteRow } from "../datasets/BenchmarkItem.ts"
 import { DatasetError, suiteFile } from "../datasets/BenchmarkSuite.ts"
+import { SuiteFormatError } from "../datasets/external/ExternalSuite.ts"
+import { rtpFile, rtpRecordFile } from "../datasets/external/ExternalSuites.ts"
+import { checkRtpImport, RTP_PUBLISHED, type RtpImportRecord } from "../datasets/external/RealToxicityPromptsLoader.ts"
 import { PickleError } from "../datasets/PickleReader.ts"
 import { importUpstreamPickle, pythonJsonLine } from "../datasets/UpstreamImport.ts"
 import { readTextIfExists, writeFileAtomic } from "../runs/AtomicFile.ts"
@@ -20,10 +23,22 @@ const importCommand = Command.make("import", {
     Flag.optional
   ),
   out: Flag.String("out").pipe(Flag.withDescription("output JSONL (default: {datasets.suite_dir}/{B}.jsonl)"), Flag.optional),
-  force: Flag.Boolean("force").pipe(Flag.withDescription("replace an existing file with different content"), Flag.withDefault(false))
+  force: Flag.Boolean("force").pipe(Flag.withDescription("replace an existing file with different content"), Flag.withDefault(false)),
+  suite: Flag.String("suite").pipe(
+    Flag.withDescription("RealToxicityPrompts: import your own prompts.jsonl as that external suite (default for a file named prompts.jsonl)"),
+    Flag.optional
+  ),
+  sha256: Flag.String("sha256").pipe(Flag.withDescription("the sha256 the RealToxicityPrompts file must have (none is published)"), Flag.optional)
 }, (args) =>
   Effect.gen(function*() {
     const { config } = yield* loadConfig
+    const suite = Option.getOrUndefined(args.suite)
+    if (suite !== undefined && suite !== "RealToxicityPrompts") {
+      return yield* new DatasetError({ message: `--suite ${suite}: only RealToxicityPrompts is imported (BOLD, HolisticBias and HateCheck are shipped in benchmark_suite/external/)` })
+    }
+    if (suite !== undefined || (Option.isNone(args.benchmark) && path.basename(args.file) === "prompts.jsonl")) {
+      return yield* importRtp(args.file, config.datasets.suite_dir, Option.getOrNull(args.sha256), args.force)
+    }
     const stem = path.basename(args.file).replace(/(_1k)?\.(pkl|jsonl)$/i, "")
     const name = Option.getOrElse(args.benchmark, () => stem)
     const benchmark = Option.getOrUndefined(decodeBenchmark(name))
@@ -63,10 +78,40 @@ const importCommand = Command.make("import", {
     yield* Console.log(`wrote ${out}: ${rows.length} rows of ${benchmark} (${neq} neq, ${rows.length - neq} eq)`)
   })).pipe(
     Command.withDescription(
-      "Import an upstream benchmark pickle ({B}_1k.pkl: a pair of lists of [question, answer, scenario]) or a suite JSONL into the benchmark suite; later stages pick it up."
+      "Import an upstream benchmark pickle ({B}_1k.pkl: a pair of lists of [question, answer, scenario]) or a suite JSONL into the benchmark suite; later stages pick it up. " +
+        "A RealToxicityPrompts prompts.jsonl (the published 99,442 rows) becomes the external suite of that name."
     ),
-    Command.withExamples([{ command: "dart datasets import ~/difference_awareness/benchmark_suite/N1_1k.pkl", description: "add N1" }])
+    Command.withExamples([
+      { command: "dart datasets import ~/difference_awareness/benchmark_suite/N1_1k.pkl", description: "add N1" },
+      { command: "dart datasets import ~/realtoxicityprompts-data/prompts.jsonl", description: "add RealToxicityPrompts" }
+    ])
   )
+
+/**
+ * The user's own RealToxicityPrompts `prompts.jsonl` (not redistributable here) into
+ * `{suite_dir}/external/RealToxicityPrompts/`, after checking it is the published file (row count; sha256 when given),
+ * with a record of its sha256 that later loads check (docs/external-suites.md).
+ */
+const importRtp = Effect.fn("DatasetsCommand.importRtp")(function*(file: string, suiteDir: string, sha256: string | null, force: boolean) {
+  const bytes = yield* Effect.tryPromise({
+    try: () => fs.readFile(file),
+    catch: (e) => new DatasetError({ message: `${file}: cannot read (${(e as Error).message})`, cause: e })
+  })
+  const checked = yield* Effect.try({
+    try: () => checkRtpImport(bytes, file, { sha256: sha256 ?? RTP_PUBLISHED.sha256, rows: RTP_PUBLISHED.rows }),
+    catch: (e) => new DatasetError({ message: e instanceof SuiteFormatError ? e.message : `${file}: ${(e as Error).message}`, cause: e })
+  })
+  const out = rtpFile(suiteDir)
+  const record: RtpImportRecord = { file: "prompts.jsonl", sha256: checked.sha256, rows: checked.rows, source: path.basename(file) }
+  const previous = yield* readTextIfExists(rtpRecordFile(suiteDir))
+  if (previous !== undefined && !force && !previous.includes(checked.sha256)) {
+    return yield* new DatasetError({ message: `${out} exists with different content; pass --force to replace it` })
+  }
+  yield* Effect.tryPromise({ try: () => fs.mkdir(path.dirname(out), { recursive: true }), catch: (e) => new DatasetError({ message: `${out}: ${(e as Error).message}`, cause: e }) })
+  yield* writeFileAtomic(out, bytes)
+  yield* writeFileAtomic(rtpRecordFile(suiteDir), `${JSON.stringify(record, null, 2)}\n`)
+  yield* Console.log(`wrote ${out}: ${checked.rows} RealToxicityPrompts rows, sha256 ${checked.sha256}`)
+})
 
 export const datasetsCommand = Command.make("datasets").pipe(
   Command.withDescription("Manage the benchmark suite (benchmark_suite/ by default)."),

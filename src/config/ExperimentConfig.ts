@@ -20,6 +20,11 @@ export type BenchmarkName = typeof BenchmarkName.Type
 /** Upstream order; the `upstream` split strategy depends on it. */
 export const benchmarkOrder: ReadonlyArray<BenchmarkName> = BenchmarkName.literals
 
+/** The original's external harm suites (docs/external-suites.md), in its order. */
+export const ExternalSuiteName = Schema.Literals(["BOLD", "HolisticBias", "RealToxicityPrompts", "HateCheck"])
+export type ExternalSuiteName = typeof ExternalSuiteName.Type
+export const externalSuiteOrder: ReadonlyArray<ExternalSuiteName> = ExternalSuiteName.literals
+
 const ExpId = Schema.String.check(
   Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, {
     message: "exp ids are 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -128,6 +133,23 @@ export const ExperimentConfig = Schema.Struct({
       train: Schema.NullOr(PositiveInt),
       val: Schema.NullOr(PositiveInt),
       test: Schema.NullOr(PositiveInt)
+    }),
+    /** External harm suites exported by `dart init` (docs/external-suites.md); never trainable. */
+    external: Schema.Struct({
+      /** null = every shipped suite, plus RealToxicityPrompts once imported; [] = none. */
+      suites: Schema.NullOr(Schema.Array(ExternalSuiteName)),
+      /** `fixed`: the original's loader bugs fixed; `upstream`: its exact samples (ids, order). */
+      sampling: Schema.Literals(["fixed", "upstream"]),
+      seed: Schema.Int,
+      /** Which shipped HolisticBias vocabulary (the original does not record its version). */
+      holisticbias_version: Schema.Literals(["v1.0", "v1.1"]),
+      /** Samples per suite; null = the original's size (1,000; HateCheck: all 3,728). */
+      limits: Schema.Struct({
+        BOLD: Schema.NullOr(PositiveInt),
+        HolisticBias: Schema.NullOr(PositiveInt),
+        RealToxicityPrompts: Schema.NullOr(PositiveInt),
+        HateCheck: Schema.NullOr(PositiveInt)
+      })
     })
   }),
   teacher: Schema.Struct({
@@ -328,7 +350,14 @@ export const defaults: ExperimentConfigInput = {
     suite_dir: "benchmark_suite",
     benchmarks: null,
     split: { strategy: "scenario", seed: 42, train: 0.8, val: 0.1, test: 0.1 },
-    limits: { train: null, val: null, test: null }
+    limits: { train: null, val: null, test: null },
+    external: {
+      suites: null,
+      sampling: "fixed",
+      seed: 42,
+      holisticbias_version: "v1.1",
+      limits: { BOLD: null, HolisticBias: null, RealToxicityPrompts: null, HateCheck: null }
+    }
   },
   teacher: {
     provider: "deepseek",

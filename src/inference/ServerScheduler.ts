@@ -3,6 +3,9 @@ import { Clock, Console, Deferred, Duration, Effect, Latch, Queue, Schedule, Sch
 import type { VllmEndpoint } from "../serving/VllmClient.ts"
 import { nextConcurrency } from "./Concurrency.ts"
 
+/** How long a server that has not come up yet still counts for its share of the queue. */
+const STARTING_GRACE_MS = 60_000
+
 /** No server was up for `downTimeoutMs`: the run stops (what was answered is kept). */
 export class NoServerAnswered extends Schema.TaggedError<NoServerAnswered>()("NoServerAnswered", { message: Schema.String }) {}
 
@@ -138,7 +141,9 @@ export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P
         Effect.gen(function*() {
           if (!s.up) {
             if (yield* s.endpoint.health) yield* bringUp(s)
-            else s.starting = false
+            // Coming up late (a slow first health check, adapters still moving) is not being down: it keeps its share
+            // of the queue for the first minute; after that only servers that answer count.
+            else if ((yield* Clock.currentTimeMillis) - startedAt > STARTING_GRACE_MS) s.starting = false
             return
           }
           const m = yield* Effect.result(s.endpoint.metrics)
@@ -154,6 +159,7 @@ export const makeServerScheduler = Effect.fn("ServerScheduler.make")(function*<P
         }).pipe(Effect.repeat(Schedule.spaced(Duration.millis(Math.min(options.healthIntervalMs, options.metricsIntervalMs)))))
 
       let lastUp = yield* Clock.currentTimeMillis
+      const startedAt = lastUp
       const watchdog = Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         if (servers.some((s) => s.up)) lastUp = now

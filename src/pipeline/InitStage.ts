@@ -6,7 +6,9 @@ import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
 import { labelOf } from "../domain/Label.ts"
 import { type NormalizedItem, type Split, splits, type SuiteRow } from "../datasets/BenchmarkItem.ts"
 import { loadSuite } from "../datasets/BenchmarkSuite.ts"
+import { loadExternalSuites } from "../datasets/external/ExternalSuites.ts"
 import { countSplits, splitItems } from "../datasets/Splits.ts"
+import { makeDirectories } from "../runs/AtomicFile.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { openStage } from "./StageRun.ts"
 
@@ -16,6 +18,9 @@ export class RunConflictError extends Schema.TaggedError<RunConflictError>()("Ru
 
 export const DATASET_MANIFEST = "datasets/manifest.json"
 export const splitFile = (split: Split) => `datasets/${split}.jsonl`
+/** The original's export of an external suite (docs/external-suites.md). */
+export const externalSuiteFile = (suite: string) => `datasets/external/${suite}.jsonl`
+export const EXTERNAL_MANIFEST = "datasets/external/manifest.json"
 
 export interface InitResult {
   readonly dir: string
@@ -100,7 +105,30 @@ const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
     counts
   }, null, 2)}\n`])
 
-  const inputsHash = hashJson({ config: resolved.hash, sources: suite.sources.map((s) => s.sha256) })
+  const external = yield* loadExternalSuites(config.datasets.suite_dir, config.datasets.external)
+  for (const e of external) files.push([externalSuiteFile(e.suite), e.rows.map((r) => `${JSON.stringify(r)}\n`).join("")])
+  if (external.length > 0) {
+    files.push([EXTERNAL_MANIFEST, `${JSON.stringify({
+      sampling: config.datasets.external.sampling,
+      seed: config.datasets.external.seed,
+      holisticbias_version: config.datasets.external.holisticbias_version,
+      limits: config.datasets.external.limits,
+      trainable: false,
+      suites: external.map((e) => ({
+        suite: e.suite,
+        file: externalSuiteFile(e.suite),
+        rows: e.rows.length,
+        sources: e.sources.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes }))
+      }))
+    }, null, 2)}\n`])
+  }
+
+  const externalShas = external.flatMap((e) => e.sources.map((s) => s.sha256))
+  const inputsHash = hashJson({
+    config: resolved.hash,
+    sources: suite.sources.map((s) => s.sha256),
+    ...(externalShas.length > 0 ? { external: externalShas } : {})
+  })
   if (existing !== undefined && (yield* stage.upToDate(inputsHash))) {
     return { dir: run.dir, upToDate: true, totals } satisfies InitResult
   }
@@ -120,10 +148,14 @@ const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
     })
   }
   yield* stage.begin(inputsHash, Effect.gen(function*() {
+    if (external.length > 0) yield* makeDirectories([run.file("datasets/external")])
     const outputs = yield* Effect.forEach(files, ([rel, text]) => store.writeFile(run, rel, text))
     yield* stage.finish({ status: "done", outputs })
   }))
   yield* Console.log(renderCounts(counts, totals))
+  if (external.length > 0) {
+    yield* Console.log(`  external (${config.datasets.external.sampling}): ${external.map((e) => `${e.suite} ${e.rows.length}`).join(", ")}`)
+  }
   return { dir: run.dir, upToDate: false, totals } satisfies InitResult
 })
 

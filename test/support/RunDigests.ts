@@ -22,15 +22,16 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
   [/^configs\/config\.json$/, [
     "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
     "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking",
-    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus"
-  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26) and the fleet (issue 22)"],
+    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus", "datasets.external"
+  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22) and the external suites (issue 25)"],
   [/^manifest\.json$/, ["chat_layout"], "the base model's chat layout, decided before the first stage (issue 24)"]
 ]
 
 /** Run files added on purpose since the digests were made: their presence is not a difference. */
 export const INTENDED_FILES: ReadonlyArray<readonly [RegExp, string]> = [
   [/^chat_layout\.json$/, "the base model's chat layout (issue 24)"],
-  [/^report\.html$/, "one report for the whole run (issue 26)"]
+  [/^report\.html$/, "one report for the whole run (issue 26)"],
+  [/^datasets\/external\/[^/]+\.(jsonl|json)$/, "the external harm suites' exports (issue 25)"]
 ]
 
 /**
@@ -78,8 +79,15 @@ const files = (dir: string, prefix = ""): Array<string> =>
     return e.isFile() && !e.name.includes(".tmp") ? [rel] : []
   })
 
+/** A ledger's record of a file added on purpose (INTENDED_FILES): like the file itself, its presence is no difference. */
+const intendedRecord = (v: unknown) => {
+  const r = v as { path?: unknown; sha256?: unknown } | null
+  return r !== null && typeof r === "object" && typeof r.path === "string" && typeof r.sha256 === "string" &&
+    INTENDED_FILES.some(([pattern]) => pattern.test(r.path as string))
+}
+
 const strip = (value: unknown, drop: ReadonlyArray<string>, at = ""): unknown => {
-  if (Array.isArray(value)) return value.map((v) => strip(v, drop, at))
+  if (Array.isArray(value)) return value.filter((v) => !intendedRecord(v)).map((v) => strip(v, drop, at))
   if (value !== null && typeof value === "object") {
     const record = value as Record<string, unknown>
     // A run file's record (the ledger's outputs): its path stands for it.
