@@ -14,12 +14,9 @@ export interface MannWhitney {
   readonly rank_biserial_r: number
 }
 
-/** Average ranks (1-based) of the pooled sample, and Σ(t³ − t) over tie groups. */
-const rankPooled = (x: ArrayLike<number>, y: ArrayLike<number>) => {
-  const n = x.length + y.length
-  const values = new Float64Array(n)
-  for (let i = 0; i < x.length; i++) values[i] = x[i]!
-  for (let i = 0; i < y.length; i++) values[x.length + i] = y[i]!
+/** Average ranks (1-based) of `values` (ties share their mean rank), and Σ(t³ − t) over tie groups. */
+export const averageRanks = (values: ArrayLike<number>) => {
+  const n = values.length
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => values[a]! - values[b]!)
   const ranks = new Float64Array(n)
   let tieTerm = 0
@@ -33,6 +30,14 @@ const rankPooled = (x: ArrayLike<number>, y: ArrayLike<number>) => {
     i = j + 1
   }
   return { ranks, tieTerm }
+}
+
+/** Average ranks of the pooled sample (x first, then y). */
+const rankPooled = (x: ArrayLike<number>, y: ArrayLike<number>) => {
+  const values = new Float64Array(x.length + y.length)
+  for (let i = 0; i < x.length; i++) values[i] = x[i]!
+  for (let i = 0; i < y.length; i++) values[x.length + i] = y[i]!
+  return averageRanks(values)
 }
 
 /** erfc with ~1e-14 relative accuracy: a positive-term series below 2.5, Lentz's continued fraction above. */

@@ -1,6 +1,6 @@
 import { Schema } from "effect"
 import { mcnemarExact } from "./Statistics.ts"
-import { erfc } from "../audit/MannWhitney.ts"
+import { averageRanks, erfc } from "../audit/MannWhitney.ts"
 
 /**
  * Paired tests of B against A on the same items, pure and deterministic, checked against scipy on committed
@@ -85,22 +85,6 @@ const ndtr = (a: number): number => {
 /** P(χ²₁ > x) = erfc(√(x/2)). */
 const chi2Sf1 = (x: number): number => (x <= 0 ? 1 : erfc(Math.sqrt(x / 2)))
 
-/** Average ranks (1-based) of values, and Σ(t³ − t) over tie groups, and whether any tie exists. */
-const averageRanks = (values: ReadonlyArray<number>) => {
-  const n = values.length
-  const order = Array.from({ length: n }, (_, i) => i).sort((i, j) => values[i]! - values[j]!)
-  const ranks = new Float64Array(n)
-  let tieTerm = 0
-  for (let i = 0; i < n;) {
-    let j = i
-    while (j + 1 < n && values[order[j + 1]!] === values[order[i]!]) j++
-    const t = j - i + 1
-    for (let k = i; k <= j; k++) ranks[order[k]!] = (i + j) / 2 + 1
-    tieTerm += t * t * t - t
-    i = j + 1
-  }
-  return { ranks, tieTerm, hasTies: tieTerm > 0 }
-}
 
 /**
  * P(W+ = s) for s = 0 … Σ weights when each weight joins W+ with probability ½ (scipy's _get_wilcoxon_distr
@@ -145,7 +129,8 @@ export const wilcoxonSignedRank = (
   const d = a.map((ai, i) => b[i]! - ai).filter((x) => x !== 0)
   const n = d.length
   const zeros = pairs - n
-  const { ranks, tieTerm, hasTies } = averageRanks(d.map(Math.abs))
+  const { ranks, tieTerm } = averageRanks(d.map(Math.abs))
+  const hasTies = tieTerm > 0
   let wPlus = 0
   let wMinus = 0
   d.forEach((x, i) => {
