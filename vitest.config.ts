@@ -10,11 +10,36 @@ import { defineConfig } from "vitest/config"
  * (the SummaryReporter names fast-suite files over 20 s). `test/Suites.test.ts` checks that every test file is in
  * exactly one suite. `npx vitest run FILE` runs one file whichever suite it is in.
  */
+/**
+ * Slow files that mostly wait (loopback servers, many `dart` processes, a real Python trainer, the Slurm cluster's
+ * stand-in services): the `slow-loopback` project, run beside the `slow` one by `npm run test:slow`
+ * (scripts/test-slow.ts). The `slow` project keeps its files one at a time: they load vLLM and train on the CPU.
+ */
+function loopbackSlowTests() {
+  return [
+    // Loopback, but over 20 s each (a real Python trainer, many `dart` processes).
+    "test/pipeline/train.test.ts",
+    "test/training/HubFetch.test.ts",
+    "test/pipeline/teacher.test.ts",
+    "test/hardening/teacher.test.ts",
+    "test/pipeline/audit.test.ts",
+    "test/hardening/audit.test.ts",
+    "test/hardening/inputs.test.ts",
+    "test/pipeline/infer.test.ts",
+    "test/cli/cli.test.ts",
+    "test/tracking/mlflow.slow.test.ts",
+    // The Slurm cluster with stand-in services, and its REST API.
+    "test/compute/SlurmCluster.slow.test.ts",
+    "test/compute/SlurmRest.slow.test.ts",
+    "test/compute/SlurmLifecycle.slow.test.ts"
+  ]
+}
+export const slowLoopbackTests = loopbackSlowTests()
+
 export const slowTests = [
   "test/**/*.slow.test.ts",
   // Docker engine, containers (the test image, the trainer and vLLM CPU images), full smoke runs.
   "test/pipeline/run.smoke.test.ts",
-  "test/pipeline/SmokeDigests.test.ts",
   "test/pipeline/run.hub.test.ts",
   "test/compute/ComputeCommand.test.ts",
   "test/compute/AuditContainer.test.ts",
@@ -26,16 +51,7 @@ export const slowTests = [
   "test/pipeline/auditVllm.test.ts",
   "test/pipeline/infer.vllm.test.ts",
   "test/compute/GpuSpecs.test.ts",
-  // Loopback, but over 20 s each (a real Python trainer, many `dart` processes).
-  "test/pipeline/train.test.ts",
-  "test/training/HubFetch.test.ts",
-  "test/pipeline/teacher.test.ts",
-  "test/hardening/teacher.test.ts",
-  "test/pipeline/audit.test.ts",
-  "test/hardening/audit.test.ts",
-  "test/hardening/inputs.test.ts",
-  "test/pipeline/infer.test.ts",
-  "test/cli/cli.test.ts"
+  ...loopbackSlowTests()
 ]
 
 export const allTests = ["test/**/*.test.ts"]
@@ -50,7 +66,8 @@ export default defineConfig({
       // Two workers even on 2 cores (vitest's default there is 1): fast-suite files mostly wait on the `dart`
       // processes and loopback servers they start (measured on a busy 2-core machine: 201 s with one worker, 158 s with two).
       { extends: true, test: { name: "fast", include: allTests, exclude: slowTests, maxWorkers: Math.max(2, availableParallelism() - 1) } },
-      { extends: true, test: { name: "slow", include: slowTests } }
+      { extends: true, test: { name: "slow", include: slowTests, exclude: slowLoopbackTests } },
+      { extends: true, test: { name: "slow-loopback", include: slowLoopbackTests } }
     ]
   }
 })

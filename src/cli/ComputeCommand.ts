@@ -25,7 +25,7 @@ const upCommand = Command.make("up", {
       const started = args.service === "vllm" ? yield* compute.vllm() : args.service === "trainer" ? [yield* compute.trainer()] : yield* compute.classifiers()
       for (const s of started) yield* Console.log(describe(s))
       if (!args.attach) {
-        if (config.compute.hosts.some((h) => h.docker.startsWith("ssh://"))) {
+        if (config.compute.backend === "docker" && config.compute.hosts.some((h) => h.docker.startsWith("ssh://"))) {
           yield* Console.error("note: endpoints on ssh:// hosts are tunnels that close with this command; use --attach to keep them, or let the stages open their own")
         }
         return
@@ -33,7 +33,7 @@ const upCommand = Command.make("up", {
       yield* Console.log("ready; Ctrl-C stops and removes the containers")
       return yield* Effect.never
     }).pipe(Effect.provide(layerFor(config, !args.attach, Option.getOrUndefined(args.timeout)))))
-  })).pipe(Command.withDescription("Start (or reuse) the vLLM, classifier or trainer containers of the experiment on compute.hosts and print their endpoints; they keep running until `dart compute down` unless --attach."))
+  })).pipe(Command.withDescription("Start (or reuse) the vLLM, classifier or trainer services of the experiment (containers on compute.hosts, or Slurm jobs) and print their endpoints; they keep running until `dart compute down` unless --attach."))
 
 const uptime = (startedAt: string) => {
   const ms = Date.now() - Date.parse(startedAt)
@@ -60,7 +60,8 @@ const statusCommand = Command.make("status", {
       const rows: Array<ServiceStatus & { uptime: string; adapters: string }> = []
       for (const s of yield* compute.status()) {
         let adapters = "-"
-        const port = placement.vllm.find((a) => a.name === s.name && a.host === s.host)?.port
+        // Slurm's jobs run on nodes the placement cannot name: the service's name decides there.
+        const port = placement.vllm.find((a) => a.name === s.name && (compute.backend === "slurm" || a.host === s.host))?.port
         if (s.role === "vllm" && s.health === "healthy" && port !== undefined) {
           adapters = yield* adaptersOf(`http://${yield* compute.reach(s.host, port)}`)
         }
@@ -69,14 +70,14 @@ const statusCommand = Command.make("status", {
       const hosts = placement.hosts.map((h) => ({ name: h.name, gpus: describeDevices(h.devices), places: h.runs, idle: h.idle }))
       if (args.json) return yield* Console.log(JSON.stringify({ exp_id: config.run.exp_id, backend: compute.backend, hosts, services: rows }, null, 2))
       for (const h of hosts) {
-        const mine = rows.filter((r) => r.host === h.name)
-        yield* Console.log(`${h.name} (${h.gpus}): ${mine.length} service(s) of ${config.run.exp_id}${h.idle === null ? `; places ${h.places.join(", ")}` : `; ${h.idle}`}`)
+        const mine = compute.backend === "slurm" ? rows : rows.filter((r) => r.host === h.name)
+        yield* Console.log(`${h.name}${compute.backend === "slurm" ? "" : ` (${h.gpus})`}: ${mine.length} service(s) of ${config.run.exp_id}${h.idle === null ? `; places ${h.places.join(", ")}` : `; ${h.idle}`}`)
         for (const r of mine) {
-          yield* Console.log(`  ${r.name}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
+          yield* Console.log(`  ${r.name}${compute.backend === "slurm" ? `\t${r.host}` : ""}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
         }
       }
     }).pipe(Effect.provide(layerFor(config, true, undefined))))
-  })).pipe(Command.withDescription("Every host of compute.hosts with its GPUs and what the placement puts there, then its services of the experiment: state, health, devices, uptime, loaded adapters; removes services whose dart process is gone."))
+  })).pipe(Command.withDescription("Every host of compute.hosts (or the Slurm cluster) with its GPUs and what the placement puts there, then its services of the experiment: state, health, devices, uptime, loaded adapters; removes services whose dart process is gone."))
 
 const downCommand = Command.make("down", {}, () =>
   Effect.gen(function*() {
@@ -84,11 +85,11 @@ const downCommand = Command.make("down", {}, () =>
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
       const removed = yield* compute.down()
-      yield* Console.log(removed.length === 0 ? `no containers of ${config.run.exp_id}` : `removed ${removed.join(", ")}`)
+      yield* Console.log(removed.length === 0 ? `no ${config.compute.backend === "slurm" ? "jobs" : "containers"} of ${config.run.exp_id}` : `removed ${removed.join(", ")}`)
     }).pipe(Effect.provide(layerFor(config, true, undefined))))
-  })).pipe(Command.withDescription("Stop and remove every service of the experiment on every host of compute.hosts."))
+  })).pipe(Command.withDescription("Stop and remove every service of the experiment on every host of compute.hosts (or cancel its Slurm jobs)."))
 
 export const computeCommand = Command.make("compute").pipe(
-  Command.withDescription("Manage the experiment's vLLM, classifier and trainer containers on the Docker hosts of compute.hosts by hand."),
+  Command.withDescription("Manage the experiment's vLLM, classifier and trainer services by hand: containers on the Docker hosts of compute.hosts, or jobs on the Slurm cluster (compute.backend)."),
   Command.withSubcommands([upCommand, statusCommand, downCommand])
 )

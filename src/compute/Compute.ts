@@ -2,7 +2,7 @@ import { Context, type Effect, type Scope, type Stream } from "effect"
 import type { ProbeConversation, TemplateProbe } from "../domain/ChatLayout.ts"
 import type { ComputeError } from "./ComputeError.ts"
 import type { HubModelResult } from "./HubResult.ts"
-import type { FleetPlacement } from "./Placement.ts"
+import type { FleetHost, FleetPlacement } from "./Placement.ts"
 import type { CopiedFile, RunningService, ServiceStatus } from "./ServiceSpec.ts"
 
 /**
@@ -45,6 +45,8 @@ export class Compute extends Context.Service<Compute, {
   readonly hostNames: ReadonlyArray<string>
   /** Where every service goes; computed once per command (hosts whose GPUs are "all" are counted first). */
   readonly placement: () => Effect.Effect<FleetPlacement, ComputeError>
+  /** The hosts as they are now: GPUs counted, those that do not answer marked unusable (what the placement is made from). */
+  readonly fleetHosts: () => Effect.Effect<ReadonlyArray<FleetHost>>
   /** Every vLLM replica of the placement up and healthy for the caller's scope, in placement order. */
   readonly vllm: () => Effect.Effect<ReadonlyArray<RunningService>, ComputeError, Scope.Scope>
   /** One `/classify` server per named `audit.classifiers` entry (all when none are named), in config order. */

@@ -2,6 +2,7 @@ import type { Layer } from "effect"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Compute, ComputeOptions } from "./Compute.ts"
 import { dockerCompute } from "./DockerCompute.ts"
+import { slurmCompute } from "./slurm/SlurmCompute.ts"
 
 /**
  * The compute port's adapter for `compute.backend`, built once per command (hosts are connected on first use, so a
@@ -11,5 +12,7 @@ export const computeLayer = (config: ExperimentConfig, options: ComputeOptions):
   switch (config.compute.backend) {
     case "docker":
       return dockerCompute(config, options)
+    case "slurm":
+      return slurmCompute(config, options)
   }
 }

@@ -11,7 +11,7 @@ import { probeChatTemplate } from "./ChatTemplateProbe.ts"
 import { getPath, imagePresent, MIN_NVIDIA_DRIVER, preflight, putDirectory, removeAll, removeOrphans, runTask, serviceStatus, startService } from "./DockerBackend.ts"
 import { connectHost, type DockerHost, redactedEnv } from "./DockerHost.ts"
 import { describeHubResult, fetchHubModels, requireFetched } from "./HubFetch.ts"
-import { type FleetHost, type FleetPlacement, declaredDevices, placeFleet } from "./Placement.ts"
+import { type FleetHost, declaredDevices, placeFleet } from "./Placement.ts"
 import type { RunningService, ServiceSpec } from "./ServiceSpec.ts"
 
 type HostConfig = ExperimentConfig["compute"]["hosts"][number]
@@ -48,8 +48,11 @@ export const dockerCompute = (config: ExperimentConfig, options: ComputeOptions)
       return conn === undefined ? Effect.fail(new ComputeError({ host: name, message: `no host named ${name} in compute.hosts` })) : conn
     }
     const hostConfig = (name: string): HostConfig => configs.get(name)!
+    /** The first host that answers (tasks such as the tiny models and the chat-template probe run there). */
     const first = () =>
-      c.hosts.length === 0 ? Effect.fail(new ComputeError({ host: "-", message: "compute.hosts is empty: add a Docker host, or give the services' endpoints" })) : Effect.succeed(c.hosts[0]!.name)
+      c.hosts.length === 0
+        ? Effect.fail(new ComputeError({ host: "-", message: "compute.hosts is empty: add a Docker host, or give the services' endpoints" }))
+        : Effect.map(fleetHosts, (hosts) => (hosts.find((h) => h.unusable === undefined) ?? hosts[0]!).name)
 
     /** The engine answers within 15 s; version and what it says about GPUs. */
     const probeHost = (name: string): Effect.Effect<HostProbe, ComputeError> =>
@@ -67,7 +70,7 @@ export const dockerCompute = (config: ExperimentConfig, options: ComputeOptions)
       })
 
     // Placement, once: every host probed in parallel; "all" GPUs counted with nvidia-smi in a throwaway container.
-    const placement = yield* Effect.cached(Effect.gen(function*() {
+    const fleetHosts = yield* Effect.cached(Effect.gen(function*() {
       const hosts = yield* Effect.forEach(c.hosts, (hc): Effect.Effect<FleetHost> =>
         Effect.gen(function*() {
           const declared = declaredDevices(hc.gpus)
@@ -80,8 +83,10 @@ export const dockerCompute = (config: ExperimentConfig, options: ComputeOptions)
           const ids = report.success.gpuDevices.map((g) => String(g.index))
           return { name: hc.name, devices: ids.length > 0 ? ids : "all" }
         }), { concurrency: "unbounded" })
-      return placeFleet(config, hosts, { vllm: true, classifiers: config.audit.classifiers.map((x) => x.name), trainer: true })
+      return hosts
     }))
+    const everything = { vllm: true, classifiers: config.audit.classifiers.map((x) => x.name), trainer: true }
+    const placement = Effect.map(fleetHosts, (hosts) => placeFleet(config, hosts, everything))
 
     // Per host and image: the engine answers, and NVIDIA works there when the service asks for GPUs.
     const checked = new Set<string>()
@@ -131,8 +136,12 @@ export const dockerCompute = (config: ExperimentConfig, options: ComputeOptions)
           healthTimeout: options.healthTimeout ?? Duration.seconds(spec.health.startPeriodS + 60)
         }))
       )
-    const placed = Effect.flatMap(placement, (p: FleetPlacement) =>
-      p.problems.length > 0 ? Effect.fail(new ComputeError({ host: "-", message: p.problems.join("; ") })) : Effect.succeed(p))
+    /** The placement of everything, failing only on the problems of what this call starts (a trainer too big for the fleet is no concern of vLLM's). */
+    const placed = (role: "vllm" | "classifier" | "trainer") =>
+      Effect.flatMap(fleetHosts, (hosts) => {
+        const mine = placeFleet(config, hosts, { vllm: role === "vllm", classifiers: role === "classifier" ? everything.classifiers : [], trainer: role === "trainer" })
+        return mine.problems.length > 0 ? Effect.fail(new ComputeError({ host: "-", message: mine.problems.join("; ") })) : Effect.succeed(placeFleet(config, hosts, everything))
+      })
 
     /** Over every host at once; hosts that do not answer are named on stderr and skipped. */
     const everyHost = <A>(what: string, f: (h: DockerHost) => Effect.Effect<ReadonlyArray<A>, ComputeError>, strict: boolean) =>
@@ -150,19 +159,20 @@ export const dockerCompute = (config: ExperimentConfig, options: ComputeOptions)
       backend: "docker",
       hostNames: c.hosts.map((h) => h.name),
       placement: () => placement,
+      fleetHosts: () => fleetHosts,
       vllm: () =>
-        Effect.flatMap(placed, (p) =>
+        Effect.flatMap(placed("vllm"), (p) =>
           Effect.forEach(p.vllm, (a) =>
             Effect.flatMap(host(a.host), (h) => start(h, vllmSpec(config, hostConfig(a.host), h.listenHost, hfToken, { name: a.name, port: a.port, gpus: a.gpus }))), { concurrency: "unbounded" })),
       classifiers: (names) =>
-        Effect.flatMap(placed, (p) =>
+        Effect.flatMap(placed("classifier"), (p) =>
           Effect.forEach(p.classifiers.filter((a) => names === undefined || names.includes(a.name.replace(/^classifier-/, ""))), (a) =>
             Effect.flatMap(host(a.host), (h) => {
               const specs = classifierSpecs(config, hostConfig(a.host), h.listenHost, hfToken, { gpus: a.gpus, firstPort: p.classifiers[0]!.port })
               return start(h, specs.find((s) => s.name === a.name)!)
             }))),
       trainer: () =>
-        Effect.flatMap(placed, (p) =>
+        Effect.flatMap(placed("trainer"), (p) =>
           p.trainer === null
             ? Effect.fail(new ComputeError({ host: "-", message: "no host for the trainer" }))
             : Effect.flatMap(host(p.trainer.host), (h) => start(h, trainerSpec(config, hostConfig(p.trainer!.host), h.listenHost, hfToken, { gpus: p.trainer!.gpus })))),

@@ -77,6 +77,7 @@ export const operationalKeys: ReadonlyArray<string> = [
   "compute.trainer.port",
   "compute.classifier_endpoint",
   "compute.hf_cache",
+  "compute.slurm",
   "audit.classifiers[].endpoint",
   "audit.classifier_batch_size",
   "audit.classifier_concurrency",

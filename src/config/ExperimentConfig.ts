@@ -263,8 +263,8 @@ export const ExperimentConfig = Schema.Struct({
     refusals: Schema.Array(Schema.String)
   }),
   compute: Schema.Struct({
-    /** Which engine starts the services: Docker hosts today (docs/fleet.md); the stages never see which. */
-    backend: Schema.Literals(["docker"]),
+    /** Which engine starts the services: Docker hosts (docs/fleet.md) or a Slurm cluster (docs/slurm.md); the stages never see which. */
+    backend: Schema.Literals(["docker", "slurm"]),
     hosts: Schema.Array(Schema.Struct({
       name: Schema.NonEmptyString,
       /** unix:///var/run/docker.sock, ssh://user@host or tcp://host:2376 (TLS files from DOCKER_CERT_PATH). */
@@ -313,6 +313,51 @@ export const ExperimentConfig = Schema.Struct({
       port: PositiveInt
     }),
     classifier_endpoint: BaseUrl,
+    /** `backend: "slurm"`: every service is a batch job (docs/slurm.md). */
+    slurm: Schema.Struct({
+      /** `rest`: slurmrestd with a JWT from SLURM_JWT; `cli`: sbatch/squeue/scancel/scontrol, here or over `ssh`. */
+      transport: Schema.Literals(["rest", "cli"]),
+      /** slurmrestd's URL (rest). */
+      rest_url: Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^https?:\/\/[^@/]+\/?$/.test(s) ? true : "expected http(s)://host:port without credentials or path"))),
+      /** The API version to speak (rest): "auto" asks slurmrestd which it offers and takes the newest dart knows. */
+      api_version: Schema.Literals(["auto", "v0.0.38", "v0.0.40", "v0.0.41", "v0.0.42"]),
+      /** The cluster user (rest: X-SLURM-USER-NAME, the JWT's user); null = $USER. */
+      user: Schema.NullOr(Schema.NonEmptyString),
+      /** cli: ssh://user@login-node[:port] to run the commands on (one connection, kept); null = here. */
+      ssh: Schema.NullOr(Address),
+      /** ssh only: private key file (default: the agent at SSH_AUTH_SOCK). */
+      identity_file: Schema.NullOr(Schema.NonEmptyString),
+      partition: Schema.NullOr(Schema.NonEmptyString),
+      account: Schema.NullOr(Schema.NonEmptyString),
+      qos: Schema.NullOr(Schema.NonEmptyString),
+      /** Wall time of each job in minutes; null = the partition's default. */
+      time_limit_minutes: Schema.NullOr(PositiveInt),
+      /** What the services run on: `cuda` (GPU images and flags) or `cpu` (the CPU images; GPUs are still asked when gpus_per_replica > 0). */
+      device: Schema.Literals(["cuda", "cpu"]),
+      /** GPUs (`--gres=gpu:N`) per vLLM replica job; null = compute.vllm.tensor_parallel_size (0 with device cpu). */
+      gpus_per_replica: Schema.NullOr(NonNegativeInt),
+      /** GPUs per classifier job; null = 1 with device cuda, 0 with cpu. */
+      classifier_gpus: Schema.NullOr(NonNegativeInt),
+      cpus_per_job: Schema.NullOr(PositiveInt),
+      memory_mb: Schema.NullOr(PositiveInt),
+      /** A folder the controller and every node see at the same path: adapters, datasets, job logs, endpoints. */
+      shared_dir: Schema.NullOr(Schema.NonEmptyString.check(Schema.makeFilter((s) => (s.startsWith("/") ? true : "expected an absolute path")))),
+      /** How a job runs a service: `venv` (Python environments on the shared folder), `pyxis` (srun --container-image), `apptainer`. */
+      launcher: Schema.Literals(["venv", "pyxis", "apptainer"]),
+      /** venv: the Python environments (folders with bin/python): vLLM for replicas and classifiers, dart's trainer. */
+      venv: Schema.Struct({
+        vllm: Schema.NullOr(Schema.NonEmptyString),
+        trainer: Schema.NullOr(Schema.NonEmptyString),
+        /** A folder put on the trainer's PYTHONPATH that holds `dart_trainer` (this repository's containers/trainer), when the environment lacks it. */
+        trainer_source: Schema.NullOr(Schema.NonEmptyString)
+      }),
+      /** The address services listen on, on their node: 0.0.0.0 for a reachable node, 127.0.0.1 on a one-node cluster. */
+      listen_host: Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^[A-Za-z0-9.:_-]+$/.test(s) ? true : "expected an address or host name (letters, digits, . : _ -)"))),
+      /** How this process reaches a service: `direct` (node address:port) or `ssh` (a tunnel over the cli transport's connection). */
+      reach: Schema.Literals(["direct", "ssh"]),
+      /** A job pending (or starting) longer than this fails with Slurm's reason. */
+      start_timeout_s: PositiveInt
+    }),
     /**
      * Where each host keeps the Hugging Face cache its containers share: a Docker volume name, or an absolute
      * folder on the host. Hub models are fetched into it once per host; every container then runs offline.
@@ -467,6 +512,12 @@ export const defaults: ExperimentConfigInput = {
     vllm: { image: "vllm/vllm-openai:v0.33.0", endpoint: null, endpoints: [], port: 8000, tensor_parallel_size: 1, replicas: null, max_loras: 2, gpu_memory_utilization: 0.9, sleep_mode: true },
     trainer: { image: "dart-trainer:0.1.0", endpoint: null, port: 50051 },
     classifier_endpoint: null,
+    slurm: {
+      transport: "rest", rest_url: "http://127.0.0.1:6820", api_version: "auto", user: null, ssh: null, identity_file: null,
+      partition: null, account: null, qos: null, time_limit_minutes: null, device: "cuda", gpus_per_replica: null, classifier_gpus: null,
+      cpus_per_job: null, memory_mb: null, shared_dir: null, launcher: "venv", venv: { vllm: null, trainer: null, trainer_source: null },
+      listen_host: "0.0.0.0", reach: "direct", start_timeout_s: 900
+    },
     hf_cache: "dart-hf-cache"
   },
   tracking: { mlflow: { uri: null, experiment: null, token_env: "MLFLOW_TRACKING_TOKEN" } }

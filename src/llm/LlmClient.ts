@@ -79,6 +79,8 @@ const seconds = (ms: number) => String(Number((ms / 1000).toFixed(3)))
 /** Errors that mean the endpoint could not be reached at all (as opposed to a dropped or slow reply). */
 const connectCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"])
 const connectFailed = Symbol("connectFailed")
+/** Any broken connection (refused, reset, hung up): with replicas, enough to try another one. */
+const connectionBroken = Symbol("connectionBroken")
 /** How long a replica that could not be reached is left out while others answer. */
 const REPLICA_DOWN_MS = 30_000
 
@@ -98,7 +100,10 @@ const classify = (e: unknown, section: string): LlmError => {
   if (e instanceof OpenAI.APIConnectionError) {
     const cause = e.cause as (Error & { code?: string }) | undefined
     const reason = `connection error: ${cause instanceof Error ? cause.message : e.message}`
-    return Object.assign(fail(reason, true), { [connectFailed]: connectCodes.has(cause?.code ?? "") || /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(reason) })
+    return Object.assign(fail(reason, true), {
+      [connectFailed]: connectCodes.has(cause?.code ?? "") || /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(reason),
+      [connectionBroken]: true
+    })
   }
   if (e instanceof OpenAI.APIError) {
     const status = e.status ?? 0
@@ -147,7 +152,10 @@ export class LlmClient extends Context.Service<LlmClient, {
           return yield* fail(`${settings.model}: provider vllm needs the run's vLLM server; set compute.vllm.endpoint or use dart run, which starts it`)
         }
         const variable = settings.api_key_env ?? defaultKeyVariable(settings.provider)
-        const apiKey = variable === null ? Option.some(Redacted.make("unused")) : yield* apiKeyFromEnv(variable)
+        // The run's own vLLM server asks for a key only when it was started with one (VLLM_API_KEY, as dart's other clients send).
+        const apiKey = variable === null
+          ? Option.some(settings.provider === "vllm" ? Option.getOrElse(yield* apiKeyFromEnv("VLLM_API_KEY"), () => Redacted.make("unused")) : Redacted.make("unused"))
+          : yield* apiKeyFromEnv(variable)
         if (Option.isNone(apiKey)) return yield* fail(`no API key: set ${variable} in the environment`)
         const section = sectionOf(settings)
         const openai = (baseURL: string | undefined) => new OpenAI({
@@ -221,8 +229,9 @@ export class LlmClient extends Context.Service<LlmClient, {
             Effect.tap(() => Effect.sync(() => noteOutcome(undefined))),
             Effect.mapError((e) => {
               // One replica out of reach while another answers: leave it out a while, and do not count it toward
-              // "the server cannot be reached" (the retry goes to another).
-              if (targets.length > 1 && (e as unknown as Record<symbol, boolean>)[connectFailed]) {
+              // "the server cannot be reached" (the retry goes to another). A reset counts too: through an SSH tunnel
+              // a dead box's port accepts the local connection and then drops it, never refusing.
+              if (targets.length > 1 && (e as unknown as Record<symbol, boolean>)[connectionBroken]) {
                 target.downUntil = Date.now() + REPLICA_DOWN_MS
                 if (targets.some((t) => t.downUntil <= Date.now())) return e
               }

@@ -1,5 +1,6 @@
 import { Context, Effect, Layer, Option, Schedule, Schema } from "effect"
 import { TrainerClient } from "../training/TrainerClient.ts"
+import { computeHosts } from "../compute/Placement.ts"
 import * as path from "node:path"
 import { Compute } from "../compute/Compute.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
@@ -98,7 +99,7 @@ export const probeTemplate = (config: ExperimentConfig, options: ProbeOptions = 
       Effect.mapError((e) => new ChatLayoutError({ message: `trainer ${trainer}: ${e.message}` }))
     ))
   }
-  if (config.compute.hosts.length > 0) {
+  if (computeHosts(config).length > 0) {
     // Where the trainer would run, through the command's compute (none: nothing to probe there).
     attempts.push(Effect.serviceOption(Compute).pipe(
       Effect.flatMap((compute) =>

@@ -1,5 +1,6 @@
 import { Effect, Option, Schema } from "effect"
 import * as net from "node:net"
+import { computeHosts, type FleetHost } from "../compute/Placement.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import { apiKeyFromEnv, defaultKeyVariable } from "../config/Secrets.ts"
 import type { RunPlan, ServicePlacement } from "./RunPlan.ts"
@@ -44,6 +45,8 @@ export interface ComputeProbes {
    * recorded for the run when there is one, else the probe's answer.
    */
   readonly chatTemplate?: (config: ExperimentConfig, runDir: string) => Effect.Effect<ChatLayoutRecord | TemplateProbe, ProbeFailure>
+  /** The hosts as they answer now (a dead one unusable, "all" GPUs counted): the plan places over these. */
+  readonly fleet?: () => Effect.Effect<ReadonlyArray<FleetHost>>
 }
 
 export interface Check {
@@ -115,6 +118,10 @@ const hostChecks = (config: ExperimentConfig, entry: { host: HostConfig; images:
     checks.push({ name: `host ${host.name}`, ok: true, detail: `${info.success.address ?? host.name} answers (${info.success.engine})` })
     for (const image of images) {
       const present = yield* probes.image(host, image).pipe(Effect.result)
+      if (image.startsWith("environment ")) {
+        checks.push(present._tag === "Failure" ? { name: image, ok: false, detail: present.failure.message } : { name: image, ok: present.success, detail: present.success ? "present" : "missing" })
+        continue
+      }
       checks.push(
         present._tag === "Failure"
           ? { name: `image ${image}`, ok: false, detail: `on ${host.name}: ${present.failure.message}` }
@@ -175,19 +182,25 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
     }
     if (!s.starts) continue
     if (s.placed.length === 0) {
-      checks.push({ name: `${s.service} host`, ok: false, detail: config.compute.hosts.length === 0 ? `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` : `no host of compute.hosts can run ${s.service}: ${plan.placement.problems.join("; ") || "see the hosts above"}` })
+      checks.push({ name: `${s.service} host`, ok: false, detail: computeHosts(config).length === 0 ? `no host to start ${s.service} on: compute.hosts is empty and no endpoint is set` : `no host of compute.hosts can run ${s.service}: ${plan.placement.problems.join("; ") || "see the hosts above"}` })
       continue
     }
     for (const a of s.placed) {
-      const h = config.compute.hosts.find((x) => x.name === a.host)!
+      const h = computeHosts(config).find((x) => x.name === a.host)!
       const entry = hosts.get(h.name) ?? { host: h, images: new Set<string>(), gpu: false, models: new Set<string>() }
       const on = { gpus: a.gpus === null ? [] : a.gpus === "all" ? "all" as const : a.gpus }
-      entry.images.add(a.role === "trainer" ? trainerSpec(config, on, "127.0.0.1").image : vllmSpec(config, on, "127.0.0.1").image)
-      const models = s.service === "classifiers"
+      const slurm = config.compute.backend === "slurm"
+      const image = a.role === "trainer" ? trainerSpec(config, on, "127.0.0.1").image : vllmSpec(config, on, "127.0.0.1").image
+      // A Slurm cluster's venv launcher runs Python environments, not images; its jobs fetch hub models themselves and
+      // get their GPUs from Slurm (no engine to ask).
+      const venv = config.compute.slurm.launcher === "venv" ? (a.role === "trainer" ? config.compute.slurm.venv.trainer : config.compute.slurm.venv.vllm) : null
+      if (!slurm) entry.images.add(image)
+      else if (venv !== null) entry.images.add(`environment ${venv}`)
+      const models = slurm ? [] : s.service === "classifiers"
         ? classifiersToStart(config).filter((c) => a.name === `classifier-${c.name}`).flatMap((c) => hubModelsFor(config, "classifier", c.name))
         : hubModelsFor(config, s.service)
       for (const m of models) entry.models.add(m)
-      entry.gpu ||= a.gpus !== null
+      entry.gpu ||= !slurm && a.gpus !== null
       hosts.set(h.name, entry)
     }
   }
@@ -222,6 +235,7 @@ export const renderPreflight = (result: PreflightResult): string => {
 // for endpoints the config names.
 
 export const computeProbes = (compute: Compute["Service"], timeoutMs = 3000): ComputeProbes => ({
+  fleet: () => compute.fleetHosts(),
   chatTemplate: (config, runDir) =>
     readChatLayout(config, runDir).pipe(
       Effect.flatMap((recorded): Effect.Effect<ChatLayoutRecord | TemplateProbe, ChatLayoutError> => recorded !== undefined ? Effect.succeed(recorded) : probeTemplate(config)),

@@ -1,5 +1,6 @@
 import { Console, Effect, Runtime, Schema, Scope } from "effect"
 import * as fs from "node:fs/promises"
+import { computeHosts } from "../compute/Placement.ts"
 import { RegressionPoolRow } from "../contracts/RegressionPoolRow.ts"
 import { TeacherOutputKey } from "../contracts/TeacherOutput.ts"
 import { type Label, labelOf } from "../domain/Label.ts"
@@ -125,7 +126,7 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
     const drivers: StageDrivers<Error, RunStore | Compute> = {
       start: Effect.gen(function*() {
         // A killed run's containers (their owner process is gone) go first, even when no stage needs a container now.
-        if (resolved.config.compute.hosts.length === 0) return
+        if (computeHosts(resolved.config).length === 0) return
         const removed = yield* parts.removeOrphans(resolved, runDir).pipe(
           Effect.catch((e) => Console.error(`warning: could not look for a killed run's services: ${e.message}`).pipe(Effect.as([])))
         )
@@ -159,7 +160,7 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
 
 /** Whether the run starts classifiers on GPUs (some host has them: the placement puts the classifiers on one). */
 const classifiersOnGpu = (config: ResolvedConfig["config"]) =>
-  classifiersToStart(config).length > 0 && config.compute.hosts.some((h) => h.gpus === "all" || h.gpus.length > 0)
+  classifiersToStart(config).length > 0 && computeHosts(config).some((h) => h.gpus === "all" || h.gpus.length > 0)
 
 export interface RunOptions {
   readonly dryRun: boolean
@@ -291,7 +292,12 @@ const runStages = <E, R>(resolved: ResolvedConfig, options: RunOptions, drivers:
       try: () => planGraph(graph, states, options.selection),
       catch: (e) => new SelectionError({ message: e instanceof GraphSelectionError ? e.message : String(e) })
     })
-    const plan = buildRunPlan(config, graph, planned, facts)
+    const declared = buildRunPlan(config, graph, planned, facts)
+    // Services to start: a box that does not answer now is left out when the others can carry its services (the plan
+    // shows it idle, with why). When they cannot, the plan stays as declared and the checks name everything missing.
+    const live = declared.services.some((s) => s.starts) && probes.fleet !== undefined && config.compute.backend === "docker" ? yield* probes.fleet() : []
+    const livePlan = live.some((h) => h.unusable !== undefined) ? buildRunPlan(config, graph, planned, facts, live) : undefined
+    const plan = livePlan !== undefined && livePlan.placement.problems.length === 0 ? livePlan : declared
     yield* Console.log(renderRunPlan(plan, config))
     const preflight = yield* runPreflight(config, plan, probes)
     yield* Console.log(renderPreflight(preflight))

@@ -1,5 +1,6 @@
 import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
-import { type Assignment, declaredDevices, describeDevices, type FleetPlacement, placeFleet, renderPlacement } from "../compute/Placement.ts"
+import { type Assignment, computeHosts, type FleetHost, declaredDevices, describeDevices, type FleetPlacement, placeFleet, renderPlacement } from "../compute/Placement.ts"
+import { renderSlurmJobs, slurmPlacement } from "../compute/slurm/SlurmJobs.ts"
 import { isRunServer } from "../config/RunServerBinding.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Split } from "../datasets/BenchmarkItem.ts"
@@ -100,23 +101,22 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
  * configured endpoints are used as they are; the rest start over `compute.hosts`, vLLM as one replica per host's
  * GPUs (or per CPU host), the trainer on the host with the most GPUs, the classifiers where GPUs remain.
  */
-export const fleetPlacement = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph): FleetPlacement => {
+export const fleetPlacement = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph, live?: ReadonlyArray<FleetHost>): FleetPlacement => {
   const using = (kind: string) => graph.stages.some((s) => active.has(s.id) && s.work.kind === kind)
   const infer = (isRunServer(config.teacher) && using("teacher")) || using("infer") || (isRunServer(config.judge) && config.audit.llm_judge.enabled && using("audit"))
-  return placeFleet(
-    config,
-    config.compute.hosts.map((h) => ({ name: h.name, devices: declaredDevices(h.gpus) })),
-    {
-      vllm: infer && vllmEndpoints(config).length === 0,
-      classifiers: using("audit") ? classifiersToStart(config).map((c) => c.name) : [],
-      trainer: using("train") && trainerEndpoint(config) === null
-    }
-  )
+  const wants = {
+    vllm: infer && vllmEndpoints(config).length === 0,
+    classifiers: using("audit") ? classifiersToStart(config).map((c) => c.name) : [],
+    trainer: using("train") && trainerEndpoint(config) === null
+  }
+  return config.compute.backend === "slurm"
+    ? slurmPlacement(config, wants)
+    : placeFleet(config, live ?? config.compute.hosts.map((h) => ({ name: h.name, devices: declaredDevices(h.gpus) })), wants)
 }
 
 export const placeServices = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph, placement = fleetPlacement(config, active, graph)): ReadonlyArray<ServicePlacement> => {
   const hostOf = (name: string | undefined) => {
-    const h = config.compute.hosts.find((x) => x.name === name)
+    const h = computeHosts(config).find((x) => x.name === name)
     return h === undefined ? null : { name: h.name, gpus: h.gpus }
   }
   const imageOn = (a: Assignment) => {
@@ -134,7 +134,7 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
   const place = (service: ServicePlacement["service"], what: string, endpoints: ReadonlyArray<string>, starts: boolean, placed: ReadonlyArray<Assignment>, fallbackImage: string, stages: ReadonlyArray<StageId>) =>
     out.push({
       service, what, endpoints, starts, stages,
-      host: starts ? hostOf(placed[0]?.host ?? config.compute.hosts[0]?.name) : null,
+      host: starts ? hostOf(placed[0]?.host ?? computeHosts(config)[0]?.name) : null,
       placed: starts ? placed : [],
       image: starts ? (placed[0] === undefined ? fallbackImage : imageOn(placed[0])) : null
     })
@@ -159,7 +159,8 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
   return out
 }
 
-export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: ReadonlyArray<PlannedStage>, facts: PlanFacts): RunPlan => {
+/** `live`: the hosts as they answer now (Compute.fleetHosts); without it, as the config declares them. */
+export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: ReadonlyArray<PlannedStage>, facts: PlanFacts, live?: ReadonlyArray<FleetHost>): RunPlan => {
   const active = new Set(stages.filter(runs).map((p) => p.stage.id))
   const samples = config.inference.samples
   const distill = active.has("distill") ? project(config.teacher, facts.distill.requests, facts.distill.promptChars) : project(config.teacher, 0, 0)
@@ -197,7 +198,7 @@ export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: 
     judge = { audits: audits.map(({ stage, pairs }) => ({ stage, pairs })), projection: project(config.judge, requests, promptChars) }
   }
 
-  const placement = fleetPlacement(config, active, graph)
+  const placement = fleetPlacement(config, active, graph, live)
   return {
     facts,
     stages,
@@ -253,13 +254,16 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
     const started = !s.starts
       ? []
       : s.placed.length === 0
-      ? [config.compute.hosts.length === 0 ? "no host configured (compute.hosts is empty)" : "no host can run it (see hosts below)"]
+      ? [computeHosts(config).length === 0 ? "no host configured (compute.hosts is empty)" : "no host can run it (see hosts below)"]
+      : config.compute.backend === "slurm"
+      ? [`${s.placed.map((a) => a.name).join(", ")}: Slurm job${s.placed.length === 1 ? "" : "s"} (see jobs below)`]
       : [`${s.image} ${s.placed.map((a) => `${a.name} on ${a.host} (${describeDevices(a.gpus)}, port ${a.port})`).join(", ")}`]
     for (const [i, where] of [...configured, ...started].entries()) lines.push(`  ${(i === 0 ? s.service : "").padEnd(12)}${where}`)
     lines.push(`  ${"".padEnd(12)}${s.what}; for ${s.stages.join(", ")}`)
   }
-  if (plan.services.some((s) => s.starts) && config.compute.hosts.length > 0) {
-    lines.push(`hosts (${config.compute.backend}):`, ...renderPlacement(plan.placement))
+  if (plan.services.some((s) => s.starts) && computeHosts(config).length > 0) {
+    if (config.compute.backend === "slurm") lines.push(...renderSlurmJobs(config, plan.placement))
+    else lines.push(`hosts (${config.compute.backend}):`, ...renderPlacement(plan.placement))
     for (const p of plan.placement.problems) lines.push(`  problem: ${p}`)
   }
   const gpu = gpuMemoryPlan(config, plan)

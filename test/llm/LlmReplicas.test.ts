@@ -42,4 +42,27 @@ describe("LlmClient over several replicas", () => {
       expect(answers.length).toBe(30)
       expect(new Set(a.requests.map((r) => r.key)).size).toBe(30)
     }).pipe(Effect.scoped))
+
+  it.live("a replica that accepts and drops every connection (a dead box behind an SSH tunnel) is left out too", () =>
+    Effect.gen(function*() {
+      const a = yield* Effect.acquireRelease(Effect.promise(() => startChatServer({ latencyMs: 5 })), (s) => Effect.promise(() => s.close()))
+      let dropped = 0
+      const resetter = yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<net.Server>((resolve) => {
+          const s = net.createServer((socket) => {
+            dropped++
+            socket.resetAndDestroy()
+          })
+          s.listen(0, "127.0.0.1", () => resolve(s))
+        })),
+        (s) => Effect.promise(() => new Promise<void>((r) => s.close(() => r())))
+      )
+      const dead = `http://127.0.0.1:${(resetter.address() as net.AddressInfo).port}/v1`
+      const client = Context.get(yield* Layer.build(LlmClient.layer(settingsFor(dead), { replicas: [a.url] })), LlmClient)
+      const answers = yield* ask(client, 30)
+      expect(answers.length).toBe(30)
+      expect(new Set(a.requests.map((r) => r.key)).size).toBe(30)
+      // Left out after its first drops, not asked once per request (the SDK retries a reset itself a few times).
+      expect(dropped).toBeLessThan(20)
+    }).pipe(Effect.scoped))
 })

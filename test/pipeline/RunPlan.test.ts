@@ -105,6 +105,22 @@ describe("the run plan", () => {
     expect(buildRunPlan(tooMany, g, planGraph(g, {}), facts()).placement.problems).toEqual(["training.gpus is 4, but the host with the most GPUs (d) has 2"])
   })
 
+  it("places over the hosts as they answer: a box that is down at the start is left out with its reason, not fatal", () => {
+    const hosts = [
+      { name: "a", docker: "ssh://me@a", gpus: ["0", "1"] },
+      { name: "b", docker: "ssh://me@b", gpus: ["0", "1", "2", "3"] }
+    ]
+    const config = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts)}`])
+    const g = buildRunGraph(config)
+    const live = [{ name: "a", devices: ["0", "1"] }, { name: "b", devices: ["0", "1", "2", "3"], unusable: "does not answer (ssh: connect ECONNREFUSED)" }]
+    const plan = buildRunPlan(config, g, planGraph(g, {}), facts(), live)
+    expect(plan.placement.problems).toEqual([])
+    expect(new Set([...plan.placement.vllm, ...plan.placement.classifiers, plan.placement.trainer!].map((a) => a.host))).toEqual(new Set(["a"]))
+    expect(renderRunPlan(plan, config)).toContain("  b (GPU 0,1,2,3): nothing: does not answer (ssh: connect ECONNREFUSED)")
+    // As the config declares them (no live view): b would carry the trainer.
+    expect(buildRunPlan(config, g, planGraph(g, {}), facts()).placement.trainer!.host).toBe("b")
+  })
+
   it("decides configured or started as the run does: every vLLM endpoint, and each classifier's own endpoint", () => {
     const listed = configFor("configs/exp_acl.json", [`compute.vllm.endpoints=["http://127.0.0.1:9001","http://127.0.0.1:9002"]`])
     const g = buildRunGraph(listed)

@@ -69,4 +69,31 @@ describe("dart run --dry-run over a fleet", () => {
       await Promise.all(engines.map((e) => e.engine.close()))
     }
   }, 60_000)
+
+  it("leaves a box that does not answer out of the plan, with why, when the others can carry its services", async () => {
+    const engines = [{ name: "a", n: 4 }, { name: "b", n: 2 }].map((e) => ({ ...e, engine: standInEngine(path.join(scratch, `live-${e.name}.sock`), e.n) }))
+    await Promise.all(engines.map((e) => e.engine.listen()))
+    try {
+      const dead = path.join(scratch, "dead.sock")
+      const hosts = [
+        { name: "big", docker: `unix://${dead}`, gpus: ["0", "1", "2", "3", "4", "5", "6", "7"] },
+        ...engines.map((e) => ({ name: e.name, docker: `unix://${path.join(scratch, `live-${e.name}.sock`)}`, gpus: Array.from({ length: e.n }, (_, i) => String(i)) }))
+      ]
+      const r = await dartAsync([
+        "run", "--dry-run", "--config", "configs/exp_acl.json", "--override", `run.runs_dir=${path.join(scratch, "runs-live")}`,
+        "--override", `compute.hosts=${JSON.stringify(hosts)}`, "--override", "training.gpus=2"
+      ], { DEEPSEEK_API_KEY: "k" }).done
+      // Declared, the 8-GPU box would take the trainer; it does not answer, so a takes it, and the run may go on.
+      expect(r.stdout).toContain(`  big (GPU 0,1,2,3,4,5,6,7): nothing: does not answer (unix://${dead}: connect ENOENT ${dead})`)
+      expect(r.stdout).toMatch(/ {2}a \(GPU 0,1,2,3\): [^\n]*trainer \(GPU 0,1, port 50051\)/)
+      // Nothing is missing for want of the dead box (the stand-in engines cannot run the hub check's task: those lines
+      // are theirs); the chat template is probed on the first box that answers.
+      expect(r.stdout).not.toMatch(/MISSING {2}(host|placement|vllm host|classifiers host|trainer host|image)/)
+      const template = /\n {2}(?:ok|MISSING) +chat template: ([^\n]*)\n/.exec(r.stdout)?.[1]
+      expect(template).toBeDefined()
+      expect(template).not.toContain("dead.sock")
+    } finally {
+      await Promise.all(engines.map((e) => e.engine.close()))
+    }
+  }, 60_000)
 })

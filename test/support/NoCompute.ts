@@ -8,6 +8,7 @@ export const noCompute = Layer.succeed(Compute, Compute.of({
   backend: "none",
   hostNames: [],
   placement: never("placement"),
+  fleetHosts: never("fleetHosts"),
   vllm: never("vllm"),
   classifiers: never("classifiers"),
   trainer: never("trainer"),

@@ -22,8 +22,8 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
   [/^configs\/config\.json$/, [
     "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
     "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking",
-    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus", "datasets.external"
-  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22) and the external suites (issue 25)"],
+    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus", "datasets.external", "compute.slurm"
+  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22), the external suites (issue 25) and the Slurm backend (issue 23)"],
   [/^manifest\.json$/, ["chat_layout"], "the base model's chat layout, decided before the first stage (issue 24)"]
 ]
 
@@ -106,10 +106,30 @@ const strip = (value: unknown, drop: ReadonlyArray<string>, at = ""): unknown =>
 const sha = (text: string | Buffer) => createHash("sha256").update(text).digest("hex")
 
 /**
- * `{ relative path: sha256 of its canonical form }` for every artifact of the run at `runDir`; `runsDir` is the runs
- * folder the run was made in, when it has been moved since.
+ * A run over several vLLM replicas seen as over one server (`url`): which replica answered a request is load balancing,
+ * not a result (one request at a time, every replica answers it alike). Rows' and canaries' `server` become `url`; a
+ * prediction manifest's `servers` become one entry that answered them all.
  */
-export const runDigests = (runDir: string, runsDir = path.dirname(path.resolve(runDir))): Record<string, string> => {
+const oneServer = (value: unknown, url: string): unknown => {
+  if (Array.isArray(value)) return value.map((v) => oneServer(v, url))
+  if (value === null || typeof value !== "object") return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === "server" && typeof v === "string") out[k] = url
+    else if (k === "servers" && Array.isArray(v) && v.length > 0) {
+      const all = v as Array<Record<string, unknown>>
+      out[k] = [{ ...all[0], url, answered: all.reduce((n, x) => n + (typeof x.answered === "number" ? x.answered : 0), 0) }]
+    } else out[k] = oneServer(v, url)
+  }
+  return out
+}
+
+/**
+ * `{ relative path: sha256 of its canonical form }` for every artifact of the run at `runDir`; `runsDir` is the runs
+ * folder the run was made in, when it has been moved since; `oneServerUrl`: compare a run over replicas with a
+ * one-server reference (see oneServer).
+ */
+export const runDigests = (runDir: string, runsDir = path.dirname(path.resolve(runDir)), oneServerUrl?: string): Record<string, string> => {
   const out: Record<string, string> = {}
   const root = path.resolve(runDir)
   const all = files(root).sort()
@@ -129,11 +149,12 @@ export const runDigests = (runDir: string, runsDir = path.dirname(path.resolve(r
     }
     const text = unhash(raw.toString("utf8").replaceAll(runsDir, "<RUNS>"))
     const drop = INTENDED.filter(([pattern]) => pattern.test(rel)).flatMap(([, keys]) => keys)
+    const served = (v: unknown) => (oneServerUrl !== undefined && rel.startsWith("predictions/") ? oneServer(v, oneServerUrl) : v)
     if (rel.endsWith(".jsonl")) {
-      const rows = text.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.stringify(strip(JSON.parse(l), drop))).sort()
+      const rows = text.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.stringify(strip(served(JSON.parse(l)), drop))).sort()
       out[rel] = sha(rows.join("\n"))
     } else if (rel.endsWith(".json")) {
-      out[rel] = sha(JSON.stringify(strip(JSON.parse(text), drop)))
+      out[rel] = sha(JSON.stringify(strip(served(JSON.parse(text)), drop)))
     } else {
       out[rel] = sha(text)
     }
