@@ -11,7 +11,8 @@ import { loadRunConfig } from "./Root.ts"
 const layerFor = (config: ExperimentConfig, keep: boolean, timeoutS: number | undefined) =>
   computeLayer(config, { runDir: path.join(config.run.runs_dir, config.run.exp_id), keep, ...(timeoutS === undefined ? {} : { healthTimeout: Duration.seconds(timeoutS) }) })
 
-const describe = (s: RunningService) => `${s.spec.name} ${s.endpoint} (host ${s.host}, container ${s.id.slice(0, 12)}${s.reused ? ", reused" : ""})`
+const describe = (s: RunningService, backend: string) =>
+  `${s.spec.name} ${s.endpoint} (${backend === "slurm" ? `node ${s.host}, job ${s.id}` : `host ${s.host}, container ${s.id.slice(0, 12)}`}${s.reused ? ", reused" : ""})`
 
 const upCommand = Command.make("up", {
   service: Argument.Literals("service", ["vllm", "classifiers", "trainer"]).pipe(Argument.withDescription("which service (default vllm)"), Argument.withDefault("vllm" as const)),
@@ -23,14 +24,14 @@ const upCommand = Command.make("up", {
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
       const started = args.service === "vllm" ? yield* compute.vllm() : args.service === "trainer" ? [yield* compute.trainer()] : yield* compute.classifiers()
-      for (const s of started) yield* Console.log(describe(s))
+      for (const s of started) yield* Console.log(describe(s, compute.backend))
       if (!args.attach) {
         if (config.compute.backend === "docker" && config.compute.hosts.some((h) => h.docker.startsWith("ssh://"))) {
           yield* Console.error("note: endpoints on ssh:// hosts are tunnels that close with this command; use --attach to keep them, or let the stages open their own")
         }
         return
       }
-      yield* Console.log("ready; Ctrl-C stops and removes the containers")
+      yield* Console.log(`ready; Ctrl-C ${compute.backend === "slurm" ? "cancels the jobs" : "stops and removes the containers"}`)
       return yield* Effect.never
     }).pipe(Effect.provide(layerFor(config, !args.attach, Option.getOrUndefined(args.timeout)))))
   })).pipe(Command.withDescription("Start (or reuse) the vLLM, classifier or trainer services of the experiment (containers on compute.hosts, or Slurm jobs) and print their endpoints; they keep running until `dart compute down` unless --attach."))

@@ -111,7 +111,7 @@ const hostChecks = (config: ExperimentConfig, entry: { host: HostConfig; images:
     const info = yield* probes.host(host).pipe(Effect.result)
     if (info._tag === "Failure") {
       checks.push({ name: `host ${host.name}`, ok: false, detail: `does not answer (${info.failure.message})` })
-      for (const image of images) checks.push({ name: `image ${image}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
+      for (const image of images) checks.push({ name: image.startsWith("environment ") ? image : `image ${image}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
       if (gpu) checks.push({ name: `GPUs on ${host.name}`, ok: false, detail: `not checked: host ${host.name} does not answer` })
       return checks
     }

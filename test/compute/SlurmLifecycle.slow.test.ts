@@ -9,6 +9,7 @@ import { Compute } from "../../src/compute/Compute.ts"
 import { slurmCompute } from "../../src/compute/slurm/SlurmCompute.ts"
 import { jobComment } from "../../src/compute/slurm/SlurmJobs.ts"
 import { defaults, ExperimentConfig } from "../../src/config/ExperimentConfig.ts"
+import { dartAsync } from "../support/AdapterFixture.ts"
 import { startSshd, uniqueExp } from "../support/DockerEngine.ts"
 import { freePortRun } from "../support/FreePort.ts"
 import { ensureSlurm, type SlurmCluster, slurmJobs } from "../support/SlurmCluster.ts"
@@ -80,13 +81,15 @@ const transports: ReadonlyArray<Transport> = ["rest", "cli over ssh"]
 const settingsFor = (t: Transport, shared: { dir: string; venv: string }) =>
   t === "rest"
     ? { transport: "rest", rest_url: cluster.restUrl, user: cluster.user, shared_dir: shared.dir, venv: { vllm: shared.venv, trainer: null, trainer_source: null } }
-    : { transport: "cli", ssh: sshd.url, identity_file: sshd.identityFile, shared_dir: shared.dir, venv: { vllm: shared.venv, trainer: null, trainer_source: null } }
+    // Over SSH, the endpoints too: tunnels on the transport's one connection (reach "ssh").
+    : { transport: "cli", ssh: sshd.url, identity_file: sshd.identityFile, reach: "ssh", shared_dir: shared.dir, venv: { vllm: shared.venv, trainer: null, trainer_source: null } }
 
+let lastJwt = ""
 /** Runs `f` with the adapter for `config`, SLURM_JWT and HF_TOKEN set for the duration. */
 const withCompute = <A, E>(config: ExperimentConfig, runDir: string, f: (c: Compute["Service"]) => Effect.Effect<A, E, Scope.Scope>, jwt?: string) => {
   const saved = { jwt: process.env.SLURM_JWT, hf: process.env.HF_TOKEN }
   // Only the REST transport reads it; the command-line tools would take it as their identity (the cluster user).
-  if (config.compute.slurm.transport === "rest") process.env.SLURM_JWT = jwt ?? cluster.token(600)
+  if (config.compute.slurm.transport === "rest") process.env.SLURM_JWT = lastJwt = jwt ?? cluster.token(600)
   else delete process.env.SLURM_JWT
   process.env.HF_TOKEN = SECRET
   return Effect.runPromiseExit(Effect.scoped(Effect.gen(function*() { return yield* f(yield* Compute) })).pipe(Effect.provide(slurmCompute(config, { runDir })))).finally(() => {
@@ -117,7 +120,8 @@ describe.each(transports)("Slurm adapter over %s", (transport) => {
         expect(probe.engine).toMatch(/^Slurm 22\.05\.\d+ \((v0\.0\.38|cli)\)$/)
         const replicas = yield* compute.vllm()
         expect(replicas.map((r) => r.spec.name)).toEqual(["vllm", "vllm-2"])
-        expect(replicas.map((r) => r.endpoint)).toEqual([`http://127.0.0.1:${port}`, `http://127.0.0.1:${port + 1}`])
+        if (transport === "rest") expect(replicas.map((r) => r.endpoint)).toEqual([`http://127.0.0.1:${port}`, `http://127.0.0.1:${port + 1}`])
+        else for (const r of replicas) expect(r.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/), expect(r.endpoint).not.toMatch(new RegExp(`:(${port}|${port + 1})$`))
         for (const r of replicas) {
           const res = yield* Effect.promise(() => fetch(`${r.endpoint}/health`))
           expect(res.status).toBe(200)
@@ -148,6 +152,7 @@ describe.each(transports)("Slurm adapter over %s", (transport) => {
     expect(await activeJobs(expId)).toEqual([])
     expect(allText(runDir)).not.toContain(SECRET)
     expect(allText(shared.dir)).not.toContain(SECRET)
+    if (transport === "rest") for (const dir of [runDir, shared.dir]) expect(allText(dir)).not.toContain(lastJwt)
     expect(allText(path.join(shared.dir, "dart", expId, "logs"))).toContain("stand-in on 127.0.0.1")
     fs.rmSync(shared.dir, { recursive: true, force: true })
   }, 180_000)
@@ -185,6 +190,34 @@ describe.each(transports)("Slurm adapter over %s", (transport) => {
     expect(left).toEqual(Exit.succeed([`vllm-2 (job ${alive})`]))
     for (let i = 0; i < 20 && (await activeJobs(expId)).length > 0; i++) await new Promise((r) => setTimeout(r, 500))
     expect(await activeJobs(expId)).toEqual([])
+    fs.rmSync(shared.dir, { recursive: true, force: true })
+  }, 120_000)
+
+  it("`dart compute up --attach`: the replica jobs run until Ctrl-C, which cancels them", async () => {
+    const expId = uniqueExp("slurmup")
+    started.add(expId)
+    const shared = sharedFolder(transport === "rest" ? cluster.user : "root")
+    const port = await freePortRun(2)
+    const settings: Array<[string, unknown]> = Object.entries(settingsFor(transport, shared)).flatMap(([k, v]): Array<[string, unknown]> =>
+      typeof v === "object" && v !== null ? Object.entries(v).map(([kk, vv]): [string, unknown] => [`${k}.${kk}`, vv]) : [[k, v]])
+    const up = dartAsync([
+      "compute", "up", "vllm", "--attach", "--config", "configs/smoke.json", "--exp-id", expId, "--override", `run.runs_dir=${path.join(scratch, "runs")}`,
+      "--override", "model.base=/models/stand-in", "--override", "compute.backend=slurm", "--override", "compute.vllm.replicas=2", "--override", `compute.vllm.port=${port}`,
+      ...Object.entries({ partition: "debug", device: "cpu", gpus_per_replica: 1, listen_host: "127.0.0.1", ...Object.fromEntries(settings) })
+        .flatMap(([k, v]) => ["--override", `compute.slurm.${k}=${v === null ? "null" : String(v)}`])
+    ], transport === "rest" ? { SLURM_JWT: cluster.token(600), HF_TOKEN: SECRET } : { HF_TOKEN: SECRET })
+    let out = ""
+    up.child.stdout.on("data", (c: Buffer) => (out += c.toString()))
+    for (let i = 0; i < 120 && !out.includes("ready; Ctrl-C cancels the jobs"); i++) await new Promise((r) => setTimeout(r, 500))
+    expect(out).toContain("ready; Ctrl-C cancels the jobs")
+    expect(out).toMatch(/vllm-2 http:\/\/127\.0\.0\.1:\d+ \(node \S+, job \d+\)/)
+    expect((await activeJobs(expId)).map((j) => j.state)).toEqual(["RUNNING", "RUNNING"])
+    up.child.kill("SIGINT")
+    const r = await up.done
+    // Interrupted, as Ctrl-C is everywhere in dart (128 + SIGINT), after its scope cancelled the jobs.
+    expect(r.code, r.stderr).toBe(130)
+    for (let i = 0; i < 20 && (await activeJobs(expId)).length > 0; i++) await new Promise((r) => setTimeout(r, 500))
+    expect(await activeJobs(expId), r.stderr).toEqual([])
     fs.rmSync(shared.dir, { recursive: true, force: true })
   }, 120_000)
 

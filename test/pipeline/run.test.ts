@@ -55,4 +55,27 @@ describe("dart run --dry-run", () => {
     expect(bad.code).toBe(2)
     expect(bad.stderr).toContain("--from teach: unknown stage; stages are init, distill, train_dart")
   })
+
+  it("with compute.backend slurm prints the jobs it would submit and checks the cluster, never showing the token", () => {
+    const r = dart([
+      "run", "--dry-run", "--config", "configs/smoke.json", "--exp-id", "slurmdry", "--override", `run.runs_dir=${runs}`,
+      "--override", "compute.backend=slurm", "--override", "compute.slurm.rest_url=http://127.0.0.1:9", "--override", "compute.slurm.user=me",
+      "--override", "compute.slurm.shared_dir=/shared/lab", "--override", "compute.slurm.partition=gpu", "--override", "compute.slurm.time_limit_minutes=600",
+      "--override", "compute.vllm.replicas=2", "--override", "compute.slurm.venv.vllm=/shared/envs/vllm", "--override", "compute.slurm.venv.trainer=/shared/envs/trainer"
+    ], { SLURM_JWT: "jwt-not-printed" })
+    expect(r.code).toBe(5)
+    expect(r.stdout).toContain("  vllm        vllm, vllm-2: Slurm jobs (see jobs below)")
+    expect(r.stdout).toContain([
+      "jobs (slurm, slurmrestd http://127.0.0.1:9; partition gpu; launcher venv; shared /shared/lab):",
+      "  dart-slurmdry-vllm: vllm, --gres=gpu:1, time 600 min, port 8000",
+      "  dart-slurmdry-vllm-2: vllm-2, --gres=gpu:1, time 600 min, port 8001",
+      "  dart-slurmdry-classifier-toxicity: classifier-toxicity, --gres=gpu:1, time 600 min, port 8002",
+      "  dart-slurmdry-classifier-hate: classifier-hate, --gres=gpu:1, time 600 min, port 8003",
+      "  dart-slurmdry-trainer: trainer, --gres=gpu:1, time 600 min, port 50051"
+    ].join("\n"))
+    expect(r.stdout).toMatch(/MISSING {2}host slurm: does not answer \([^\n]*http:\/\/127\.0\.0\.1:9/)
+    expect(r.stdout).toContain("MISSING  environment /shared/envs/vllm: not checked: host slurm does not answer")
+    expect(r.stdout + r.stderr).not.toContain("jwt-not-printed")
+    expect(r.stdout).not.toContain("hosts (docker)")
+  })
 })

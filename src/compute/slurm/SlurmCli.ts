@@ -125,10 +125,19 @@ export const slurmCli = (options: { readonly ssh: string | null; readonly identi
       const a = parseHostAddress(options.ssh)
       if (typeof a === "string" || a.kind !== "ssh") return yield* new SlurmError({ via: options.ssh, message: `compute.slurm.ssh: expected ssh://user@host[:port], got ${options.ssh}` })
       via = `sbatch over ${options.ssh}`
-      const conn = yield* connectSsh({ name: "slurm", ...(options.identityFile === null ? {} : { identity_file: options.identityFile }) }, a, "compute.slurm.identity_file").pipe(
+      const connect = connectSsh({ name: "slurm", ...(options.identityFile === null ? {} : { identity_file: options.identityFile }) }, a, "compute.slurm.identity_file").pipe(
         Effect.mapError((e) => new SlurmError({ via, message: e.message, cause: e }))
       )
-      run = sshRunner(via, conn)
+      const conn = yield* connect
+      const shared = sshRunner(via, conn)
+      // The kept connection gone (the login node's sshd restarted, the network cut, or already closed while a scope
+      // ends and cancels its jobs): the command runs on a connection of its own, opened and closed for it.
+      run = (command, stdin) =>
+        shared(command, stdin).pipe(
+          Effect.catch((e) => (/Not connected|No response from server|ECONNRESET/.test(e.message)
+            ? Effect.scoped(Effect.flatMap(connect, (fresh) => sshRunner(via, fresh)(command, stdin)))
+            : Effect.fail(e)))
+        )
       ssh = conn
     }
     const must = (what: string, command: string, stdin = "") =>

@@ -145,6 +145,12 @@ export const slurmCompute = (config: ExperimentConfig, options: ComputeOptions) 
         })
       )
     const cancel = (id: string) => t((tr) => tr.cancel(id)).pipe(Effect.tap(() => Effect.sync(() => (queue = undefined))))
+    /** A job cancelled as its scope closes: a failure is said (the job would run on), never raised over the scope's own end. */
+    const cancelAtEnd = (id: string, what: string) =>
+      cancel(id).pipe(
+        Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.fail(fail("no answer within 30 s")) }),
+        Effect.catch((e) => Console.error(`warning: could not cancel ${what} (Slurm job ${id}): ${e.message}; \`dart compute down\` cancels it`))
+      )
     /** Submits; the next look at the queue is a fresh one (a snapshot from before would not show the job). */
     let submitted = false
     const submit = (request: Parameters<SlurmTransport["submit"]>[0]) =>
@@ -245,7 +251,7 @@ export const slurmCompute = (config: ExperimentConfig, options: ComputeOptions) 
         const logPattern = path.join(p.logs.replace(/%/g, "%%"), `${spec.name.replace(/%/g, "%%")}-%j.log`)
         const id = yield* Effect.acquireRelease(
           submit(jobRequest(config, spec, gpus, { shared: p.root, logFile: logPattern, script, comment: jobComment({ expId, role: spec.role, service: spec.name, spec: hash, owner }) })),
-          (id, exit) => (options.keep && exit._tag === "Success" ? Effect.void : cancel(id).pipe(Effect.timeout("30 seconds"), Effect.ignore))
+          (id, exit) => (options.keep && exit._tag === "Success" ? Effect.void : cancelAtEnd(id, spec.name))
         )
         const jobLog = path.join(p.logs, `${spec.name}-${id}.log`)
         yield* follow(jobLog, localLog)
@@ -302,7 +308,7 @@ export const slurmCompute = (config: ExperimentConfig, options: ComputeOptions) 
         const script = taskScript(command, { ...env, HF_HOME: hfHome(p), ...(source === null ? {} : { PYTHONPATH: source }) }, venv, expId, what)
         const logFile = path.join(p.logs.replace(/%/g, "%%"), `${what}-%j.log`)
         const request = jobRequest(config, spec, 0, { shared: p.root, logFile, script, comment: jobComment({ expId, role: "task", service: what, spec: "-", owner: ownerId() }) })
-        const id = yield* Effect.acquireRelease(submit(request), (id) => cancel(id).pipe(Effect.timeout("30 seconds"), Effect.ignore))
+        const id = yield* Effect.acquireRelease(submit(request), (id) => cancelAtEnd(id, what))
         const log = path.join(p.logs, `${what}-${id}.log`)
         const t0 = Date.now()
         while (true) {
