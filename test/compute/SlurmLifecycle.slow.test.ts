@@ -32,6 +32,8 @@ beforeAll(async () => {
 const started = new Set<string>()
 afterAll(async () => {
   fs.rmSync(scratch, { recursive: true, force: true })
+  // A failed test's shared folder too: /var/tmp outlives the run.
+  for (const dir of folders) fs.rmSync(dir, { recursive: true, force: true })
   if (!haveTestCluster()) return
   // A failed test's jobs must not hold the cluster's GPUs for the next file.
   const left = (await slurmJobs((j) => [...started].some((e) => j.comment.includes(`exp=${e} `)))).filter((j) => !["COMPLETED", "CANCELLED", "FAILED"].includes(j.state))
@@ -40,8 +42,10 @@ afterAll(async () => {
 })
 
 /** A folder under the cluster's shared root owned by `user`, with a stand-in vLLM environment in it. */
+const folders: Array<string> = []
 const sharedFolder = (user: string) => {
   const dir = fs.mkdtempSync(path.join("/var/tmp/dart-slurm", "life-"))
+  folders.push(dir)
   const venv = path.join(dir, "venv")
   fs.mkdirSync(path.join(venv, "bin"), { recursive: true })
   fs.writeFileSync(path.join(venv, "bin", "python3"), [
