@@ -1,4 +1,4 @@
-import { Console, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Scope, Stream } from "effect"
+import { Console, Duration, Effect, Layer, Option, Schedule, Schema, Scope, Stream } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as fsp from "node:fs/promises"
@@ -444,4 +444,3 @@ const replicaEvents = (jobs: Effect.Effect<ReadonlyArray<SlurmJob>, ComputeError
   return Stream.fromEffectSchedule(look, Schedule.spaced("5 seconds")).pipe(Stream.flattenIterable)
 }
 
-export { Console, Redacted }
