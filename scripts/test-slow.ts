@@ -9,17 +9,31 @@ const root = path.resolve(import.meta.dirname, "..")
 const vitest = path.join(root, "node_modules", "vitest", "vitest.mjs")
 const extra = process.argv.slice(2)
 
-const run = (project: string, capture: boolean) =>
+// `echo`: print as it goes as well as keep it (the heavy project's failures are printed again at the very end, where a
+// CI log's tail shows them).
+const run = (project: string, echo: boolean) =>
   new Promise<{ code: number; output: string }>((resolve) => {
-    const child = spawn(process.execPath, [vitest, "run", "--project", project, ...extra], { cwd: root, stdio: ["ignore", capture ? "pipe" : "inherit", capture ? "pipe" : "inherit"] })
+    const child = spawn(process.execPath, [vitest, "run", "--project", project, ...extra], { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, FORCE_COLOR: process.env.FORCE_COLOR ?? (process.stdout.isTTY ? "1" : "0") } })
     let output = ""
-    child.stdout?.on("data", (c: Buffer) => (output += c.toString()))
-    child.stderr?.on("data", (c: Buffer) => (output += c.toString()))
+    const take = (to: NodeJS.WriteStream) => (c: Buffer) => {
+      output += c.toString()
+      if (echo) to.write(c)
+    }
+    child.stdout.on("data", take(process.stdout))
+    child.stderr.on("data", take(process.stderr))
     child.on("exit", (code, signal) => resolve({ code: code ?? (signal === null ? 1 : 128), output }))
   })
 
-const [heavy, loopback] = await Promise.all([run("slow", false), run("slow-loopback", true)])
+const [heavy, loopback] = await Promise.all([run("slow", true), run("slow-loopback", false)])
 process.stdout.write(`\n[test:slow] the slow-loopback project (ran beside the slow one):\n${loopback.output}`)
+// vitest's own "Failed Tests" section (errors with their stacks) and the failing lines of the tree.
+const failures = (output: string): string => {
+  const plain = output.replace(/\u001b\[[0-9;]*m/g, "")
+  const section = plain.indexOf("Failed Tests")
+  const lines = plain.split("\n").filter((l) => /^\s*(×|FAIL\b)/.test(l))
+  return [...lines, section === -1 ? "" : plain.slice(Math.max(0, plain.lastIndexOf("\n", section)), section + 8000)].join("\n")
+}
+if (heavy.code !== 0) process.stdout.write(`\n[test:slow] the slow project failed:\n${failures(heavy.output)}\n`)
 const failed = [heavy.code === 0 ? [] : ["slow"], loopback.code === 0 ? [] : ["slow-loopback"]].flat()
 process.stdout.write(`\n[test:slow] ${failed.length === 0 ? "both projects passed" : `failed: ${failed.join(", ")}`}\n`)
 process.exit(failed.length === 0 ? 0 : 1)
