@@ -31,7 +31,9 @@ function loopbackSlowTests() {
     // The Slurm cluster with stand-in services, and its REST API.
     "test/compute/SlurmCluster.slow.test.ts",
     "test/compute/SlurmRest.slow.test.ts",
-    "test/compute/SlurmLifecycle.slow.test.ts"
+    "test/compute/SlurmLifecycle.slow.test.ts",
+    // The Kubernetes control plane with kwok nodes and stand-in services.
+    "test/compute/KubeLifecycle.slow.test.ts"
   ]
 }
 export const slowLoopbackTests = loopbackSlowTests()

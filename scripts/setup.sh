@@ -54,6 +54,8 @@ step "MLflow Python environment (the tracking tests' server)"
 scripts/setup-mlflow.sh
 step "Slurm (single node, four fake GPUs: the Slurm tests' cluster)"
 scripts/setup-slurm.sh
+step "Kubernetes control plane + kwok (the Kubernetes tests' cluster; built once from the Go modules, then cached)"
+scripts/setup-kubernetes.sh --build
 
 # No image registry is reachable from these machines: the images are built here, on a Debian base made with
 # debootstrap. Rebuilds hit Docker's layer cache, so this is quick once done.

@@ -12,7 +12,7 @@ const layerFor = (config: ExperimentConfig, keep: boolean, timeoutS: number | un
   computeLayer(config, { runDir: path.join(config.run.runs_dir, config.run.exp_id), keep, ...(timeoutS === undefined ? {} : { healthTimeout: Duration.seconds(timeoutS) }) })
 
 const describe = (s: RunningService, backend: string) =>
-  `${s.spec.name} ${s.endpoint} (${backend === "slurm" ? `node ${s.host}, job ${s.id}` : `host ${s.host}, container ${s.id.slice(0, 12)}`}${s.reused ? ", reused" : ""})`
+  `${s.spec.name} ${s.endpoint} (${backend === "slurm" ? `node ${s.host}, job ${s.id}` : backend === "kubernetes" ? `node ${s.host}, pod ${s.id}` : `host ${s.host}, container ${s.id.slice(0, 12)}`}${s.reused ? ", reused" : ""})`
 
 const upCommand = Command.make("up", {
   service: Argument.Literals("service", ["vllm", "classifiers", "trainer"]).pipe(Argument.withDescription("which service (default vllm)"), Argument.withDefault("vllm" as const)),
@@ -31,7 +31,7 @@ const upCommand = Command.make("up", {
         }
         return
       }
-      yield* Console.log(`ready; Ctrl-C ${compute.backend === "slurm" ? "cancels the jobs" : "stops and removes the containers"}`)
+      yield* Console.log(`ready; Ctrl-C ${compute.backend === "slurm" ? "cancels the jobs" : compute.backend === "kubernetes" ? "deletes the pods" : "stops and removes the containers"}`)
       return yield* Effect.never
     }).pipe(Effect.provide(layerFor(config, !args.attach, Option.getOrUndefined(args.timeout)))))
   })).pipe(Command.withDescription("Start (or reuse) the vLLM, classifier or trainer services of the experiment (containers on compute.hosts, or Slurm jobs) and print their endpoints; they keep running until `dart compute down` unless --attach."))
@@ -62,7 +62,7 @@ const statusCommand = Command.make("status", {
       for (const s of yield* compute.status()) {
         let adapters = "-"
         // Slurm's jobs run on nodes the placement cannot name: the service's name decides there.
-        const port = placement.vllm.find((a) => a.name === s.name && (compute.backend === "slurm" || a.host === s.host))?.port
+        const port = placement.vllm.find((a) => a.name === s.name && (compute.backend !== "docker" || a.host === s.host))?.port
         if (s.role === "vllm" && s.health === "healthy" && port !== undefined) {
           adapters = yield* adaptersOf(`http://${yield* compute.reach(s.host, port)}`)
         }
@@ -71,10 +71,10 @@ const statusCommand = Command.make("status", {
       const hosts = placement.hosts.map((h) => ({ name: h.name, gpus: describeDevices(h.devices), places: h.runs, idle: h.idle }))
       if (args.json) return yield* Console.log(JSON.stringify({ exp_id: config.run.exp_id, backend: compute.backend, hosts, services: rows }, null, 2))
       for (const h of hosts) {
-        const mine = compute.backend === "slurm" ? rows : rows.filter((r) => r.host === h.name)
-        yield* Console.log(`${h.name}${compute.backend === "slurm" ? "" : ` (${h.gpus})`}: ${mine.length} service(s) of ${config.run.exp_id}${h.idle === null ? `; places ${h.places.join(", ")}` : `; ${h.idle}`}`)
+        const mine = compute.backend !== "docker" ? rows : rows.filter((r) => r.host === h.name)
+        yield* Console.log(`${h.name}${compute.backend !== "docker" ? "" : ` (${h.gpus})`}: ${mine.length} service(s) of ${config.run.exp_id}${h.idle === null ? `; places ${h.places.join(", ")}` : `; ${h.idle}`}`)
         for (const r of mine) {
-          yield* Console.log(`  ${r.name}${compute.backend === "slurm" ? `\t${r.host}` : ""}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
+          yield* Console.log(`  ${r.name}${compute.backend !== "docker" ? `\t${r.host}` : ""}\t${r.state}\t${r.health}\t${r.gpus}\tup ${r.uptime}\tadapters ${r.adapters}\t${r.id}\t${r.image}\towner ${r.owner}`)
         }
       }
     }).pipe(Effect.provide(layerFor(config, true, undefined))))
@@ -86,7 +86,7 @@ const downCommand = Command.make("down", {}, () =>
     yield* Effect.scoped(Effect.gen(function*() {
       const compute = yield* Compute
       const removed = yield* compute.down()
-      yield* Console.log(removed.length === 0 ? `no ${config.compute.backend === "slurm" ? "jobs" : "containers"} of ${config.run.exp_id}` : `removed ${removed.join(", ")}`)
+      yield* Console.log(removed.length === 0 ? `no ${config.compute.backend === "slurm" ? "jobs" : config.compute.backend === "kubernetes" ? "objects" : "containers"} of ${config.run.exp_id}` : `removed ${removed.join(", ")}`)
     }).pipe(Effect.provide(layerFor(config, true, undefined))))
   })).pipe(Command.withDescription("Stop and remove every service of the experiment on every host of compute.hosts (or cancel its Slurm jobs)."))
 

@@ -2,6 +2,7 @@ import type { Layer } from "effect"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { Compute, ComputeOptions } from "./Compute.ts"
 import { dockerCompute } from "./DockerCompute.ts"
+import { kubeCompute } from "./kubernetes/KubeCompute.ts"
 import { slurmCompute } from "./slurm/SlurmCompute.ts"
 
 /**
@@ -14,5 +15,7 @@ export const computeLayer = (config: ExperimentConfig, options: ComputeOptions):
       return dockerCompute(config, options)
     case "slurm":
       return slurmCompute(config, options)
+    case "kubernetes":
+      return kubeCompute(config, options)
   }
 }

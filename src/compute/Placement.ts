@@ -169,8 +169,12 @@ export const renderPlacement = (p: FleetPlacement): Array<string> =>
   p.hosts.map((h) => `  ${h.name} (${describeDevices(h.devices)}): ${h.idle === null ? h.runs.join(", ") : `nothing: ${h.idle}`}`)
 
 /**
- * The hosts the plan and preflight speak of: the Docker hosts, or the Slurm cluster as one (its jobs' nodes are
- * Slurm's choice, known only once they run).
+ * The hosts the plan and preflight speak of: the Docker hosts, or a Slurm or Kubernetes cluster as one (its jobs' or
+ * pods' nodes are the scheduler's choice, known only once they run).
  */
 export const computeHosts = (config: Config): ReadonlyArray<Config["compute"]["hosts"][number]> =>
-  config.compute.backend === "slurm" ? [{ name: "slurm", docker: config.compute.slurm.transport === "rest" ? config.compute.slurm.rest_url : (config.compute.slurm.ssh ?? "sbatch (here)"), gpus: [] }] : config.compute.hosts
+  config.compute.backend === "slurm"
+    ? [{ name: "slurm", docker: config.compute.slurm.transport === "rest" ? config.compute.slurm.rest_url : (config.compute.slurm.ssh ?? "sbatch (here)"), gpus: [] }]
+    : config.compute.backend === "kubernetes"
+    ? [{ name: "kubernetes", docker: `${config.compute.kubernetes.kubeconfig ?? "kubeconfig"}${config.compute.kubernetes.context === null ? "" : ` context ${config.compute.kubernetes.context}`}`, gpus: [] }]
+    : config.compute.hosts

@@ -263,8 +263,8 @@ export const ExperimentConfig = Schema.Struct({
     refusals: Schema.Array(Schema.String)
   }),
   compute: Schema.Struct({
-    /** Which engine starts the services: Docker hosts (docs/fleet.md) or a Slurm cluster (docs/slurm.md); the stages never see which. */
-    backend: Schema.Literals(["docker", "slurm"]),
+    /** Which engine starts the services: Docker hosts (docs/fleet.md), a Slurm cluster (docs/slurm.md) or Kubernetes (docs/kubernetes.md); the stages never see which. */
+    backend: Schema.Literals(["docker", "slurm", "kubernetes"]),
     hosts: Schema.Array(Schema.Struct({
       name: Schema.NonEmptyString,
       /** unix:///var/run/docker.sock, ssh://user@host or tcp://host:2376 (TLS files from DOCKER_CERT_PATH). */
@@ -356,6 +356,53 @@ export const ExperimentConfig = Schema.Struct({
       /** How this process reaches a service: `direct` (node address:port) or `ssh` (a tunnel over the cli transport's connection). */
       reach: Schema.Literals(["direct", "ssh"]),
       /** A job pending (or starting) longer than this fails with Slurm's reason. */
+      start_timeout_s: PositiveInt
+    }),
+    /** `backend: "kubernetes"`: every service is a Pod (docs/kubernetes.md). */
+    kubernetes: Schema.Struct({
+      /** A kubeconfig file; null = $KUBECONFIG, else ~/.kube/config, else the pod's service account (in-cluster). */
+      kubeconfig: Schema.NullOr(Schema.NonEmptyString),
+      /** The kubeconfig's context; null = its current context. */
+      context: Schema.NullOr(Schema.NonEmptyString),
+      /** null = the context's namespace, else "default". */
+      namespace: Schema.NullOr(Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s) ? true : "expected a namespace name (lowercase letters, digits, -)")))),
+      node_selector: Schema.Record(Schema.String, Schema.String),
+      tolerations: Schema.Array(Schema.Struct({
+        key: Schema.optionalKey(Schema.String),
+        operator: Schema.optionalKey(Schema.Literals(["Exists", "Equal"])),
+        value: Schema.optionalKey(Schema.String),
+        effect: Schema.optionalKey(Schema.Literals(["NoSchedule", "PreferNoSchedule", "NoExecute"]))
+      })),
+      /** Further labels on every object (a team, a cost centre). */
+      labels: Schema.Record(Schema.String, Schema.String),
+      /** The extended resource a pod's GPUs are asked as. */
+      gpu_resource: Schema.NonEmptyString,
+      /** `cuda` (GPU images and flags) or `cpu` (the CPU images; GPUs are still asked when gpus_per_replica > 0). */
+      device: Schema.Literals(["cuda", "cpu"]),
+      gpus_per_replica: Schema.NullOr(NonNegativeInt),
+      classifier_gpus: Schema.NullOr(NonNegativeInt),
+      /** Each pod's CPU request and memory (request = limit), as Kubernetes quantities ("8", "64Gi"); null = none. */
+      cpu: Schema.NullOr(Schema.NonEmptyString),
+      memory: Schema.NullOr(Schema.NonEmptyString),
+      storage: Schema.Struct({
+        /** A ReadWriteMany PVC every pod mounts (adapters published once, the HF cache shared); null = each pod's own disk, files copied in by exec. */
+        pvc: Schema.NullOr(Schema.NonEmptyString),
+        /** Where the files live inside each pod. */
+        files_dir: Schema.NonEmptyString.check(Schema.makeFilter((s) => (s.startsWith("/") ? true : "expected an absolute path")))
+      }),
+      image_pull_secrets: Schema.Array(Schema.NonEmptyString),
+      /** A Secret of yours holding HF_TOKEN (and VLLM_API_KEY); null = dart makes one from this environment and deletes it after. */
+      secret: Schema.NullOr(Schema.NonEmptyString),
+      service_account: Schema.NullOr(Schema.NonEmptyString),
+      /** How this process reaches a pod: a port-forward over the API per pod, or a NodePort Service per pod. */
+      reach: Schema.Literals(["port-forward", "node-port"]),
+      /** node-port: the node address to use (null = the pod's node's InternalIP). */
+      node_address: Schema.NullOr(Schema.NonEmptyString),
+      /** Mount local folders (a model given as a path) as hostPath volumes: only for a one-node cluster whose node is this machine. */
+      host_paths: Schema.Boolean,
+      /** The address services listen on inside their pod. */
+      listen_host: Schema.NonEmptyString.check(Schema.makeFilter((s) => (/^[A-Za-z0-9.:_-]+$/.test(s) ? true : "expected an address or host name (letters, digits, . : _ -)"))),
+      /** A pod pending (unschedulable, pulling) or not ready longer than this fails with the scheduler's or kubelet's reason. */
       start_timeout_s: PositiveInt
     }),
     /**
@@ -517,6 +564,11 @@ export const defaults: ExperimentConfigInput = {
       partition: null, account: null, qos: null, time_limit_minutes: null, device: "cuda", gpus_per_replica: null, classifier_gpus: null,
       cpus_per_job: null, memory_mb: null, shared_dir: null, launcher: "venv", venv: { vllm: null, trainer: null, trainer_source: null },
       listen_host: "0.0.0.0", reach: "direct", start_timeout_s: 900
+    },
+    kubernetes: {
+      kubeconfig: null, context: null, namespace: null, node_selector: {}, tolerations: [], labels: {}, gpu_resource: "nvidia.com/gpu", device: "cuda",
+      gpus_per_replica: null, classifier_gpus: null, cpu: null, memory: null, storage: { pvc: null, files_dir: "/dart/files" }, image_pull_secrets: [],
+      secret: null, service_account: null, reach: "port-forward", node_address: null, host_paths: false, listen_host: "0.0.0.0", start_timeout_s: 900
     },
     hf_cache: "dart-hf-cache"
   },

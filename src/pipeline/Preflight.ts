@@ -189,11 +189,12 @@ export const runPreflight = Effect.fn("Preflight.run")(function*(config: Experim
       const h = computeHosts(config).find((x) => x.name === a.host)!
       const entry = hosts.get(h.name) ?? { host: h, images: new Set<string>(), gpu: false, models: new Set<string>() }
       const on = { gpus: a.gpus === null ? [] : a.gpus === "all" ? "all" as const : a.gpus }
-      const slurm = config.compute.backend === "slurm"
+      // A Slurm or Kubernetes cluster: its nodes pull images or run environments and fetch hub models themselves.
+      const slurm = config.compute.backend !== "docker"
       const image = a.role === "trainer" ? trainerSpec(config, on, "127.0.0.1").image : vllmSpec(config, on, "127.0.0.1").image
       // A Slurm cluster's venv launcher runs Python environments, not images; its jobs fetch hub models themselves and
       // get their GPUs from Slurm (no engine to ask).
-      const venv = config.compute.slurm.launcher === "venv" ? (a.role === "trainer" ? config.compute.slurm.venv.trainer : config.compute.slurm.venv.vllm) : null
+      const venv = config.compute.backend === "slurm" && config.compute.slurm.launcher === "venv" ? (a.role === "trainer" ? config.compute.slurm.venv.trainer : config.compute.slurm.venv.vllm) : null
       if (!slurm) entry.images.add(image)
       else if (venv !== null) entry.images.add(`environment ${venv}`)
       const models = slurm ? [] : s.service === "classifiers"

@@ -1,5 +1,6 @@
 import { trainerSpec, vllmSpec } from "../compute/ContainerSpecs.ts"
 import { type Assignment, computeHosts, type FleetHost, declaredDevices, describeDevices, type FleetPlacement, placeFleet, renderPlacement } from "../compute/Placement.ts"
+import { dryRunPod, kubePlacement, renderKubeObjects } from "../compute/kubernetes/KubeObjects.ts"
 import { renderSlurmJobs, slurmPlacement } from "../compute/slurm/SlurmJobs.ts"
 import { isRunServer } from "../config/RunServerBinding.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
@@ -111,6 +112,8 @@ export const fleetPlacement = (config: ExperimentConfig, active: ReadonlySet<Sta
   }
   return config.compute.backend === "slurm"
     ? slurmPlacement(config, wants)
+    : config.compute.backend === "kubernetes"
+    ? kubePlacement(config, wants)
     : placeFleet(config, live ?? config.compute.hosts.map((h) => ({ name: h.name, devices: declaredDevices(h.gpus) })), wants)
 }
 
@@ -257,12 +260,15 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
       ? [computeHosts(config).length === 0 ? "no host configured (compute.hosts is empty)" : "no host can run it (see hosts below)"]
       : config.compute.backend === "slurm"
       ? [`${s.placed.map((a) => a.name).join(", ")}: Slurm job${s.placed.length === 1 ? "" : "s"} (see jobs below)`]
+      : config.compute.backend === "kubernetes"
+      ? [`${s.placed.map((a) => a.name).join(", ")}: pod${s.placed.length === 1 ? "" : "s"} (see objects below)`]
       : [`${s.image} ${s.placed.map((a) => `${a.name} on ${a.host} (${describeDevices(a.gpus)}, port ${a.port})`).join(", ")}`]
     for (const [i, where] of [...configured, ...started].entries()) lines.push(`  ${(i === 0 ? s.service : "").padEnd(12)}${where}`)
     lines.push(`  ${"".padEnd(12)}${s.what}; for ${s.stages.join(", ")}`)
   }
   if (plan.services.some((s) => s.starts) && computeHosts(config).length > 0) {
     if (config.compute.backend === "slurm") lines.push(...renderSlurmJobs(config, plan.placement))
+    else if (config.compute.backend === "kubernetes") lines.push(...renderKubeObjects(config, plan.placement, (a) => dryRunPod(config, a, plan.placement)))
     else lines.push(`hosts (${config.compute.backend}):`, ...renderPlacement(plan.placement))
     for (const p of plan.placement.problems) lines.push(`  problem: ${p}`)
   }
