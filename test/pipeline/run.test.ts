@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { existsSync, mkdtempSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { dart } from "../support/Cli.ts"
@@ -77,5 +77,31 @@ describe("dart run --dry-run", () => {
     expect(r.stdout).toContain("MISSING  environment /shared/envs/vllm: not checked: host slurm does not answer")
     expect(r.stdout + r.stderr).not.toContain("jwt-not-printed")
     expect(r.stdout).not.toContain("hosts (docker)")
+  })
+
+  it("with compute.backend kubernetes prints every object it would apply, secrets by reference, and checks the cluster", () => {
+    const kubeconfig = path.join(runs, "kubeconfig")
+    mkdirSync(runs, { recursive: true })
+    writeFileSync(kubeconfig, JSON.stringify({
+      apiVersion: "v1", kind: "Config", "current-context": "lab",
+      clusters: [{ name: "lab", cluster: { server: "https://127.0.0.1:9" } }], users: [{ name: "me", user: { token: "kube-token-not-printed" } }],
+      contexts: [{ name: "lab", context: { cluster: "lab", user: "me", namespace: "ml" } }]
+    }))
+    const r = dart([
+      "run", "--dry-run", "--config", "configs/smoke.json", "--exp-id", "kubedry", "--override", `run.runs_dir=${runs}`,
+      "--override", "compute.backend=kubernetes", "--override", `compute.kubernetes.kubeconfig=${kubeconfig}`, "--override", "compute.kubernetes.namespace=ml",
+      "--override", "compute.kubernetes.host_paths=true", "--override", "compute.vllm.replicas=2"
+    ], { HF_TOKEN: "hf-not-printed" })
+    expect(r.code).toBe(5)
+    expect(r.stdout).toContain("  vllm        vllm, vllm-2: pods (see objects below)")
+    expect(r.stdout).toContain(`objects (kubernetes, the current context, namespace ml; server-side apply as "dart"; reach port-forward; files on each pod's disk, copied by exec):`)
+    expect(r.stdout).toContain("  Secret dart-kubedry-secrets: HF_TOKEN, VLLM_API_KEY when set (values from this environment, never printed)")
+    for (const [name, gpus] of [["vllm", 1], ["vllm-2", 1], ["classifier-toxicity", 1], ["classifier-hate", 1], ["trainer", 1]] as const) {
+      expect(r.stdout).toMatch(new RegExp(`  Pod dart-kubedry-${name}: ${name}, ${gpus} nvidia.com/gpu, port \\d+\n    \\{\n      "apiVersion": "v1",\n      "kind": "Pod"`))
+    }
+    expect(r.stdout).toContain('"secretKeyRef": {')
+    expect(r.stdout).toMatch(/MISSING {2}host kubernetes: does not answer \([^\n]*127\.0\.0\.1:9/)
+    expect(r.stdout + r.stderr).not.toContain("hf-not-printed")
+    expect(r.stdout + r.stderr).not.toContain("kube-token-not-printed")
   })
 })

@@ -299,7 +299,9 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
       }))
 
     /** Schedulable nodes' GPUs (the GPU resource's allocatable), those the pods' selector and tolerations allow. */
-    const capacity = api((c) => c.list("v1", "Node", undefined, true)).pipe(Effect.map((nodes) => {
+    const capacity = Effect.flatMap(client, (c) => c.list("v1", "Node", undefined, true).pipe(Effect.map((x): ReadonlyArray<KubeObject> | null => x), Effect.catchIf((e) => e.status === 403, () => Effect.succeed(null)), Effect.mapError(fromKube))).pipe(Effect.map((nodes) => {
+      // Nodes may not be readable to a namespaced user: then the GPUs are not counted.
+      if (nodes === null) return null
       let gpus = 0
       for (const n of nodes) {
         if (n.spec?.unschedulable === true) continue
