@@ -35,6 +35,13 @@ if ! docker info >/dev/null 2>&1; then
 fi
 step "docker engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
 
+# The Kubernetes tests' cluster (a control plane + kwok) is built from the Go modules once, then cached: a CPU-bound
+# build of minutes, run beside the steps below, which mostly download and write (packages, environments, images).
+k8s_log="$(mktemp "${TMPDIR:-/tmp}/dart-k8s-build.XXXXXX")"
+step "Kubernetes control plane + kwok (the Kubernetes tests' cluster), built in the background: $k8s_log"
+scripts/setup-kubernetes.sh --build >"$k8s_log" 2>&1 &
+k8s_build=$!
+
 step "npm packages (Node 24 comes as the pinned node devDependency)"
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json .npm-installed.lock 2>/dev/null; then
   # npm runs on the machine's Node, which may be older than 24, and checks each package's `engines` against it:
@@ -54,8 +61,6 @@ step "MLflow Python environment (the tracking tests' server)"
 scripts/setup-mlflow.sh
 step "Slurm (single node, four fake GPUs: the Slurm tests' cluster)"
 scripts/setup-slurm.sh
-step "Kubernetes control plane + kwok (the Kubernetes tests' cluster; built once from the Go modules, then cached)"
-scripts/setup-kubernetes.sh --build
 
 # No image registry is reachable from these machines: the images are built here, on a Debian base made with
 # debootstrap. Rebuilds hit Docker's layer cache, so this is quick once done.
@@ -80,5 +85,10 @@ step "trainer CPU image (first build: a few minutes, ~6.5 GB)"
 build_image dart-trainer-cpu:0.1.0 "the trainer CPU image" containers/base/build-trainer.sh cpu
 step "vLLM CPU image (first build: a few minutes, ~6.7 GB)"
 build_image dart-vllm-cpu:0.32.0 "the vLLM CPU image" containers/vllm-cpu/build.sh
+
+step "Kubernetes control plane + kwok: waiting for its build"
+if ! wait "$k8s_build"; then tail -30 "$k8s_log" >&2; echo "the Kubernetes build failed (whole log: $k8s_log)" >&2; exit 1; fi
+tail -3 "$k8s_log"
+rm -f "$k8s_log"
 
 step "set-up done"

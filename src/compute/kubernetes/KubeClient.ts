@@ -169,6 +169,13 @@ export const kubeClient = (target: KubeTarget) =>
                 (ws) => {
                   const w = typeof ws === "function" ? ws() : ws
                   socket.on("close", () => w?.close())
+                  // The far side gone (the stream closed by the API server or the node, the pod deleted): so is the
+                  // connection, or a kept-alive HTTP connection would send its next request into nothing.
+                  if (w === null) socket.destroy()
+                  else {
+                    w.on("close", () => socket.destroy())
+                    w.on("error", () => socket.destroy())
+                  }
                 },
                 () => socket.destroy()
               )
