@@ -374,7 +374,15 @@ export const ExperimentConfig = Schema.Struct({
         effect: Schema.optionalKey(Schema.Literals(["NoSchedule", "PreferNoSchedule", "NoExecute"]))
       })),
       /** Further labels on every object (a team, a cost centre). */
-      labels: Schema.Record(Schema.String, Schema.String),
+      labels: Schema.Record(Schema.String, Schema.String).check(Schema.makeFilter((labels) => {
+        for (const [k, v] of Object.entries(labels)) {
+          // dart selects its objects by these: a label of the user's must not move an object out of `down`'s reach.
+          if (k.startsWith("dart.dev/") || k === "app.kubernetes.io/managed-by") return `label ${k} is dart's own`
+          if (!/^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(k)) return `label key ${k}: expected [prefix/]name (letters, digits, - _ .; at most 63)`
+          if (v !== "" && !/^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(v)) return `label ${k}: value ${JSON.stringify(v)} is not a Kubernetes label value`
+        }
+        return true
+      })),
       /** The extended resource a pod's GPUs are asked as. */
       gpu_resource: Schema.NonEmptyString,
       /** `cuda` (GPU images and flags) or `cpu` (the CPU images; GPUs are still asked when gpus_per_replica > 0). */

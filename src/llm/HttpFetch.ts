@@ -22,9 +22,15 @@ export interface HttpFetchInit extends RequestInit {
  * calls are plain JSON POSTs; at hundreds in flight, WHATWG fetch's per-request cost
  * (streams, header objects) delayed sends by ~150 ms per burst (see bench/teacherThroughput.ts).
  */
+/**
+ * An idle pooled socket is closed after 4 s (a request in flight is not timed out by it): before a server's own
+ * keep-alive timeout (uvicorn's 5 s) closes it, and before a path that does not pass a close on (a Kubernetes
+ * port-forward whose node keeps the stream open) would swallow the next request sent on it.
+ */
+export const IDLE_SOCKET_MS = 4000
 const agents = {
-  "http:": new http.Agent({ keepAlive: true, maxSockets: Infinity }),
-  "https:": new https.Agent({ keepAlive: true, maxSockets: Infinity })
+  "http:": new http.Agent({ keepAlive: true, maxSockets: Infinity, timeout: IDLE_SOCKET_MS }),
+  "https:": new https.Agent({ keepAlive: true, maxSockets: Infinity, timeout: IDLE_SOCKET_MS })
 }
 
 export const httpFetch = (input: string | URL | Request, init: HttpFetchInit = {}): Promise<Response> =>

@@ -3,6 +3,7 @@ import * as fs from "node:fs/promises"
 import * as http from "node:http"
 import * as https from "node:https"
 import * as path from "node:path"
+import { IDLE_SOCKET_MS } from "../llm/HttpFetch.ts"
 
 /** One audit classifier as the audit resolves it from config: where it is served and which label is harmful. */
 export interface ClassifierSpec {
@@ -159,7 +160,8 @@ const openClassifier = Effect.fn("ClassifierClient.open")(function*(spec: Classi
   const secure = base.startsWith("https:")
   // Keep-alive connections of this classifier, closed with the caller's scope.
   const agent = yield* Effect.acquireRelease(
-    Effect.sync(() => (secure ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true }))),
+    // Idle sockets closed after IDLE_SOCKET_MS (see HttpFetch.ts): never reused after the far side let them go.
+    Effect.sync(() => (secure ? new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS }) : new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS }))),
     (a) => Effect.sync(() => a.destroy())
   )
 

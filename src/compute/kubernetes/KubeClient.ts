@@ -65,14 +65,17 @@ export const kubeClient = (target: KubeTarget) =>
     const objects = KubernetesObjectApi.makeApiClient(kc)
     const core = kc.makeApiClient(CoreV1Api)
     const what = (o: { kind?: string; metadata?: { name?: string } }) => `${o.kind ?? "object"} ${namespace}/${o.metadata?.name ?? "?"}`
+    // One request: 30 s at most (an API server that accepts and never answers is not waited on forever); the API's
+    // message kept short (a 422 can carry pages of Go structs).
     const call = <A>(label: string, f: () => Promise<A>) =>
       Effect.tryPromise({
         try: f,
         catch: (e) => {
           const m = apiMessage(e)
-          return new KubeError({ message: `${label}: ${m.status === undefined ? "" : `HTTP ${m.status}: `}${m.message}`, ...(m.status === undefined ? {} : { status: m.status }) })
+          const text = m.message.length > 600 ? `${m.message.slice(0, 600)}…` : m.message
+          return new KubeError({ message: `${label}: ${m.status === undefined ? "" : `HTTP ${m.status}: `}${text}`, ...(m.status === undefined ? {} : { status: m.status }) })
         }
-      })
+      }).pipe(Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.fail(new KubeError({ message: `${label}: no answer from ${cluster.server} within 30 s`, status: 408 })) }))
     // A busy API server's 429/5xx or a dropped connection is retried a few times; a refusal (4xx) is not.
     const retrying = <A>(e: Effect.Effect<A, KubeError>) =>
       e.pipe(Effect.retry({ while: (err) => err.status === undefined || err.status === 429 || err.status >= 500, schedule: Schedule.exponential("300 millis"), times: 3 }))
@@ -160,6 +163,9 @@ export const kubeClient = (target: KubeTarget) =>
         Effect.acquireRelease(
           Effect.callback<net.Server, KubeError>((resume) => {
             const pf = new PortForward(kc, true)
+            // A refused forward (RBAC without `get` on pods/portforward, a node that cannot reach the pod) is said
+            // once; the caller sees the connection close and goes on waiting or fails with its own message.
+            let told = false
             const server = net.createServer((socket) => {
               socket.on("error", () => socket.destroy())
               // The far side's refusal (nothing listens on the port) comes on the error stream: the connection ends.
@@ -177,7 +183,10 @@ export const kubeClient = (target: KubeTarget) =>
                     w.on("error", () => socket.destroy())
                   }
                 },
-                () => socket.destroy()
+                (e) => {
+                  if (!told) (told = true), process.stderr.write(`warning: port-forward to pod ${namespace}/${pod}:${port}: ${apiMessage(e).message}\n`)
+                  socket.destroy()
+                }
               )
             })
             server.on("error", (e) => resume(Effect.fail(new KubeError({ message: `port-forward to ${namespace}/${pod}:${port}: ${e.message}` }))))
@@ -205,7 +214,8 @@ export const kubeClient = (target: KubeTarget) =>
                 const code = cause ?? /exit status (\d+)/.exec(status.message ?? "")?.[1]
                 resolve({ code: status.status === "Success" ? 0 : Number(code ?? 1), stdout: Buffer.concat(out), stderr: err || (status.status === "Success" ? "" : (status.message ?? "")) })
               }).then(
-                (ws) => ws.on("close", () => setTimeout(() => (done ? undefined : resolve({ code: 0, stdout: Buffer.concat(out), stderr: err })), 200)),
+                // A stream that ends without the API's status did not say how the command ended: not a success.
+                (ws) => ws.on("close", () => setTimeout(() => (done ? undefined : reject(new Error(`the exec stream closed without an exit status${err === "" ? "" : `: ${err.trim().slice(-300)}`}`))), 200)),
                 reject
               )
             }),

@@ -46,7 +46,8 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
     const hfToken = redactedEnv("HF_TOKEN")
     // Pods listen on the pod network, open to every pod of the cluster: vLLM's API (LoRA loading included) asks for a key.
     const loopback = !listensBeyondLoopback(config)
-    if (!loopback && redactedEnv("VLLM_API_KEY") === undefined) process.env.VLLM_API_KEY = randomBytes(24).toString("base64url")
+    const generatedKey = !loopback && redactedEnv("VLLM_API_KEY") === undefined
+    if (generatedKey) process.env.VLLM_API_KEY = randomBytes(24).toString("base64url")
     const vllmKey = loopback ? undefined : redactedEnv("VLLM_API_KEY")
     const fail = (message: string) => new ComputeError({ host: CLUSTER, message })
     const fromKube = (e: KubeError) => fail(e.message)
@@ -78,13 +79,19 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
     }
     const secret = yield* Effect.cached(
       k.secret !== null
-        ? api((c) => c.read("v1", "Secret", k.secret!)).pipe(Effect.flatMap((s) => (s === null ? Effect.fail(fail(`compute.kubernetes.secret: Secret ${k.secret} does not exist in the namespace`)) : Effect.succeed(k.secret!))))
+        ? api((c) => c.read("v1", "Secret", k.secret!)).pipe(Effect.flatMap((s) => {
+          if (s === null) return Effect.fail(fail(`compute.kubernetes.secret: Secret ${k.secret} does not exist in the namespace`))
+          // The servers ask for the key in the user's Secret: dart's clients send that one (unless VLLM_API_KEY is set here).
+          if (generatedKey && s.data?.VLLM_API_KEY !== undefined) process.env.VLLM_API_KEY = Buffer.from(s.data.VLLM_API_KEY, "base64").toString()
+          return Effect.succeed(k.secret!)
+        }))
         : Effect.suspend(() => {
           const values = secretValues()
           if (Object.keys(values).length === 0) return Effect.succeed(null)
           return Effect.acquireRelease(
-            api((c) => c.apply(secretObject(config, values, options.keep ? KEPT_OWNER : ownerId()))).pipe(Effect.as(secretName(config))),
-            () => (options.keep ? Effect.void : api((c) => c.remove("v1", "Secret", secretName(config))).pipe(Effect.ignore))
+            // This process's: kept pods read it once, at their start; a later command sweeps it with the orphans.
+            api((c) => c.apply(secretObject(config, values, ownerId()))).pipe(Effect.as(secretName(config))),
+            (_s, exit) => (options.keep && exit._tag === "Success" ? Effect.void : api((c) => c.remove("v1", "Secret", secretName(config))).pipe(Effect.ignore))
           ).pipe(Scope.provide(scope))
         })
     )
@@ -99,7 +106,11 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
       k.reach === "port-forward"
         ? apiScoped((c) => c.portForward(pod, spec.port)).pipe(Effect.map((p) => `127.0.0.1:${p}`))
         : Effect.gen(function*() {
-          const svc = yield* api((c) => c.apply(nodePortObject(config, spec, { expId, owner: options.keep ? KEPT_OWNER : ownerId() })))
+          const name = podName(expId, spec.name)
+          const svc = yield* Effect.acquireRelease(
+            api((c) => c.apply(nodePortObject(config, spec, { expId, owner: options.keep ? KEPT_OWNER : ownerId() }))),
+            (_s, exit) => (options.keep && exit._tag === "Success" ? Effect.void : api((c) => c.remove("v1", "Service", name)).pipe(Effect.ignore))
+          )
           const nodePort = (svc as KubeObject).spec?.ports?.[0]?.nodePort as number | undefined
           if (nodePort === undefined) return yield* fail(`Service ${podName(expId, spec.name)} has no nodePort`)
           let address = k.node_address
@@ -118,11 +129,13 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
         : Effect.callback<boolean>((resume) => {
           const m = /^(.*):(\d+)$/.exec(at)!
           const s = net.connect({ host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) })
-          // Through a port-forward the local side always accepts: a byte from the far side or a clean open decides.
-          s.setTimeout(3000, () => (s.destroy(), resume(Effect.succeed(true))))
+          // Through a port-forward the local side always accepts: only the server's own bytes say it is there. An
+          // HTTP/2 client preface with an empty SETTINGS frame; a gRPC server answers with its SETTINGS.
+          s.on("connect", () => s.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])))
+          s.setTimeout(3000, () => (s.destroy(), resume(Effect.succeed(false))))
           s.on("error", () => resume(Effect.succeed(false)))
-          s.on("close", (hadError) => resume(Effect.succeed(!hadError)))
-          s.on("data", () => (s.destroy(), resume(Effect.succeed(true))))
+          s.on("close", () => resume(Effect.succeed(false)))
+          s.on("data", () => (resume(Effect.succeed(true)), s.destroy()))
           return Effect.sync(() => s.destroy())
         })
 
@@ -148,7 +161,12 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
         if (existing !== null) {
           const st = podState(existing)
           const owner = existing.metadata?.annotations?.[ANNOTATIONS.owner] ?? ""
-          if (existing.metadata?.annotations?.[ANNOTATIONS.spec] === hash && st.phase === "Running" && st.ready && !st.deleting && (owner === KEPT_OWNER || !ownerGone(owner))) {
+          // A server that asks for a key is reused only when it asks for this process's (its Secret's matches).
+          const sameKey = vllmKey === undefined || spec.role !== "vllm" || (yield* api((c) => c.read("v1", "Secret", k.secret ?? secretName(config))).pipe(
+            Effect.map((s) => s?.data?.VLLM_API_KEY !== undefined && Buffer.from(s.data.VLLM_API_KEY, "base64").toString() === process.env.VLLM_API_KEY),
+            Effect.orElseSucceed(() => false)
+          ))
+          if (sameKey && existing.metadata?.annotations?.[ANNOTATIONS.spec] === hash && st.phase === "Running" && st.ready && !st.deleting && (owner === KEPT_OWNER || !ownerGone(owner))) {
             const at = yield* reachPod(name, spec, st.node)
             if (yield* answers(spec, at)) return { spec, host: st.node ?? CLUSTER, id: name, endpoint: endpointOf(at), reused: true }
           }
@@ -275,7 +293,12 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
         const removed: Array<string> = []
         const failed: Array<string> = []
         for (const [apiVersion, kind] of [["v1", "Pod"], ["v1", "Service"], ["v1", "Secret"]] as const) {
-          const list = (yield* api((c) => c.list(apiVersion, kind, experimentSelector(expId)))).filter(keep)
+          // Kinds the user may not list (Services without node-port, Secrets with a Secret of their own) hold none of dart's.
+          const all = yield* Effect.flatMap(client, (c) => c.list(apiVersion, kind, experimentSelector(expId)).pipe(
+            Effect.catchIf((e) => e.status === 403 && kind !== "Pod", () => Effect.succeed([] as ReadonlyArray<KubeObject>)),
+            Effect.mapError(fromKube)
+          ))
+          const list = all.filter(keep)
           for (const o of list) {
             const r = yield* Effect.result(api((c) => c.remove(apiVersion, kind, o.metadata!.name!)))
             if (r._tag === "Success") removed.push(`${kind === "Pod" ? (o.metadata?.labels?.[LABELS.service] ?? o.metadata!.name!) : `${kind} ${o.metadata!.name!}`} (${kind === "Pod" ? `pod ${o.metadata!.name!}` : "deleted"})`)
@@ -333,8 +356,13 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
       putAdapter: (svc, localDir, name) =>
         Effect.gen(function*() {
           const target = path.posix.join(svc.spec.filesDir, name)
+          // Unpacked beside the target under a name of its own, then renamed: two puts at once (replicas on one
+          // PVC) never mix their files, and the names are content-addressed, so a target already there is the same.
+          const tmp = `${target}.dart-tmp-${randomBytes(6).toString("hex")}`
           const packed = yield* Effect.tryPromise({ try: async () => {
-            const p = await packDirectory(localDir, `${target}.dart-tmp`)
+            // Entries under the temporary folder's own name only: no parent folder of the target is in the archive (as
+            // root, tar would reset a parent's mode and owner, /tmp's included).
+            const p = await packDirectory(localDir, path.posix.basename(tmp))
             const chunks: Array<Buffer> = []
             for await (const c of p.stream) chunks.push(Buffer.from(c as Buffer))
             return { data: Buffer.concat(chunks), files: await p.files }
@@ -347,8 +375,13 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
             if (intact(there.stdout.toString())) return { path: target, files: packed.files }
           }
           // Exactly the archive's bytes are read (head -c): the end of stdin is not passed on by every kubelet (kwok's).
-          const script = 'set -e; t="$1"; rm -rf "$t.dart-tmp"; head -c "$2" | tar -x -f - -C /; rm -rf "$t"; mv "$t.dart-tmp" "$t"; cd "$t"; find . -type f -exec sha256sum {} +'
-          const r = yield* api((c) => c.exec(svc.id, ["sh", "-c", script, "sh", target, String(packed.data.length)], readableOf(packed.data)))
+          const script = [
+            'set -e; t="$1"; tmp="$3"; rm -rf "$tmp"; mkdir -p "$(dirname "$t")"; head -c "$2" | tar -x -f - -C "$(dirname "$t")"',
+            'if [ ! -e "$t" ]; then mv "$tmp" "$t" 2>/dev/null || true; fi',
+            'rm -rf "$tmp" "$t/$(basename "$tmp")"',
+            'cd "$t"; find . -type f -exec sha256sum {} +'
+          ].join("; ")
+          const r = yield* api((c) => c.exec(svc.id, ["sh", "-c", script, "sh", target, String(packed.data.length), tmp], readableOf(packed.data)))
           if (r.code !== 0) return yield* fail(`copy ${localDir} into ${svc.spec.name} (pod ${svc.id}) at ${target}: exit ${r.code}: ${tail(r.stderr, 4)}`)
           if (!intact(r.stdout.toString())) return yield* fail(`copy ${localDir} into ${svc.spec.name} (pod ${svc.id}) at ${target}: the files there differ from what was sent`)
           return { path: target, files: packed.files }

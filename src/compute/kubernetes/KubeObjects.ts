@@ -110,12 +110,13 @@ export interface PodOptions {
 }
 
 const label = (config: Config, spec: Pick<ServiceSpec, "role" | "name">, o: Pick<PodOptions, "expId" | "owner">, role = spec.role as string) => ({
+  // The user's first: dart's own (which `down` and the orphan sweep select by) always win.
+  ...config.compute.kubernetes.labels,
   [LABELS.managedBy]: "dart",
   [LABELS.exp]: labelValue(o.expId),
   [LABELS.role]: role,
   [LABELS.service]: labelValue(spec.name),
-  [LABELS.owner]: labelValue(o.owner),
-  ...config.compute.kubernetes.labels
+  [LABELS.owner]: labelValue(o.owner)
 })
 
 /** The Secret the pods read their secrets from, by name (values base64, as the API stores them). */
@@ -197,6 +198,7 @@ export const podObject = (config: Config, spec: ServiceSpec, o: PodOptions) => {
 export const nodePortObject = (config: Config, spec: ServiceSpec, o: Pick<PodOptions, "expId" | "owner">) => ({
   apiVersion: "v1",
   kind: "Service",
+  metadata: { name: podName(o.expId, spec.name), labels: label(config, spec, o), annotations: { [ANNOTATIONS.owner]: o.owner, [ANNOTATIONS.exp]: o.expId } },
   spec: { type: "NodePort", selector: { [LABELS.exp]: labelValue(o.expId), [LABELS.service]: labelValue(spec.name) }, ports: [{ name: spec.protocol, port: spec.port, targetPort: spec.port }] }
 })
 
@@ -206,8 +208,8 @@ export const neededAccess = (config: Config): ReadonlyArray<{ verb: string; reso
   return [
     ...["create", "get", "list", "watch", "delete", "patch"].map((verb) => ({ verb, resource: "pods" })),
     { verb: "get", resource: "pods", subresource: "log" },
-    { verb: "create", resource: "pods", subresource: k.reach === "port-forward" ? "portforward" : "exec" },
-    { verb: "create", resource: "pods", subresource: "exec" },
+    // Port-forward and exec are opened as WebSocket GETs: both verbs.
+    ...["get", "create"].flatMap((verb) => [...(k.reach === "port-forward" ? [{ verb, resource: "pods", subresource: "portforward" }] : []), { verb, resource: "pods", subresource: "exec" }]),
     ...(k.secret === null ? ["create", "patch", "delete"].map((verb) => ({ verb, resource: "secrets" })) : []),
     ...(k.reach === "node-port" ? ["create", "patch", "delete", "list"].map((verb) => ({ verb, resource: "services" })) : [])
   ]
