@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Redacted, Schema } from "effect"
 import { vllmSpec } from "../../src/compute/ContainerSpecs.ts"
 import {
-  dryRunPod, experimentSelector, kubePlacement, kubeServiceSpec, labelValue, neededAccess, objectName, podName, podObject, renderKubeObjects, secretObject, unschedulable
+  dryRunPod, experimentSelector, kubePlacement, kubeServiceSpec, labelValue, neededAccess, nodePortObject, objectName, podName, podObject, renderKubeObjects, secretObject, unschedulable
 } from "../../src/compute/kubernetes/KubeObjects.ts"
 import { defaults, ExperimentConfig } from "../../src/config/ExperimentConfig.ts"
 
@@ -103,5 +103,21 @@ describe("Kubernetes objects", () => {
     const access = neededAccess(kubeConfig()).map((a) => `${a.verb} ${a.resource}${a.subresource === undefined ? "" : `/${a.subresource}`}`)
     expect(access).toEqual(expect.arrayContaining(["create pods", "delete pods", "create pods/portforward", "create pods/exec", "get pods/log", "create secrets"]))
     expect(neededAccess(kubeConfig({ secret: "mine" })).some((a) => a.resource === "secrets")).toBe(false)
+  })
+
+  it("the user's labels go on every object but never over dart's own, which the config refuses", () => {
+    const config = kubeConfig({ labels: { team: "nlp" } })
+    const spec = kubeServiceSpec(config, vllmSpec(config, { gpus: ["0"] }, "0.0.0.0", undefined, { name: "vllm", port: 8000, gpus: ["0"] }), undefined)
+    const pod = podObject(config, spec, { expId: "Exp_1", owner: "o", hash: "h", gpus: 1, secret: null, filesRoot: "/dart/files", pvc: null })
+    expect(pod.metadata.labels).toMatchObject({ team: "nlp", "dart.dev/exp": "Exp_1" })
+    expect(() => kubeConfig({ labels: { "dart.dev/exp": "other" } })).toThrow(/label dart\.dev\/exp is dart's own/)
+    expect(() => kubeConfig({ labels: { team: "not a value" } })).toThrow(/is not a Kubernetes label value/)
+    // reach node-port: a Service per pod, named and labelled like it (so `down` finds it), selecting that pod only.
+    const svc = nodePortObject(config, spec, { expId: "Exp_1", owner: "o" })
+    expect(svc.metadata).toMatchObject({ name: podName("Exp_1", "vllm"), labels: { "dart.dev/exp": "Exp_1", "dart.dev/service": "vllm" } })
+    expect(svc.spec).toMatchObject({ type: "NodePort", selector: { "dart.dev/exp": "Exp_1", "dart.dev/service": "vllm" }, ports: [{ port: 8000, targetPort: 8000 }] })
+    // Port-forward and exec are WebSocket GETs: the preflight asks for get as well as create.
+    const access = neededAccess(config).map((a) => `${a.verb} ${a.resource}/${a.subresource ?? ""}`)
+    expect(access).toEqual(expect.arrayContaining(["get pods/portforward", "create pods/portforward", "get pods/exec", "create pods/exec"]))
   })
 })

@@ -14,16 +14,13 @@ import { kwokKubelet } from "../support/KwokKubelet.ts"
 // scheduler places on the kwok GPU nodes. kwok runs no containers, so a stand-in kubelet (test/support/KwokKubelet.ts)
 // runs each pod's image here in Docker, as the pod says, and points kwok's forwards, exec and logs at it: dart reaches
 // the real vLLM servers and trainer only through the API (a port-forward per pod, adapters copied by exec + tar, logs).
-//
-// NOT YET PASSING, so opt-in (DART_KUBE_E2E=1): the run gets through distill and training (the teacher's requests go
-// through the forwards to the real servers, the trainer's gRPC too), the adapter is copied by exec and loaded by both
-// replicas, and then the inference's first requests through the forwards get no answer (no byte reaches vLLM; new
-// connections through the same forwards answer). Under investigation in issue 28; docs/kubernetes.md §6.
+// The pods ask for no GPU: test/compute/KubeLifecycle.slow.test.ts, which may run at the same time, shows the GPU
+// scheduling and needs all four.
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-kube-run-"))
 afterAll(() => (process.env.DART_KEEP_SCRATCH === "1" ? console.log(`kept ${scratch}`) : rmSync(scratch, { recursive: true, force: true })))
 
-describe.skipIf(!haveKubeCluster() || process.env.DART_KUBE_E2E !== "1")("dart run --config configs/smoke.json on Kubernetes", () => {
-  it("two replicas as pods on the GPU nodes, reached through the API: the run completes, both replicas answer, nothing is left", async () => {
+describe.skipIf(!haveKubeCluster())("dart run --config configs/smoke.json on Kubernetes", () => {
+  it("two replicas as pods on the kwok nodes, reached through the API: the run completes, both replicas answer, nothing is left", async () => {
     const cluster = ensureKube()
     const expId = "smokekube"
     const runs = path.join(scratch, "runs")
@@ -38,7 +35,7 @@ describe.skipIf(!haveKubeCluster() || process.env.DART_KUBE_E2E !== "1")("dart r
         "run", "--config", "configs/smoke.json", "--exp-id", expId, "--override", `run.runs_dir=${runs}`,
         "--override", "compute.backend=kubernetes", "--override", "compute.vllm.replicas=2", "--override", `compute.vllm.port=${port}`, "--override", `compute.trainer.port=${trainerPort}`,
         ...Object.entries({
-          kubeconfig: cluster.admin, namespace: NAMESPACE, device: "cpu", gpus_per_replica: "1", listen_host: "127.0.0.1", host_paths: "true", "storage.files_dir": files,
+          kubeconfig: cluster.admin, namespace: NAMESPACE, device: "cpu", gpus_per_replica: "0", listen_host: "127.0.0.1", host_paths: "true", "storage.files_dir": files,
           start_timeout_s: "300", tolerations: '[{"key":"kwok.x-k8s.io/node","operator":"Exists","effect":"NoSchedule"}]'
         }).flatMap(([k, v]) => ["--override", `compute.kubernetes.${k}=${v}`])
       ], { HF_TOKEN: "hf_kube_run_secret" }).done
