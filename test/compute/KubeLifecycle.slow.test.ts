@@ -108,7 +108,7 @@ describe.skipIf(!haveKubeCluster())("Kubernetes adapter against a real control p
       Effect.gen(function*() {
         expect(compute.backend).toBe("kubernetes")
         const probe = yield* compute.probeHost("kubernetes")
-        expect(probe).toMatchObject({ engine: "Kubernetes v1.35.4", gpus: 4 })
+        expect(probe).toMatchObject({ engine: "Kubernetes v1.35.4, 4 nvidia.com/gpu on 2 schedulable node(s)", gpus: 4 })
         const replicas = yield* compute.vllm()
         expect(replicas.map((r) => r.spec.name)).toEqual(["vllm", "vllm-2", "vllm-3", "vllm-4"])
         // Each endpoint is a local port-forward to its own pod: the stand-in behind it says which port answered.
@@ -164,6 +164,9 @@ describe.skipIf(!haveKubeCluster())("Kubernetes adapter against a real control p
     const expId = uniqueExp("kubefull")
     const port = await freePortRun(5)
     const config = makeConfig(expId, port, { gpus_per_replica: 3, start_timeout_s: 15 }, { replicas: 1 })
+    // The preflight says so before anything is applied: no node has three.
+    const probe = await withCompute(config, (c) => c.probeHost("kubernetes"))
+    expect(cause(probe)).toContain("no schedulable node the pods may use has 3 nvidia.com/gpu (the most on one node: 2; 4 on 2 node(s))")
     const t0 = Date.now()
     const exit = await withCompute(config, (c) => c.vllm())
     expect(Exit.isFailure(exit)).toBe(true)

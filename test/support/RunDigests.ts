@@ -22,8 +22,9 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
   [/^configs\/config\.json$/, [
     "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
     "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking",
-    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus", "datasets.external", "compute.slurm"
-  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22), the external suites (issue 25) and the Slurm backend (issue 23)"],
+    "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus", "datasets.external", "compute.slurm",
+    "compute.kubernetes"
+  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22), the external suites (issue 25), the Slurm backend (issue 23) and the Kubernetes backend (issue 28)"],
   [/^manifest\.json$/, ["chat_layout"], "the base model's chat layout, decided before the first stage (issue 24)"]
 ]
 

@@ -163,7 +163,8 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
           const owner = existing.metadata?.annotations?.[ANNOTATIONS.owner] ?? ""
           // A server that asks for a key is reused only when it asks for this process's (its Secret's matches).
           const sameKey = vllmKey === undefined || spec.role !== "vllm" || (yield* api((c) => c.read("v1", "Secret", k.secret ?? secretName(config))).pipe(
-            Effect.map((s) => s?.data?.VLLM_API_KEY !== undefined && Buffer.from(s.data.VLLM_API_KEY, "base64").toString() === process.env.VLLM_API_KEY),
+            // No Secret left (swept with its command): a key of the user's own is trusted to be the one it was made with.
+            Effect.map((s) => (s?.data?.VLLM_API_KEY === undefined ? !generatedKey : Buffer.from(s.data.VLLM_API_KEY, "base64").toString() === process.env.VLLM_API_KEY)),
             Effect.orElseSucceed(() => false)
           ))
           if (sameKey && existing.metadata?.annotations?.[ANNOTATIONS.spec] === hash && st.phase === "Running" && st.ready && !st.deleting && (owner === KEPT_OWNER || !ownerGone(owner))) {
@@ -326,6 +327,8 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
       // Nodes may not be readable to a namespaced user: then the GPUs are not counted.
       if (nodes === null) return null
       let gpus = 0
+      let most = 0
+      let count = 0
       for (const n of nodes) {
         if (n.spec?.unschedulable === true) continue
         if (Object.entries(k.node_selector).some(([key, v]) => n.metadata?.labels?.[key] !== v)) continue
@@ -333,9 +336,12 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
         const tolerated = (t: { key?: string; value?: string; effect?: string }) =>
           t.effect === "PreferNoSchedule" || k.tolerations.some((x) => (x.key === undefined || x.key === t.key) && (x.operator === "Exists" || x.value === t.value) && (x.effect === undefined || x.effect === t.effect))
         if (!taints.every(tolerated)) continue
-        gpus += Number(n.status?.allocatable?.[k.gpu_resource] ?? 0)
+        const has = Number(n.status?.allocatable?.[k.gpu_resource] ?? 0)
+        gpus += has
+        most = Math.max(most, has)
+        count++
       }
-      return gpus
+      return { gpus, most, nodes: count }
     }))
 
     return Compute.of({
@@ -414,8 +420,14 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
             if (pvc === null) return yield* fail(`compute.kubernetes.storage.pvc: PersistentVolumeClaim ${k.storage.pvc} does not exist in namespace ${c.namespace}`)
             if (!(pvc.spec?.accessModes ?? []).includes("ReadWriteMany")) return yield* fail(`PersistentVolumeClaim ${k.storage.pvc} is not ReadWriteMany (${(pvc.spec?.accessModes ?? []).join(", ")}): every replica mounts it`)
           }
-          const gpus = yield* capacity
-          return { address: `${c.server} (context ${c.context}, namespace ${c.namespace})`, engine: `Kubernetes ${version}`, gpus }
+          const cap = yield* capacity
+          // A pod asking for more GPUs than any node the pods may use has would wait forever: said now.
+          const largest = Math.max(g.replica, config.audit.classifiers.length === 0 ? 0 : g.classifier, g.trainer)
+          if (cap !== null && cap.most < largest) {
+            return yield* fail(`no schedulable node the pods may use has ${largest} ${k.gpu_resource} (the most on one node: ${cap.most}; ${cap.gpus} on ${cap.nodes} node(s)): lower compute.kubernetes.gpus_per_replica or training.gpus, or check node_selector and tolerations`)
+          }
+          const engine = `Kubernetes ${version}${cap === null ? "" : `, ${cap.gpus} ${k.gpu_resource} on ${cap.nodes} schedulable node(s)`}`
+          return { address: `${c.server} (context ${c.context}, namespace ${c.namespace})`, engine, gpus: cap?.gpus ?? null }
         }),
       // The kubelet pulls images; nothing here can tell before a pod asks.
       imagePresent: () => Effect.succeed(true),
