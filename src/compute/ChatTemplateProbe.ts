@@ -21,6 +21,11 @@ export const parseProbeOutput = (out: string): TemplateProbe | undefined => {
   return undefined
 }
 
+/** The probe's command on `conversations`, and the quiet environment it runs in (every engine runs the same). */
+export const chatTemplateCommand = (model: string, conversations: ReadonlyArray<ProbeConversation>): Array<string> =>
+  ["python3", "-m", "dart_trainer.chat_layout", "--model", model, "--conversations-json", JSON.stringify({ conversations })]
+export const QUIET_HF_ENV = { HF_HUB_DISABLE_PROGRESS_BARS: "1", HF_HUB_DISABLE_TELEMETRY: "1", TRANSFORMERS_VERBOSITY: "error" } as const
+
 /**
  * Renders DART's conversations with the base model's own chat template (transformers' `apply_chat_template`, what
  * vLLM and the trainer call) in a throwaway task in the trainer image: `dart_trainer.chat_layout`. A model folder is
@@ -41,16 +46,14 @@ export const probeChatTemplate = (
     const token = redactedEnv("HF_TOKEN")
     const { out, exitCode } = yield* runTask(host, config.run.exp_id, "chat-template", {
       image: trainerSpec(config, hostConfig, host.listenHost).image,
-      cmd: ["python3", "-m", "dart_trainer.chat_layout", "--model", model, "--conversations-json", JSON.stringify({ conversations })],
+      cmd: chatTemplateCommand(model, conversations),
       binds: [...mount.binds, ...(model.startsWith("/") ? [{ source: model, target: model, readOnly: true }] : [])],
       volumes: mount.volumes,
       env: {
         HOME: "/tmp",
         HF_HOME: HF_CACHE_TARGET,
         HF_HUB_OFFLINE: hub ? "0" : "1",
-        HF_HUB_DISABLE_PROGRESS_BARS: "1",
-        HF_HUB_DISABLE_TELEMETRY: "1",
-        TRANSFORMERS_VERBOSITY: "error",
+        ...QUIET_HF_ENV,
         ...(hub && endpoint !== undefined && endpoint !== "" ? { HF_ENDPOINT: endpoint } : {})
       },
       secretEnv: hub && token !== undefined ? { HF_TOKEN: token } : {},

@@ -3,7 +3,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { fileExists } from "../runs/AtomicFile.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
-import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../config/TinyModels.ts"
+import { isTinyModelPath, TINY_MANIFEST, tinyModelsCommand, tinyRoot } from "../config/TinyModels.ts"
 import { Compute, type ComputeOptions, type HostProbe, type ReplicaEvent } from "./Compute.ts"
 import { ComputeError, localIoError } from "./ComputeError.ts"
 import { classifierSpecs, trainerSpec, vllmSpec } from "./ContainerSpecs.ts"
@@ -15,12 +15,6 @@ import { type FleetHost, declaredDevices, placeFleet } from "./Placement.ts"
 import type { RunningService, ServiceSpec } from "./ServiceSpec.ts"
 
 type HostConfig = ExperimentConfig["compute"]["hosts"][number]
-
-/** `tiny-gemma2/` → `--family gemma2`; `tiny/` builds the default family, with the arguments it always had. */
-const tinyFamilyArgs = (root: string) => {
-  const m = /^tiny-(.+)$/.exec(path.basename(root))
-  return m === null ? [] : ["--family", m[1]!]
-}
 
 /** GPUs from `GET /info`: CDI devices named nvidia.com/gpu=N when listed, else the nvidia runtime (count unknown), else none. */
 export const gpusFromInfo = (info: { readonly Runtimes?: Record<string, unknown>; readonly DiscoveredDevices?: ReadonlyArray<{ readonly Source?: string; readonly ID?: string }> | null }): number | null => {
@@ -252,7 +246,7 @@ export const buildTinyModels = (host: DockerHost, config: ExperimentConfig) =>
     const t0 = Date.now()
     yield* runTask(host, config.run.exp_id, "tiny-models", {
       image,
-      cmd: ["python3", "-m", "dart_trainer.tiny_model", "--out", root, "--suite", suite, "--seed", String(config.run.seed), ...tinyFamilyArgs(root)],
+      cmd: tinyModelsCommand(config, root, suite),
       binds: [{ source: root, target: root, readOnly: false }, { source: suite, target: suite, readOnly: true }],
       // Files owned by the caller; HOME for the libraries' caches, which a uid without a passwd entry lacks.
       env: { HOME: "/tmp", HF_HOME: "/tmp/hf", HF_HUB_OFFLINE: "1" },

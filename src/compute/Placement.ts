@@ -178,3 +178,16 @@ export const computeHosts = (config: Config): ReadonlyArray<Config["compute"]["h
     : config.compute.backend === "kubernetes"
     ? [{ name: "kubernetes", docker: `${config.compute.kubernetes.kubeconfig ?? "kubeconfig"}${config.compute.kubernetes.context === null ? "" : ` context ${config.compute.kubernetes.context}`}`, gpus: [] }]
     : config.compute.hosts
+
+/**
+ * GPUs per job or pod on a scheduler-backed cluster (Slurm, Kubernetes): `gpus_per_replica` (default
+ * tensor_parallel_size), `classifier_gpus` (default 1), the trainer `training.gpus`; none on `device: "cpu"` unless asked.
+ */
+export const clusterGpus = (config: Config, c: { readonly device: "cuda" | "cpu"; readonly gpus_per_replica: number | null; readonly classifier_gpus: number | null }) => {
+  const cuda = c.device === "cuda"
+  return {
+    replica: c.gpus_per_replica ?? (cuda ? config.compute.vllm.tensor_parallel_size : 0),
+    classifier: c.classifier_gpus ?? (cuda ? 1 : 0),
+    trainer: cuda ? config.training.gpus : 0
+  }
+}

@@ -66,3 +66,12 @@ export const resolveTinyModels = (config: ExperimentConfig): ExperimentConfig =>
 
 /** Whether a folder a container mounts is one of the run's tiny models (then it is built before the container starts). */
 export const isTinyModelPath = (config: ExperimentConfig, folder: string) => folder.startsWith(tinyRoot(config) + path.sep)
+
+/**
+ * The command that builds the run's tiny models into `root` (the trainer image's `dart_trainer.tiny_model`, seeded):
+ * `tiny-gemma2/` → `--family gemma2`; `tiny/` builds the default family, with the arguments it always had.
+ */
+export const tinyModelsCommand = (config: ExperimentConfig, root: string, suite: string): Array<string> => {
+  const m = /^tiny-(.+)$/.exec(path.basename(root))
+  return ["python3", "-m", "dart_trainer.tiny_model", "--out", root, "--suite", suite, "--seed", String(config.run.seed), ...(m === null ? [] : ["--family", m[1]!])]
+}

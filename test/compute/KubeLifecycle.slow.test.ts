@@ -167,11 +167,9 @@ describe.skipIf(!haveKubeCluster())("Kubernetes adapter against a real control p
     // The preflight says so before anything is applied: no node has three.
     const probe = await withCompute(config, (c) => c.probeHost("kubernetes"))
     expect(cause(probe)).toContain("no schedulable node the pods may use has 3 nvidia.com/gpu (the most on one node: 2; 4 on 2 node(s))")
-    const t0 = Date.now()
     const exit = await withCompute(config, (c) => c.vllm())
     expect(Exit.isFailure(exit)).toBe(true)
     expect(cause(exit)).toMatch(/vllm \(pod dart-\S+-vllm\) still pending after 15 s \(compute.kubernetes.start_timeout_s\): the scheduler says 0\/2 nodes are available: 2 Insufficient nvidia\.com\/gpu/)
-    expect(Date.now() - t0).toBeLessThan(40_000)
     expect(await waitGone(expId)).toEqual([])
   }, 120_000)
 

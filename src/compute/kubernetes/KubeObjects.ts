@@ -2,7 +2,7 @@ import { createHash } from "node:crypto"
 import type { ExperimentConfig } from "../../config/ExperimentConfig.ts"
 import { Redacted } from "effect"
 import { classifierSpecs, HF_CACHE_TARGET, specHash, trainerSpec, vllmSpec } from "../ContainerSpecs.ts"
-import { type Assignment, type FleetPlacement, replicaName } from "../Placement.ts"
+import { type Assignment, clusterGpus, type FleetPlacement, replicaName } from "../Placement.ts"
 import type { ServiceSpec } from "../ServiceSpec.ts"
 
 /**
@@ -37,15 +37,7 @@ export const secretName = (config: Config) => config.compute.kubernetes.secret ?
 /** `dart.dev/exp=…` (and the managed-by label): every object of the experiment. */
 export const experimentSelector = (expId: string) => `${LABELS.managedBy}=dart,${LABELS.exp}=${labelValue(expId)}`
 
-export const kubeGpus = (config: Config) => {
-  const k = config.compute.kubernetes
-  const cuda = k.device === "cuda"
-  return {
-    replica: k.gpus_per_replica ?? (cuda ? config.compute.vllm.tensor_parallel_size : 0),
-    classifier: k.classifier_gpus ?? (cuda ? 1 : 0),
-    trainer: cuda ? config.training.gpus : 0
-  }
-}
+export const kubeGpus = (config: Config) => clusterGpus(config, config.compute.kubernetes)
 
 const devices = (config: Config, count: number) => (config.compute.kubernetes.device === "cpu" ? null : Array.from({ length: Math.max(count, 1) }, (_, i) => String(i)))
 

@@ -5,9 +5,9 @@ import * as fsp from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { ExperimentConfig } from "../../config/ExperimentConfig.ts"
-import { isTinyModelPath, TINY_MANIFEST, tinyRoot } from "../../config/TinyModels.ts"
+import { isTinyModelPath, TINY_MANIFEST, tinyModelsCommand, tinyRoot } from "../../config/TinyModels.ts"
 import type { ProbeConversation } from "../../domain/ChatLayout.ts"
-import { parseProbeOutput } from "../ChatTemplateProbe.ts"
+import { chatTemplateCommand, parseProbeOutput, QUIET_HF_ENV } from "../ChatTemplateProbe.ts"
 import { Compute, type ComputeOptions, type ReplicaEvent } from "../Compute.ts"
 import { ComputeError } from "../ComputeError.ts"
 import { classifierSpecs, KEPT_OWNER, specHash, trainerSpec, vllmSpec } from "../ContainerSpecs.ts"
@@ -337,10 +337,9 @@ export const slurmCompute = (config: ExperimentConfig, options: ComputeOptions) 
       const root = tinyRoot(config)
       if (fs.existsSync(path.join(root, TINY_MANIFEST))) return
       yield* Effect.promise(() => fsp.mkdir(root, { recursive: true }))
-      const famArgs = /^tiny-(.+)$/.exec(path.basename(root))
       process.stderr.write(`compute: building the tiny models into ${root} as a Slurm job\n`)
       const suite = path.resolve(config.datasets.suite_dir)
-      const r = yield* runTask("tiny-models", ["python3", "-m", "dart_trainer.tiny_model", "--out", root, "--suite", suite, "--seed", String(config.run.seed), ...(famArgs === null ? [] : ["--family", famArgs[1]!])], { HF_HUB_OFFLINE: "1" }, [root, suite])
+      const r = yield* runTask("tiny-models", tinyModelsCommand(config, root, suite), { HF_HUB_OFFLINE: "1" }, [root, suite])
       if (r.exitCode !== 0) return yield* fail(`building the tiny models failed (exit ${r.exitCode}): ${tail(r.out, 8)}`)
     }))
     const needsTiny = (spec: ServiceSpec) => spec.binds.some((b) => isTinyModelPath(config, b.source)) || isTinyModelPath(config, config.model.base)
@@ -413,9 +412,7 @@ export const slurmCompute = (config: ExperimentConfig, options: ComputeOptions) 
         Effect.gen(function*() {
           if (isTinyModelPath(config, config.model.base)) yield* tiny
           const model = config.model.base
-          const r = yield* runTask("chat-template", ["python3", "-m", "dart_trainer.chat_layout", "--model", model, "--conversations-json", JSON.stringify({ conversations })], {
-            HF_HUB_DISABLE_PROGRESS_BARS: "1", HF_HUB_DISABLE_TELEMETRY: "1", TRANSFORMERS_VERBOSITY: "error", ...(model.startsWith("/") ? { HF_HUB_OFFLINE: "1" } : {})
-          }, model.startsWith("/") ? [model] : [])
+          const r = yield* runTask("chat-template", chatTemplateCommand(model, conversations), { ...QUIET_HF_ENV, ...(model.startsWith("/") ? { HF_HUB_OFFLINE: "1" } : {}) }, model.startsWith("/") ? [model] : [])
           const probe = parseProbeOutput(r.out)
           if (probe === undefined) return yield* fail(`the chat-template probe said nothing readable (exit ${r.exitCode}): ${tail(r.out, 4).split("\n").join(" | ")}`)
           return probe

@@ -1,6 +1,6 @@
 import * as path from "node:path"
 import type { ExperimentConfig } from "../../config/ExperimentConfig.ts"
-import { type Assignment, type FleetPlacement, replicaName } from "../Placement.ts"
+import { type Assignment, clusterGpus, type FleetPlacement, replicaName } from "../Placement.ts"
 import type { ServiceSpec } from "../ServiceSpec.ts"
 import type { SlurmJobRequest } from "./SlurmTransport.ts"
 
@@ -16,15 +16,7 @@ export type SlurmSettings = Config["compute"]["slurm"]
 export const CLUSTER = "slurm"
 
 /** GPUs each kind of job asks for. */
-export const jobGpus = (config: Config) => {
-  const s = config.compute.slurm
-  const cuda = s.device === "cuda"
-  return {
-    replica: s.gpus_per_replica ?? (cuda ? config.compute.vllm.tensor_parallel_size : 0),
-    classifier: s.classifier_gpus ?? (cuda ? 1 : 0),
-    trainer: cuda ? config.training.gpus : 0
-  }
-}
+export const jobGpus = (config: Config) => clusterGpus(config, config.compute.slurm)
 
 /** Device ids a spec is built with: what the service runs on (CUDA inside the job's own GPUs, or the CPU). */
 const devices = (config: Config, count: number) => (config.compute.slurm.device === "cpu" ? null : Array.from({ length: Math.max(count, 1) }, (_, i) => String(i)))
