@@ -77,7 +77,18 @@ cli.pipe(
     teardown: (exit, onExit) => {
       process.removeListener("SIGINT", noteSignal)
       process.removeListener("SIGTERM", noteSignal)
-      Runtime.defaultTeardown(exit, (code) => onExit(code === 130 ? interruptedCode() : code))
+      Runtime.defaultTeardown(exit, (code) => {
+        // runMain leaves a success to the event loop's end. A connection a library left open (a WebSocket to a
+        // Kubernetes API server, a socket nobody closed) would keep a finished `dart run` waiting forever: after a
+        // grace it exits anyway. The timer is unref'd, so a process that ends by itself never waits for it.
+        if (code === 0) {
+          setTimeout(() => {
+            if (process.env.DART_DEBUG === "1") process.stderr.write(`dart: debug: exiting with resources still open: ${process.getActiveResourcesInfo().join(", ")}\n`)
+            process.exit(0)
+          }, 3000).unref()
+        }
+        onExit(code === 130 ? interruptedCode() : code)
+      })
     }
   })
 )

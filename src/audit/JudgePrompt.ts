@@ -65,7 +65,7 @@ const wireForm = (node: unknown): unknown => {
 }
 
 /** The JSON Schema of a verdict schema as sent to a provider: closed objects, no definitions. */
-const jsonSchemaOf = (schema: Schema.Top): JsonSchema => {
+export const jsonSchemaOf = (schema: Schema.Top): JsonSchema => {
   const document = Schema.toJsonSchemaDocument(schema, { onExcessProperty: "error" })
   if (Object.keys(document.definitions).length > 0) throw new Error("a judge verdict schema must not need JSON Schema definitions")
   return wireForm(document.schema) as JsonSchema

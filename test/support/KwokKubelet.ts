@@ -4,7 +4,9 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { promisify } from "node:util"
 
-const run = promisify(execFile)
+const exec = promisify(execFile)
+// A Docker call that hangs would stall the stand-in kubelet and, with it, the run under test.
+const run = (file: string, args: ReadonlyArray<string>) => exec(file, args, { timeout: 120_000 })
 
 /**
  * A stand-in kubelet for the test cluster's kwok nodes, which run no containers: every pod of `labelSelector` that kwok

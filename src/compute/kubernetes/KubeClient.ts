@@ -161,11 +161,14 @@ export const kubeClient = (target: KubeTarget) =>
        */
       portForward: (pod: string, port: number): Effect.Effect<number, KubeError, Scope.Scope> =>
         Effect.acquireRelease(
-          Effect.callback<net.Server, KubeError>((resume) => {
+          Effect.callback<{ server: net.Server; streams: Set<{ terminate: () => void }> }, KubeError>((resume) => {
             const pf = new PortForward(kc, true)
             // A refused forward (RBAC without `get` on pods/portforward, a node that cannot reach the pod) is said
             // once; the caller sees the connection close and goes on waiting or fails with its own message.
             let told = false
+            // Every stream still open when the forward is released is ended then: an open WebSocket to the API
+            // server keeps the process alive after the run.
+            const streams = new Set<{ terminate: () => void }>()
             const server = net.createServer((socket) => {
               socket.on("error", () => socket.destroy())
               // The far side's refusal (nothing listens on the port) comes on the error stream: the connection ends.
@@ -174,14 +177,16 @@ export const kubeClient = (target: KubeTarget) =>
               pf.portForward(namespace, pod, [port], socket, refused, socket).then(
                 (ws) => {
                   const w = typeof ws === "function" ? ws() : ws
-                  socket.on("close", () => w?.close())
                   // The far side gone (the stream closed by the API server or the node, the pod deleted): so is the
                   // connection, or a kept-alive HTTP connection would send its next request into nothing.
-                  if (w === null) socket.destroy()
-                  else {
-                    w.on("close", () => socket.destroy())
-                    w.on("error", () => socket.destroy())
-                  }
+                  if (w === null) return socket.destroy()
+                  // The caller may have given up on the connection (a health probe's timeout) before the stream
+                  // opened: its "close" has passed, so the stream ends now.
+                  if (socket.destroyed) return w.terminate()
+                  streams.add(w)
+                  socket.on("close", () => w.close())
+                  w.on("close", () => (streams.delete(w), socket.destroy()))
+                  w.on("error", () => socket.destroy())
                 },
                 (e) => {
                   if (!told) (told = true), process.stderr.write(`warning: port-forward to pod ${namespace}/${pod}:${port}: ${apiMessage(e).message}\n`)
@@ -190,10 +195,10 @@ export const kubeClient = (target: KubeTarget) =>
               )
             })
             server.on("error", (e) => resume(Effect.fail(new KubeError({ message: `port-forward to ${namespace}/${pod}:${port}: ${e.message}` }))))
-            server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+            server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, streams })))
           }),
-          (server) => Effect.sync(() => server.close())
-        ).pipe(Effect.map((s) => (s.address() as net.AddressInfo).port)),
+          ({ server, streams }) => Effect.sync(() => (server.close(), streams.forEach((w) => w.terminate())))
+        ).pipe(Effect.map(({ server }) => (server.address() as net.AddressInfo).port)),
       /**
        * Runs `command` in the pod's container with `input` on its stdin; its stdout, stderr and exit code. The API's
        * exec status is the truth: a non-zero code comes as a Failure status with an ExitCode cause.

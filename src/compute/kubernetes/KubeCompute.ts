@@ -374,19 +374,24 @@ export const kubeCompute = (config: ExperimentConfig, options: ComputeOptions) =
           }, catch: (e) => fail(`pack ${localDir}: ${(e as Error).message}`) })
           const sums = (out: string) => new Map(out.split("\n").flatMap((l) => { const m = /^([0-9a-f]{64})\s+\.\/(.+)$/.exec(l.trim()); return m === null ? [] : [[m[2]!, m[1]!] as const] }))
           const intact = (out: string) => { const m = sums(out); return m.size === packed.files.length && packed.files.every((f) => m.get(f.path) === f.sha256) }
+          // Only the archive's own files are summed: another replica's put of the same adapter on a shared volume may
+          // have a temporary folder inside the target for a moment (see below), and it is not ours to read.
+          const listed = packed.files.map((f) => `./${f.path}`)
           // On a PVC the adapter may be there already (another replica published it): checked, not sent again.
           if (k.storage.pvc !== null) {
-            const there = yield* api((c) => c.exec(svc.id, ["sh", "-c", 'cd "$1" 2>/dev/null && find . -type f -exec sha256sum {} + || true', "sh", target]))
+            const there = yield* api((c) => c.exec(svc.id, ["sh", "-c", 'cd "$1" 2>/dev/null && shift && sha256sum -- "$@" 2>/dev/null || true', "sh", target, ...listed]))
             if (intact(there.stdout.toString())) return { path: target, files: packed.files }
           }
           // Exactly the archive's bytes are read (head -c): the end of stdin is not passed on by every kubelet (kwok's).
           const script = [
             'set -e; t="$1"; tmp="$3"; rm -rf "$tmp"; mkdir -p "$(dirname "$t")"; head -c "$2" | tar -x -f - -C "$(dirname "$t")"',
+            // Two puts may both find no target: the second `mv` then moves its folder into the first's target, and
+            // removes it again here.
             'if [ ! -e "$t" ]; then mv "$tmp" "$t" 2>/dev/null || true; fi',
             'rm -rf "$tmp" "$t/$(basename "$tmp")"',
-            'cd "$t"; find . -type f -exec sha256sum {} +'
+            'cd "$t"; shift 3; sha256sum -- "$@"'
           ].join("; ")
-          const r = yield* api((c) => c.exec(svc.id, ["sh", "-c", script, "sh", target, String(packed.data.length), tmp], readableOf(packed.data)))
+          const r = yield* api((c) => c.exec(svc.id, ["sh", "-c", script, "sh", target, String(packed.data.length), tmp, ...listed], readableOf(packed.data)))
           if (r.code !== 0) return yield* fail(`copy ${localDir} into ${svc.spec.name} (pod ${svc.id}) at ${target}: exit ${r.code}: ${tail(r.stderr, 4)}`)
           if (!intact(r.stdout.toString())) return yield* fail(`copy ${localDir} into ${svc.spec.name} (pod ${svc.id}) at ${target}: the files there differ from what was sent`)
           return { path: target, files: packed.files }

@@ -1,0 +1,37 @@
+import { describe, expect, it } from "@effect/vitest"
+import { readFileSync } from "node:fs"
+import { SuiteFormatError } from "../../src/datasets/external/ExternalSuite.ts"
+import { OPEN_ENDED_DOMAINS, parseOpenEndedQueries } from "../../src/datasets/OpenEndedQueries.ts"
+
+const FILE = "benchmark_suite/open_ended/example.jsonl"
+
+describe("open-ended query sets", () => {
+  it("the shipped example: 40 queries, 10 in each of the four domains, unique ids, notes for the judge", () => {
+    const qs = parseOpenEndedQueries(readFileSync(FILE, "utf8"), FILE)
+    expect(qs.length).toBe(40)
+    for (const d of OPEN_ENDED_DOMAINS) expect(qs.filter((q) => q.domain === d).length, d).toBe(10)
+    expect(new Set(qs.map((q) => q.id)).size).toBe(40)
+    expect(qs.every((q) => (q.notes ?? "").length > 0)).toBe(true)
+  })
+
+  const bad = (text: string) => {
+    try {
+      parseOpenEndedQueries(text, "q.jsonl")
+    } catch (e) {
+      expect(e).toBeInstanceOf(SuiteFormatError)
+      return (e as Error).message
+    }
+    throw new Error("no error")
+  }
+  const row = (id: string, extra: Record<string, unknown> = {}) => JSON.stringify({ id, domain: "legal", query: `query ${id}?`, ...extra })
+
+  it("bad input names the file and the line", () => {
+    expect(bad(`${row("a")}\n\n${row("b")}\n${row("a")}\n`)).toBe(`q.jsonl:4: id "a" repeats line 1; ids must be unique`)
+    expect(bad(`${row("a")}\n${JSON.stringify({ id: "b", domain: "legal" })}\n`)).toMatch(/^q\.jsonl:2: .*query/)
+    expect(bad(`${row("a")}\n${row("b", { query: "" })}\n`)).toMatch(/^q\.jsonl:2: .*query/)
+    expect(bad(`${row("a")}\n{"id": "b",\n`)).toMatch(/^q\.jsonl:2: malformed JSON/)
+    expect(bad(`${row("a", { answer: "YES" })}\n`)).toMatch(/^q\.jsonl:1: .*answer/)
+    expect(bad(`${row("has space")}\n`)).toMatch(/^q\.jsonl:1: .*id/)
+    expect(bad("\n\n")).toBe("q.jsonl: no queries (one JSON object per line: id, domain, query, optional notes)")
+  })
+})
