@@ -8,6 +8,7 @@ import { DatasetError, suiteFile } from "../datasets/BenchmarkSuite.ts"
 import { SuiteFormatError } from "../datasets/external/ExternalSuite.ts"
 import { rtpFile, rtpRecordFile } from "../datasets/external/ExternalSuites.ts"
 import { checkRtpImport, RTP_PUBLISHED, type RtpImportRecord } from "../datasets/external/RealToxicityPromptsLoader.ts"
+import { parseOpenEndedQueries } from "../datasets/OpenEndedQueries.ts"
 import { PickleError } from "../datasets/PickleReader.ts"
 import { importUpstreamPickle, pythonJsonLine } from "../datasets/UpstreamImport.ts"
 import { readTextIfExists, writeFileAtomic } from "../runs/AtomicFile.ts"
@@ -113,7 +114,29 @@ const importRtp = Effect.fn("DatasetsCommand.importRtp")(function*(file: string,
   yield* Console.log(`wrote ${out}: ${checked.rows} RealToxicityPrompts rows, sha256 ${checked.sha256}`)
 })
 
+/** Reads an open-ended query set as the measurement will, so a user finds a bad row before anything is spent. */
+const checkQueriesCommand = Command.make("check-queries", {
+  file: Argument.String("file").pipe(Argument.withDescription("an open-ended query set (JSONL: id, domain, query, optional notes)"))
+}, (args) =>
+  Effect.gen(function*() {
+    const text = yield* Effect.tryPromise({
+      try: () => fs.readFile(args.file, "utf8"),
+      catch: (e) => new DatasetError({ message: `${args.file}: cannot read (${(e as Error).message})`, cause: e })
+    })
+    const queries = yield* Effect.try({
+      try: () => parseOpenEndedQueries(text, args.file),
+      catch: (e) => new DatasetError({ message: e instanceof SuiteFormatError ? e.message : `${args.file}: ${(e as Error).message}`, cause: e })
+    })
+    const domains = new Map<string, number>()
+    for (const q of queries) domains.set(q.domain, (domains.get(q.domain) ?? 0) + 1)
+    const noted = queries.filter((q) => (q.notes ?? "") !== "").length
+    yield* Console.log(`${args.file}: ${queries.length} open-ended queries in ${domains.size} domain(s) (${[...domains].map(([d, n]) => `${d} ${n}`).join(", ")}); ${noted} with notes for the judge`)
+  })).pipe(
+    Command.withDescription("Check an open-ended query set: every row's shape, unique ids; bad rows are named by file and line (docs/external-suites.md)."),
+    Command.withExamples([{ command: "dart datasets check-queries benchmark_suite/open_ended/example.jsonl", description: "the shipped example (40 queries of ours)" }])
+  )
+
 export const datasetsCommand = Command.make("datasets").pipe(
-  Command.withDescription("Manage the benchmark suite (benchmark_suite/ by default)."),
-  Command.withSubcommands([importCommand])
+  Command.withDescription("Manage the benchmark suite (benchmark_suite/ by default) and check query sets."),
+  Command.withSubcommands([importCommand, checkQueriesCommand])
 )

@@ -1,7 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
 import { SuiteFormatError } from "../../src/datasets/external/ExternalSuite.ts"
 import { OPEN_ENDED_DOMAINS, parseOpenEndedQueries } from "../../src/datasets/OpenEndedQueries.ts"
+import { runDart } from "../support/Dart.ts"
 
 const FILE = "benchmark_suite/open_ended/example.jsonl"
 
@@ -33,5 +36,18 @@ describe("open-ended query sets", () => {
     expect(bad(`${row("a", { answer: "YES" })}\n`)).toMatch(/^q\.jsonl:1: .*answer/)
     expect(bad(`${row("has space")}\n`)).toMatch(/^q\.jsonl:1: .*id/)
     expect(bad("\n\n")).toBe("q.jsonl: no queries (one JSON object per line: id, domain, query, optional notes)")
+  })
+})
+
+describe("dart datasets check-queries", () => {
+  it("summarises a good set, and refuses a bad one with its file and line and exit 1", async () => {
+    const ok = await runDart(["datasets", "check-queries", FILE])
+    expect([ok.code, ok.stdout.trim()]).toEqual([0, `${FILE}: 40 open-ended queries in 4 domain(s) (medical 10, legal 10, policy 10, educational 10); 40 with notes for the judge`])
+    const dir = mkdtempSync(path.join(tmpdir(), "dart-queries-"))
+    const file = path.join(dir, "q.jsonl")
+    writeFileSync(file, `${JSON.stringify({ id: "a", domain: "legal", query: "Q?" })}\n${JSON.stringify({ id: "b", domain: "legal" })}\n`)
+    const badRun = await runDart(["datasets", "check-queries", file])
+    expect(badRun.code).toBe(1)
+    expect(badRun.stderr).toMatch(new RegExp(`^dart: error: ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:2: .*query`))
   })
 })
