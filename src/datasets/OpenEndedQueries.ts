@@ -1,6 +1,6 @@
 /** OpenEndedQueries: `parseOpenEndedQueries` reads an open-ended query set (JSONL), every bad row named by file and line. */
 import { Schema } from "effect"
-import { describeIssue, flattenIssue, jsonErrorLocation } from "../common/SchemaIssueText.ts"
+import { decodeJsonLine, LineError } from "../runs/Jsonl.ts"
 import { SuiteFormatError } from "./external/ExternalSuite.ts"
 
 /**
@@ -31,18 +31,17 @@ export const parseOpenEndedQueries = (text: string, file: string): Array<OpenEnd
   const lineOf = new Map<string, number>()
   text.split("\n").forEach((line, i) => {
     if (line.trim() === "") return
-    let json: unknown
+    let r: OpenEndedQuery
     try {
-      json = JSON.parse(line)
+      r = decodeJsonLine(line, (u, o) => decodeQuery(u, { ...o, onExcessProperty: "error" }))
     } catch (e) {
-      throw new SuiteFormatError(`${file}:${i + 1}: malformed JSON at ${jsonErrorLocation(line, e).replace(/^line 1, /, "")}`)
+      if (e instanceof LineError) throw new SuiteFormatError(`${file}:${i + 1}: ${e.message}`)
+      throw e
     }
-    const r = decodeQuery(json, { errors: "all", onExcessProperty: "error" })
-    if (r._tag === "Failure") throw new SuiteFormatError(`${file}:${i + 1}: ${flattenIssue(r.failure.issue).map((x) => describeIssue(x, json)).join("; ")}`)
-    const first = lineOf.get(r.success.id)
-    if (first !== undefined) throw new SuiteFormatError(`${file}:${i + 1}: id ${JSON.stringify(r.success.id)} repeats line ${first}; ids must be unique`)
-    lineOf.set(r.success.id, i + 1)
-    out.push(r.success)
+    const first = lineOf.get(r.id)
+    if (first !== undefined) throw new SuiteFormatError(`${file}:${i + 1}: id ${JSON.stringify(r.id)} repeats line ${first}; ids must be unique`)
+    lineOf.set(r.id, i + 1)
+    out.push(r)
   })
   if (out.length === 0) throw new SuiteFormatError(`${file}: no queries (one JSON object per line: id, domain, query, optional notes)`)
   return out

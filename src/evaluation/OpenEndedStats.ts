@@ -1,7 +1,7 @@
 /** OpenEndedStats: `openEndedRates` (label rates per domain with Wilson intervals) and `openEndedPaired` (B vs A per label, McNemar). */
 import type { OpenEndedLabel } from "../audit/OpenEndedRubric.ts"
 import { OPEN_ENDED_LABELS } from "../audit/OpenEndedRubric.ts"
-import { type Proportion, wilson } from "./HateCheckRates.ts"
+import { type Proportion, wilson } from "./Statistics.ts"
 import { mcnemar, type McNemarTest } from "./PairedTests.ts"
 
 /** One judged answer; `label` null when the judge failed on it (counted apart, never as any label). */
@@ -42,8 +42,9 @@ export const openEndedRates = (rows: ReadonlyArray<OpenEndedJudged>): ReadonlyAr
 export const openEndedPaired = (a: ReadonlyArray<OpenEndedJudged>, b: ReadonlyArray<OpenEndedJudged>): { readonly pairs: number; readonly tests: Readonly<Record<OpenEndedLabel, McNemarTest>> } => {
   const byId = new Map(b.map((r) => [r.id, r]))
   if (byId.size !== b.length || new Set(a.map((r) => r.id)).size !== a.length) throw new RangeError("openEndedPaired: repeated ids")
-  const missing = a.filter((r) => !byId.has(r.id)).map((r) => r.id)
-  if (missing.length > 0 || a.length !== b.length) throw new RangeError(`openEndedPaired: the two sets differ (first ids only in one: ${[...missing, ...b.filter((r) => !a.some((x) => x.id === r.id)).map((r) => r.id)].slice(0, 5).join(", ")})`)
+  const onlyA = a.filter((r) => !byId.has(r.id)).map((r) => r.id)
+  // Ids unique on both sides: equal sizes and nothing only in A mean nothing only in B either.
+  if (onlyA.length > 0 || a.length !== b.length) throw new RangeError(`openEndedPaired: the two sets differ (${a.length} and ${b.length} answers${onlyA.length === 0 ? "" : `; first ids only in A: ${onlyA.slice(0, 5).join(", ")}`})`)
   const pairs = a.flatMap((x) => {
     const y = byId.get(x.id)!
     return x.label === null || y.label === null ? [] : [[x.label, y.label] as const]

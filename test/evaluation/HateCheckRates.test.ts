@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { hateCheckRates, type HateCheckJudged, wilson } from "../../src/evaluation/HateCheckRates.ts"
+import { hateCheckRates, type HateCheckJudged } from "../../src/evaluation/HateCheckRates.ts"
+import { wilson } from "../../src/evaluation/Statistics.ts"
 
 // Wilson bounds worked by hand from the textbook formula, (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n) with
 // z = 1.959963984540054, to 10 decimals (3 of 10 gives the often-quoted 0.1078–0.6032).
