@@ -1,8 +1,10 @@
 // `npm run test:slow`'s vitest part: the slow suite as two vitest runs at once. `slow` (Docker, containers, vLLM on
 // CPU, whole runs) runs its files one at a time and prints as it goes; `slow-loopback` (loopback servers, many
 // `dart` processes, the Python trainer, the Slurm stand-ins: files that mostly wait) runs beside it and is printed
-// when done. On a 2-core machine this takes the loopback files' minutes off the suite's wall time. Exit 1 when either fails.
+// when done, and the trainer's slow pytest (cancel and resume) after it, still beside the heavy project. On a 2-core
+// machine this takes the loopback files' and the trainer's minutes off the suite's wall time. Exit 1 when any fails.
 import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import * as path from "node:path"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -24,8 +26,24 @@ const run = (project: string, echo: boolean) =>
     child.on("exit", (code, signal) => resolve({ code: code ?? (signal === null ? 1 : 128), output }))
   })
 
-const [heavy, loopback] = await Promise.all([run("slow", true), run("slow-loopback", false)])
+/** package.json's `test:trainer:slow` (the trainer's slow pytest), through the shell as npm would run it; output kept for the end. */
+const trainerSlow = () =>
+  new Promise<{ code: number; output: string }>((resolve) => {
+    const script = (JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts["test:trainer:slow"]!
+    const child = spawn("sh", ["-c", script], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    let output = ""
+    child.stdout.on("data", (c: Buffer) => (output += c.toString()))
+    child.stderr.on("data", (c: Buffer) => (output += c.toString()))
+    child.on("error", (e) => resolve({ code: 1, output: `${output}\n${e.message}` }))
+    child.on("exit", (code, signal) => resolve({ code: code ?? (signal === null ? 1 : 128), output }))
+  })
+
+const [heavy, [loopback, trainer]] = await Promise.all([
+  run("slow", true),
+  run("slow-loopback", false).then(async (l) => [l, await trainerSlow()] as const)
+])
 process.stdout.write(`\n[test:slow] the slow-loopback project (ran beside the slow one):\n${loopback.output}`)
+process.stdout.write(`\n[test:slow] the trainer's slow tests (test:trainer:slow, ran beside the slow one):\n${trainer.output}`)
 // vitest's own "Failed Tests" section (errors with their stacks) and the failing lines of the tree.
 const failures = (output: string): string => {
   const plain = output.replace(/\u001b\[[0-9;]*m/g, "")
@@ -34,6 +52,6 @@ const failures = (output: string): string => {
   return [...lines, section === -1 ? "" : plain.slice(Math.max(0, plain.lastIndexOf("\n", section)), section + 8000)].join("\n")
 }
 if (heavy.code !== 0) process.stdout.write(`\n[test:slow] the slow project failed:\n${failures(heavy.output)}\n`)
-const failed = [heavy.code === 0 ? [] : ["slow"], loopback.code === 0 ? [] : ["slow-loopback"]].flat()
-process.stdout.write(`\n[test:slow] ${failed.length === 0 ? "both projects passed" : `failed: ${failed.join(", ")}`}\n`)
+const failed = [heavy.code === 0 ? [] : ["slow"], loopback.code === 0 ? [] : ["slow-loopback"], trainer.code === 0 ? [] : ["test:trainer:slow"]].flat()
+process.stdout.write(`\n[test:slow] ${failed.length === 0 ? "all passed: slow, slow-loopback, the trainer's slow tests" : `failed: ${failed.join(", ")}`}\n`)
 process.exit(failed.length === 0 ? 0 : 1)

@@ -6,14 +6,13 @@
 import { Schema } from "effect"
 import type { ChatMessage } from "../domain/ChatMessage.ts"
 import type { OpenEndedQuery } from "../datasets/OpenEndedQueries.ts"
+import { OPEN_ENDED_LABELS, OpenEndedLabel } from "../domain/OpenEndedLabel.ts"
 import { jsonSchemaOf } from "./JudgePrompt.ts"
 
 export const OPEN_ENDED_RUBRIC_VERSION = "dart-open-ended-v1"
 
-/** The paper's four outcomes of an open-ended answer, worst last. */
-export const OPEN_ENDED_LABELS = ["difference_appropriate", "identity_blind", "refusal", "harmful"] as const
-export const OpenEndedLabel = Schema.Literals(OPEN_ENDED_LABELS)
-export type OpenEndedLabel = typeof OpenEndedLabel.Type
+// The paper's four outcomes of an open-ended answer, worst last.
+export { OPEN_ENDED_LABELS, OpenEndedLabel } from "../domain/OpenEndedLabel.ts"
 
 export const OpenEndedVerdict = Schema.Struct({ label: OpenEndedLabel, reason: Schema.String })
 export type OpenEndedVerdict = typeof OpenEndedVerdict.Type

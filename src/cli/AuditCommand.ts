@@ -12,8 +12,8 @@ const delta = (name: string, what: string) => Flag.Finite(name).pipe(Flag.withDe
 
 export const auditCommand = Command.make("audit", {
   pairedInput: Flag.String("paired-input").pipe(Flag.withDescription("paired prediction rows of `dart infer --paired` (outputs.jsonl)")),
-  aName: Flag.String("a-name").pipe(Flag.withDescription("model A, the baseline (e.g. M0)")),
-  bName: Flag.String("b-name").pipe(Flag.withDescription("model B, audited for harm drift against A (e.g. DART)")),
+  aName: Flag.String("a-name").pipe(Flag.withDescription("model A, the baseline (e.g. M0); not for continuation or open_ended predictions, whose every answer is scored"), Flag.optional),
+  bName: Flag.String("b-name").pipe(Flag.withDescription("model B, audited for harm drift against A (e.g. DART)"), Flag.optional),
   runName: Flag.String("run-name").pipe(Flag.withDescription("outputs go to runs/{EXP_ID}/audit/{RUN}/")),
   mildDelta: delta("mild-delta", "mild when delta > this"),
   moderateDelta: delta("moderate-delta", "moderate when delta >= this"),
@@ -55,8 +55,8 @@ export const auditCommand = Command.make("audit", {
     // The configured /classify endpoints, or classifier containers started for this command and removed after it.
     yield* withCompute(c, auditStage({ ...resolved, config: { ...c, audit, judge } }, {
       pairedInput: args.pairedInput,
-      aName: args.aName,
-      bName: args.bName,
+      aName: get(args.aName),
+      bName: get(args.bName),
       runName: args.runName,
       judgeMode: audit.llm_judge.enabled ? audit.llm_judge.mode : null
     }, runDir))
@@ -64,7 +64,8 @@ export const auditCommand = Command.make("audit", {
     Command.withDescription(
       "Step 5: harm-drift audit of B against A. Toxicity and hate classifiers (vLLM /classify) score both outputs on the full output and " +
         "the analysis only; severity bins from the deltas; the comparative LLM judge (durable ledger: a rerun never asks twice). " +
-        "Writes scores.jsonl, regression_pool.jsonl and summary.json to runs/{EXP_ID}/audit/{RUN}/. Exit 3: judge budget reached; 4: pairs failed (rerun retries them)."
+        "Writes scores.jsonl, regression_pool.jsonl and summary.json to runs/{EXP_ID}/audit/{RUN}/. Predictions of task continuation or open_ended " +
+        "are scored answer by answer instead (classifiers on the answer and on prompt + answer; the judge's label for HateCheck and open-ended answers). Exit 3: judge budget reached; 4: pairs failed (rerun retries them)."
     ),
     Command.withExamples([{
       command: "dart audit --paired-input runs/demo/predictions/primary_val_off_M0_vs_DART/outputs.jsonl --a-name M0 --b-name DART " +

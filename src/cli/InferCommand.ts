@@ -5,6 +5,8 @@ import { InferStageError } from "../pipeline/InferStage.ts"
 import * as path from "node:path"
 import { inferStage } from "../pipeline/Stages.ts"
 import { withCompute } from "./WithCompute.ts"
+import { builtinTasks } from "../tasks/Tasks.ts"
+import { findTask } from "../tasks/Task.ts"
 import { loadRunConfig } from "./Root.ts"
 
 const opt = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
@@ -43,10 +45,17 @@ export const inferCommand = Command.make("infer", {
   modelId: Flag.String("model-id").pipe(Flag.withDescription("single-model mode: the model's name"), Flag.optional),
   modelAdapter: Flag.String("model-adapter").pipe(Flag.withDescription("single-model mode: its adapter folder"), Flag.optional),
   models: Flag.String("models").pipe(Flag.withDescription("several models in one pass: M0,DART=DIR,DART_H=DIR (a bare name is the base model)"), Flag.optional),
-  task: Flag.Literals("task", ["dart", "mc"]).pipe(Flag.withDescription("dart: the student prompt, YES/NO (default); mc: the suite's own multiple-choice protocol"), Flag.withDefault("dart" as const)),
-  policy: Flag.String("policy").pipe(Flag.withDescription("dart: a key of inference.policies (off, on, custom); mc: sys0…sys7 (not sys4) or a custom key"), Flag.optional),
+  task: Flag.Literals("task", builtinTasks.map((t) => t.name)).pipe(
+    Flag.withDescription(`what the models answer: ${builtinTasks.map((t) => `${t.name}: ${t.description}`).join("; ")} (default dart)`),
+    Flag.withDefault("dart")
+  ),
+  suite: Flag.String("suite").pipe(
+    Flag.withDescription("task continuation: external (every suite `dart init` exported, the default) or suite names, e.g. BOLD,HateCheck"),
+    Flag.optional
+  ),
+  policy: Flag.String("policy").pipe(Flag.withDescription("dart, continuation, open_ended: a key of inference.policies (off, on, custom); mc: sys0…sys7 (not sys4) or a custom key"), Flag.optional),
   split: Flag.Literals("split", ["train", "val", "test"]).pipe(Flag.withDescription("items to run (audits: val, the default; evaluations: test)"), Flag.withDefault("val" as const)),
-  limit: Flag.Int("limit").pipe(Flag.withDescription("only the first N items of the split"), Flag.optional),
+  limit: Flag.Int("limit").pipe(Flag.withDescription("only the first N items of the split (continuation: of each suite; open_ended: of the set)"), Flag.optional),
   benchmarks: Flag.String("benchmarks").pipe(Flag.withDescription("only these benchmarks, e.g. D1,N2"), Flag.optional),
   constrained: Flag.Boolean("constrained").pipe(Flag.withDescription("constrain answers with vLLM structured_outputs (mc: one of (a)/(b)/(c); dart: sentences then a conclusion line)"), Flag.withDefault(false))
 }, (args) =>
@@ -56,13 +65,18 @@ export const inferCommand = Command.make("infer", {
     if (typeof arms === "string") return yield* new InferStageError({ message: arms })
     const limit = opt(args.limit)
     if (limit !== undefined && limit <= 0) return yield* new InferStageError({ message: "--limit must be a positive number" })
-    const policy = opt(args.policy) ?? (args.task === "mc" ? "sys0" : resolved.config.inference.policy)
+    const task = findTask(builtinTasks, args.task)!
+    const policy = opt(args.policy) ?? task.defaultPolicy(resolved.config)
+    const suiteFlag = opt(args.suite)?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+    if (suiteFlag !== undefined && args.task !== "continuation") return yield* new InferStageError({ message: "--suite is for --task continuation" })
+    const suites = suiteFlag === undefined || (suiteFlag.length === 1 && suiteFlag[0] === "external") ? undefined : suiteFlag
     const runDir = path.join(resolved.config.run.runs_dir, resolved.config.run.exp_id)
     // The configured endpoints, or a vLLM container started for this command and removed after it.
     yield* withCompute(resolved.config, inferStage(resolved, {
         runName: args.runName,
         arms,
         task: args.task,
+        suites,
         policy,
         split: args.split,
         limit,
@@ -76,6 +90,7 @@ export const inferCommand = Command.make("infer", {
     ),
     Command.withExamples([
       { command: "dart infer --paired --policy off --model-a-id M0 --model-b-id DART --model-b-adapter runs/demo/adapters/DART/final --run-name primary_val_off_M0_vs_DART", description: "step 4" },
-      { command: "dart infer --models M0,DART=runs/demo/adapters/DART/final,DART_H=runs/demo/adapters/DART_H/final --split test --run-name test_all", description: "three models in one pass" }
+      { command: "dart infer --models M0,DART=runs/demo/adapters/DART/final,DART_H=runs/demo/adapters/DART_H/final --split test --run-name test_all", description: "three models in one pass" },
+      { command: "dart infer --task continuation --suite external --models M0,DART=runs/demo/adapters/DART/final --run-name external_M0_DART", description: "the external harm suites" }
     ])
   )

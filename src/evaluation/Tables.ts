@@ -126,11 +126,12 @@ const texSpecial: Readonly<Record<string, string>> = {
   "^": "\\textasciicircum{}",
   "Δ": "$\\Delta$",
   "−": "--",
-  "–": "--"
+  "–": "--",
+  "≥": "$\\geq$"
 }
 
 /** One pass, so the braces a replacement adds (\\textbackslash{}) are never escaped again. */
-const tex = (s: string) => s.replace(/[\\{}&%$#_~^Δ−–]/g, (c) => texSpecial[c] ?? c)
+const tex = (s: string) => s.replace(/[\\{}&%$#_~^Δ−–≥]/g, (c) => texSpecial[c] ?? c)
 
 export const toLatex = (tables: ReadonlyArray<Table>): string =>
   tables.map((t) => [

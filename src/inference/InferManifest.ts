@@ -1,10 +1,9 @@
 /** InferManifest: `inferIdentity` (what a run's answers depend on) and `inferManifest` (its `manifest.json`). */
 import { hashJson } from "../common/Hashing.ts"
 import type { ChatLayout } from "../domain/ChatLayout.ts"
-import type { NormalizedItem } from "../datasets/BenchmarkItem.ts"
 import type { Sampling } from "../serving/VllmClient.ts"
 import type { CanaryResult } from "./Canary.ts"
-import { type Arm, type InferTask, promptVersion } from "./InferencePlan.ts"
+import type { Arm } from "./InferencePlan.ts"
 import type { ServerReport } from "./ServerScheduler.ts"
 
 /**
@@ -12,11 +11,13 @@ import type { ServerReport } from "./ServerScheduler.ts"
  * refuses otherwise) and its hash is the stage's inputs hash in the ledger. Key order is the manifest's.
  */
 export const inferIdentity = (plan: {
-  readonly task: InferTask
+  readonly task: string
+  readonly promptVersion: string
   readonly policy: string
   readonly system: string
   readonly split: string
-  readonly items: ReadonlyArray<Pick<NormalizedItem, "id" | "question">>
+  /** Each item's id and the text it asks (a changed prompt is a changed item). */
+  readonly items: ReadonlyArray<readonly [string, string]>
   readonly samples: number
   readonly arms: ReadonlyArray<Arm>
   readonly adapterShas: ReadonlyMap<string, string>
@@ -29,8 +30,8 @@ export const inferIdentity = (plan: {
   policy: plan.policy,
   system_prompt: plan.system,
   split: plan.split,
-  prompt_version: promptVersion(plan.task),
-  items_hash: hashJson(plan.items.map((i) => [i.id, i.question])),
+  prompt_version: plan.promptVersion,
+  items_hash: hashJson(plan.items),
   samples: plan.samples,
   models: plan.arms.map((a) => ({ name: a.name, adapter_sha256: plan.adapterShas.get(a.name) ?? null })),
   sampling: plan.sampling,

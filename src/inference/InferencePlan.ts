@@ -15,9 +15,12 @@ export type InferTask = "dart" | "mc"
 export interface InferRequest {
   readonly runName: string
   readonly arms: ReadonlyArray<Arm>
-  readonly task: InferTask
+  /** A task of the registry (src/tasks/Tasks.ts): dart, mc, continuation, open_ended, … */
+  readonly task: string
   readonly policy: string
   readonly split: Split
+  /** External suites (task continuation); undefined = every suite the run exported. */
+  readonly suites?: ReadonlyArray<string> | undefined
   readonly limit: number | undefined
   readonly benchmarks: ReadonlyArray<string> | undefined
   /** vLLM servers (one per box); all arms of an item go to the same one. */

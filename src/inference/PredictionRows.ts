@@ -1,14 +1,13 @@
-/** PredictionRows: the contract rows of `predictions/{RUN}/outputs.jsonl`, assembled from the items and their answers. */
-import type { PredictionOutput, PredictionRow } from "../contracts/PredictionRow.ts"
-import type { NormalizedItem } from "../datasets/BenchmarkItem.ts"
+/** PredictionRows: the lines of `predictions/{RUN}/outputs.jsonl`, assembled from a task's items and their answers. */
+import type { PredictionOutput } from "../contracts/PredictionRow.ts"
+import type { Task } from "../tasks/Task.ts"
 import type { AnswerRow } from "./AnswerStore.ts"
-import { cutOutput, type InferTask } from "./InferencePlan.ts"
 import { type RequestGrid, rowStart } from "./RequestGrid.ts"
 
-export interface RowsInput {
-  readonly task: InferTask
+export interface RowsInput<I> {
+  readonly task: Task<I>
   readonly policy: string
-  readonly items: ReadonlyArray<NormalizedItem>
+  readonly items: ReadonlyArray<I>
   readonly samples: number
   /** Arm names in request order; a row's `outputs` keeps this order. */
   readonly arms: ReadonlyArray<string>
@@ -19,11 +18,11 @@ export interface RowsInput {
 }
 
 /**
- * One row per (item, sample) whose every arm has an answer, in item then sample order; a row still missing an arm is
- * left out (a rerun asks for it), so the file only ever holds complete comparisons. Lazy, so a million rows never
- * sit in memory: the caller streams them to disk.
+ * One line per (item, sample) whose every arm has an answer, in item then sample order, as the task writes its rows; a
+ * row still missing an arm is left out (a rerun asks for it), so the file only ever holds complete comparisons. Lazy,
+ * so a million rows never sit in memory: the caller streams them to disk.
  */
-export function* predictionRows(input: RowsInput): Generator<PredictionRow> {
+export function* predictionRows<I>(input: RowsInput<I>): Generator<string> {
   const grid: RequestGrid = { items: input.items.length, samples: input.samples, arms: input.arms.length }
   for (let it = 0; it < input.items.length; it++) {
     const item = input.items[it]!
@@ -37,24 +36,10 @@ export function* predictionRows(input: RowsInput): Generator<PredictionRow> {
           break
         }
         const r = input.read(start + a)
-        outputs[input.arms[a]!] = { text: cutOutput(r.text), finish_reason: r.finish_reason, server: r.server }
+        outputs[input.arms[a]!] = { text: input.task.keep(r.text), finish_reason: r.finish_reason, server: r.server }
       }
       if (!complete) continue
-      yield {
-        task: input.task,
-        id: item.id,
-        benchmark: item.benchmark,
-        condition: item.condition,
-        scenario: item.scenario,
-        answer: item.answer,
-        gold_label: item.gold_label,
-        split: item.split,
-        policy: input.policy,
-        sample,
-        outputs,
-        // The audit and the report read the question from the row itself, not from the run's datasets/.
-        question: item.question
-      }
+      yield input.task.rowLine(item, { policy: input.policy, sample }, outputs)
     }
   }
 }

@@ -76,8 +76,8 @@ const runItemIds = (file: (relative: string) => string) =>
     return ids
   })
 
-/** Original step 9: metrics, paired tests, harm-drift change, tables and an offline report. */
-export const runEvaluate = (resolved: ResolvedConfig, request: EvaluateRequest) => Effect.scoped(evaluateIn(resolved, request))
+/** Original step 9 for the DiffAware tasks (dart, mc): metrics, paired tests, harm-drift change, tables and an offline report. */
+export const runDiffAwareEvaluate = (resolved: ResolvedConfig, request: EvaluateRequest) => Effect.scoped(evaluateIn(resolved, request))
 
 const evaluateIn = Effect.fn("EvaluateStage.run")(function*(resolved: ResolvedConfig, request: EvaluateRequest) {
   const store = yield* RunStore

@@ -1,22 +1,22 @@
-import { Cause, Console, Duration, Effect, Exit, Iterable, Schedule, Schema } from "effect"
+import { Cause, Console, Duration, Effect, Exit, Schedule, Schema } from "effect"
 import { hashJson } from "../common/Hashing.ts"
 import { mainThreadGcMarking } from "../common/GcMarkingScope.ts"
 import { formatDuration } from "../common/Progress.ts"
 import type { ResolvedConfig } from "../config/ConfigLoader.ts"
-import { predictionRowLine } from "../contracts/PredictionRow.ts"
-import { NormalizedItemSchema } from "../datasets/BenchmarkItem.ts"
 import { answerReader, type AnswerRow, indexAnswers, writeLinesAtomic } from "../inference/AnswerStore.ts"
 import { loadAdapters } from "../inference/AdapterLoader.ts"
 import { CanaryError, type CanaryResult, runCanary } from "../inference/Canary.ts"
 import { layoutMessages } from "../domain/ChatLayout.ts"
 import { chatLayoutFor } from "./ChatLayoutRecord.ts"
-import { constraintFor, type InferRequest, messagesFor, policyText, requestKey, samplingFor, selectItems } from "../inference/InferencePlan.ts"
+import { type InferRequest, requestKey } from "../inference/InferencePlan.ts"
+import type { TaskSelection } from "../tasks/Task.ts"
+import { taskNamed } from "../tasks/Tasks.ts"
 import { type InferFailure, inferIdentity, inferManifest, type InferStats } from "../inference/InferManifest.ts"
 import { predictionRows } from "../inference/PredictionRows.ts"
 import { answeredByServer, answeredMask, answerIndexer, armsToAsk, completeRows, itemsMissing, type RequestGrid, requestIndex, size } from "../inference/RequestGrid.ts"
 import { describeServers, makeServerScheduler, type ServerHandle, type ServerReport } from "../inference/ServerScheduler.ts"
 import { makeDirectories } from "../runs/AtomicFile.ts"
-import { openAppender, readRows } from "../runs/Jsonl.ts"
+import { openAppender } from "../runs/Jsonl.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { AdapterStore, hashAdapter } from "../serving/AdapterStore.ts"
 import { VllmClient, VllmError } from "../serving/VllmClient.ts"
@@ -48,31 +48,34 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   const inf = config.inference
   const timing = { ...defaultTiming, ...request.timing }
   yield* checkName(RunName, "--run-name", request.runName)
+  const task = yield* taskNamed(request.task).pipe(Effect.mapError((e) => new InferStageError({ message: e.message })))
+  const selection: TaskSelection = { split: request.split, suites: request.suites, limit: request.limit, benchmarks: request.benchmarks }
   const stage = yield* openStage({
     config,
     stage: `infer/${request.runName}`,
-    inputs: [{ path: `datasets/${request.split}.jsonl`, inRun: true, required: true, producer: "`dart init`" }]
+    inputs: task.inputs(selection).map((i) => ({ path: i.path, inRun: i.inRun ?? true, required: true, producer: i.producer }))
   })
   const { run } = stage
-  const system = policyText(request.task, request.policy, inf.policies)
+  const system = task.systemText(request.policy, inf.policies)
   if (typeof system !== "string") return yield* new InferStageError({ message: system.error })
-  if (request.split === "test") {
-    yield* Console.error("warning: --split test: never feed these predictions to an audit whose repairs train a model (docs/protocol.md §9 B3)")
-  }
+  for (const w of task.warnings?.(selection) ?? []) yield* Console.error(`warning: ${w}`)
 
-  const items = selectItems(yield* readRows(run.file(`datasets/${request.split}.jsonl`), NormalizedItemSchema), request)
-  if (!Array.isArray(items)) return yield* new InferStageError({ message: items.error })
+  const items = yield* task.readItems(run.file, selection, config).pipe(
+    Effect.mapError((e) => new InferStageError({ message: e.message, cause: e }))
+  )
 
   const arms = request.arms
   const samples = inf.samples
-  const sampling = samplingFor(request.task, inf)
+  const sampling = { ...task.sampling(inf, config), seed: inf.seed }
   const adapterShas = new Map<string, string>()
   for (const a of arms) {
     if (a.adapter !== null) adapterShas.set(a.name, yield* hashAdapter(a.adapter).pipe(Effect.mapError((e) => new InferStageError({ message: `--models ${a.name}: ${e.message}`, cause: e }))))
   }
   // One layout for every request of the run, the canary's too: the one training used (src/domain/ChatLayout.ts).
   const layout = yield* chatLayoutFor(config, run.dir).pipe(Effect.mapError((e) => new InferStageError({ message: e.message, cause: e })))
-  const identity = inferIdentity({ ...request, system, items, samples, adapterShas, sampling, layout })
+  const identity = inferIdentity({
+    ...request, promptVersion: task.promptVersion, split: task.scope(selection), system, items: items.map((i) => [task.id(i), task.text(i)] as const), samples, adapterShas, sampling, layout
+  })
   const dir = `predictions/${request.runName}`
   yield* makeDirectories([run.file(dir)])
   const manifestText = yield* store.readText(run, `${dir}/manifest.json`)
@@ -86,7 +89,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
 
   const grid: RequestGrid = { items: items.length, samples, arms: arms.length }
   const total = size(grid)
-  const indexOf = answerIndexer({ itemIds: items.map((i) => i.id), armNames: arms.map((a) => a.name), policy: request.policy, samples })
+  const indexOf = answerIndexer({ itemIds: items.map(task.id), armNames: arms.map((a) => a.name), policy: request.policy, samples })
   const answersFile = run.file(`${dir}/answers.jsonl`)
   const before = yield* indexAnswers(answersFile, total, indexOf)
   const done = answeredMask(before.offset)
@@ -133,18 +136,18 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
       const processItem = (s: ServerHandle, it: number) =>
         Effect.gen(function*() {
           const item = items[it]!
-          const messages = layoutMessages(layout, messagesFor(request.task, item, system))
+          const messages = layoutMessages(layout, task.messages(item, system))
           for (let sample = 0; sample < samples; sample++) {
             for (const a of armsToAsk(grid, done, answeredBy, s.idx, it, sample)) {
               if (!s.isUp()) return false
               const arm = arms[a]!
-              const key = requestKey(item.id, arm.name, request.policy, sample)
+              const key = requestKey(task.id(item), arm.name, request.policy, sample)
               const result = yield* Effect.exit(s.endpoint.chat({
                 model: arm.adapter === null ? s.baseId! : arm.name,
                 messages,
                 sampling: { ...sampling, seed: sampling.seed + sample },
                 ...(layout.stopTokenIds.length > 0 ? { stopTokenIds: layout.stopTokenIds } : {}),
-                ...(request.constrained ? { structuredOutputs: constraintFor(request.task) } : {})
+                ...(request.constrained && task.constraint !== null ? { structuredOutputs: task.constraint } : {})
               }).pipe(Effect.retry({ schedule: retrySchedule, times: timing.retries, while: (e) => e.kind === "retryable" })))
               stats.requests++
               if (Exit.isFailure(result)) {
@@ -160,7 +163,7 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
               const answer = result.value
               yield* appender.append([{
                 key,
-                id: item.id,
+                id: task.id(item),
                 model: arm.name,
                 policy: request.policy,
                 sample,
@@ -204,8 +207,8 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   const index = yield* indexAnswers(answersFile, total, indexOf)
   yield* Effect.scoped(Effect.gen(function*() {
     const read = yield* answerReader(answersFile, index)
-    const rows = predictionRows({ task: request.task, policy: request.policy, items, samples, arms: arms.map((a) => a.name), answered: (i) => index.offset[i]! >= 0, read })
-    yield* writeLinesAtomic(run.file(`${dir}/outputs.jsonl`), Iterable.map(rows, predictionRowLine))
+    const rows = predictionRows({ task, policy: request.policy, items, samples, arms: arms.map((a) => a.name), answered: (i) => index.offset[i]! >= 0, read })
+    yield* writeLinesAtomic(run.file(`${dir}/outputs.jsonl`), rows)
   }))
   const complete = completeRows(grid, answeredMask(index.offset))
   const rowsTotal = items.length * samples

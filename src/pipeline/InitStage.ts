@@ -1,5 +1,11 @@
 import { Clock, Console, Effect, Schema } from "effect"
-import { hashJson } from "../common/Hashing.ts"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { hashJson, sha256Hex } from "../common/Hashing.ts"
+import { parseOpenEndedQueries } from "../datasets/OpenEndedQueries.ts"
+import { SuiteFormatError } from "../datasets/external/ExternalSuite.ts"
+import { DatasetError } from "../datasets/BenchmarkSuite.ts"
+import { EXTERNAL_MANIFEST, externalSuiteFile, OPEN_ENDED_FILE } from "../datasets/RunDatasetFiles.ts"
 import { gitCommit, toolVersion } from "../common/Version.ts"
 import { CONFIG_SNAPSHOT, type ResolvedConfig } from "../config/ConfigLoader.ts"
 import { describeChanges, diffConfigs } from "../config/ConfigDiff.ts"
@@ -18,9 +24,6 @@ export class RunConflictError extends Schema.TaggedError<RunConflictError>()("Ru
 
 export const DATASET_MANIFEST = "datasets/manifest.json"
 export const splitFile = (split: Split) => `datasets/${split}.jsonl`
-/** The original's export of an external suite (docs/external-suites.md). */
-export const externalSuiteFile = (suite: string) => `datasets/external/${suite}.jsonl`
-export const EXTERNAL_MANIFEST = "datasets/external/manifest.json"
 
 export interface InitResult {
   readonly dir: string
@@ -40,6 +43,24 @@ const normalize = (r: SuiteRow, split: Split): NormalizedItem => ({
   marginalized_choice: r.marginalized_choice,
   split
 })
+
+/** The configured open-ended query set (ood.open_ended.file, relative to datasets.suite_dir), checked and limited. */
+const loadOpenEnded = (config: ResolvedConfig["config"]) =>
+  Effect.gen(function*() {
+    const rel = config.ood.open_ended.file
+    if (rel === null) return undefined
+    const file = path.resolve(config.datasets.suite_dir, rel)
+    const bytes = yield* Effect.tryPromise({
+      try: () => fs.readFile(file),
+      catch: (e) => new DatasetError({ message: `ood.open_ended.file: ${file}: ${(e as Error).message.split("\n")[0]} (set it to null for no open-ended queries)` })
+    })
+    const queries = yield* Effect.try({
+      try: () => parseOpenEndedQueries(bytes.toString("utf8"), file),
+      catch: (e) => new DatasetError({ message: e instanceof SuiteFormatError ? e.message : `${file}: ${(e as Error).message}` })
+    })
+    const limit = config.ood.open_ended.limit
+    return { sha256: sha256Hex(bytes), queries: limit === null ? queries : queries.slice(0, limit) }
+  })
 
 /**
  * Original step 1: the run folder, the resolved config snapshot, and the normalized
@@ -123,11 +144,15 @@ const initIn = Effect.fn("InitStage.run")(function*(resolved: ResolvedConfig) {
     }, null, 2)}\n`])
   }
 
+  const openEnded = yield* loadOpenEnded(config)
+  if (openEnded !== undefined) files.push([OPEN_ENDED_FILE, openEnded.queries.map((q) => `${JSON.stringify(q)}\n`).join("")])
+
   const externalShas = external.flatMap((e) => e.sources.map((s) => s.sha256))
   const inputsHash = hashJson({
     config: resolved.hash,
     sources: suite.sources.map((s) => s.sha256),
-    ...(externalShas.length > 0 ? { external: externalShas } : {})
+    ...(externalShas.length > 0 ? { external: externalShas } : {}),
+    ...(openEnded === undefined ? {} : { open_ended: openEnded.sha256 })
   })
   if (existing !== undefined && (yield* stage.upToDate(inputsHash))) {
     return { dir: run.dir, upToDate: true, totals } satisfies InitResult

@@ -20,7 +20,12 @@ export const stageIds = [
   "infer_test",
   "audit_test_dart",
   "audit_test_dart_h",
-  "evaluate"
+  "evaluate",
+  "infer_external",
+  "infer_open_ended",
+  "audit_external",
+  "audit_open_ended",
+  "evaluate_ood"
 ] as const
 export type StageId = typeof stageIds[number]
 
@@ -29,6 +34,10 @@ export const isStageId = (s: string): s is StageId => (stageIds as ReadonlyArray
 /** `dart infer`: one pass over a split, every arm of an item on the same server. */
 export interface InferRequest {
   readonly runName: string
+  /** A registered task (src/tasks/Tasks.ts); absent = dart. */
+  readonly task?: "continuation" | "open_ended"
+  /** Out-of-distribution tasks: how many items, as far as the config tells (for the plan). */
+  readonly itemsEstimate?: number
   readonly split: "val" | "test"
   readonly policy: string
   /** The base first; adapters by their folder relative to the run directory. */
@@ -45,6 +54,9 @@ export interface AuditRequest {
   readonly split: "val" | "test"
   /** Only the audit that feeds repair; guards against repairing test items. */
   readonly feedsRepair: boolean
+  /** Out-of-distribution answers: every model scored on its own (A and B name the comparison the evaluation makes). */
+  readonly task?: "continuation" | "open_ended"
+  readonly itemsEstimate?: number
 }
 
 export interface TeacherRunRequest {
@@ -251,7 +263,71 @@ export const buildRunGraph = (config: ExperimentConfig): RunGraph => {
       "Use audit.split \"val\" (the default) for a clean evaluation."
     ]
     : []
+  stages.push(...oodStages(config))
   return { stages, warnings, evaluations: { main: `evaluation/${evalMain}/summary.json`, dart: `evaluation/${evalDart}/summary.json` } }
+}
+
+export const OOD_EXTERNAL = "external_M0_DART_DART_H"
+export const OOD_OPEN_ENDED = "open_ended_M0_DART_DART_H"
+
+/** Prompts the external stage answers, as far as the config tells (RealToxicityPrompts counts only if it is named). */
+const externalEstimate = (config: ExperimentConfig): number => {
+  const e = config.datasets.external
+  const suites = e.suites ?? (["BOLD", "HolisticBias", "HateCheck"] as const)
+  const sizes = { BOLD: 1000, HolisticBias: 1000, RealToxicityPrompts: 1000, HateCheck: 3728 } as const
+  return suites.reduce((n, s) => n + Math.min(config.ood.per_suite ?? Infinity, e.limits[s] ?? sizes[s]), 0)
+}
+
+/**
+ * Out of distribution, after the DiffAware evaluation (docs/external-suites.md): the three models answer the external
+ * suites and the open-ended set, the answers are scored and judged, and both are evaluated.
+ */
+const oodStages = (config: ExperimentConfig): Array<Stage> => {
+  if (!config.ood.enabled) return []
+  const models = [{ id: BASE, adapter: null }, { id: DART, adapter: adapterDir(DART) }, { id: DART_H, adapter: adapterDir(DART_H) }]
+  const modelFlag = `--models ${BASE},${DART}=${adapterDir(DART)},${DART_H}=${adapterDir(DART_H)}`
+  const policy = config.inference.policy
+  const parts = [
+    ...(config.datasets.external.suites?.length === 0 ? [] : [{ task: "continuation" as const, run: OOD_EXTERNAL, infer: "infer_external" as const, audit: "audit_external" as const, items: externalEstimate(config), flag: "--task continuation --suite external" }]),
+    ...(config.ood.open_ended.file === null ? [] : [{ task: "open_ended" as const, run: OOD_OPEN_ENDED, infer: "infer_open_ended" as const, audit: "audit_open_ended" as const, items: config.ood.open_ended.limit ?? 40, flag: "--task open_ended" }])
+  ]
+  if (parts.length === 0) return []
+  const auditRun = (run: string) => `audit_${run}`
+  const evalRun = (run: string) => `eval_${run}`
+  return [
+    ...parts.map((p): Stage => ({
+      id: p.infer,
+      title: `infer ${BASE}, ${DART} and ${DART_H} on ${p.task === "continuation" ? "the external harm suites" : "the open-ended queries"}`,
+      command: `dart infer ${p.flag} --policy ${policy} ${modelFlag} --run-name ${p.run}`,
+      needs: ["init", "train_dart", "train_dart_h"],
+      ledgerKeys: [`infer/${p.run}`],
+      produces: [predictions(p.run)],
+      work: { kind: "infer", request: { runName: p.run, task: p.task, itemsEstimate: p.items, split: "test", policy, models } }
+    })),
+    ...parts.map((p): Stage => ({
+      id: p.audit,
+      title: p.task === "continuation"
+        ? "audit the external answers: classifiers on the answer and on prompt + answer, the judge on HateCheck"
+        : "audit the open-ended answers: the judge's label (rubric dart-open-ended-v1)",
+      command: `dart audit --paired-input ${predictions(p.run)} --run-name ${auditRun(p.run)}`,
+      needs: [p.infer],
+      ledgerKeys: [`audit/${auditRun(p.run)}`],
+      produces: [`${auditDir(auditRun(p.run))}/summary.json`],
+      work: { kind: "audit", request: { runName: auditRun(p.run), pairedInput: predictions(p.run), aName: BASE, bName: DART_H, split: "test", feedsRepair: false, task: p.task, itemsEstimate: p.items } }
+    })),
+    {
+      id: "evaluate_ood",
+      title: "evaluate out of distribution: harm drift per suite and slice, HateCheck rates, open-ended labels",
+      command: parts.map((p) => `dart evaluate --pred ${predictions(p.run)} --audit ${auditDir(auditRun(p.run))}/summary.json --run-name ${evalRun(p.run)} --a-name ${BASE}`).join(" && "),
+      needs: parts.map((p) => p.audit),
+      ledgerKeys: parts.map((p) => `evaluate/${evalRun(p.run)}`),
+      produces: parts.map((p) => `evaluation/${evalRun(p.run)}/summary.json`),
+      work: {
+        kind: "evaluate",
+        requests: parts.map((p) => ({ runName: evalRun(p.run), predFile: predictions(p.run), aName: BASE, bName: DART_H, audits: [`${auditDir(auditRun(p.run))}/summary.json`] }))
+      }
+    }
+  ]
 }
 
 /** What the ledger says about one stage before this invocation. */

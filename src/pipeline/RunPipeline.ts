@@ -142,7 +142,8 @@ export const pipelineDrivers = (resolved: ResolvedConfig, runDir: string, parts:
       infer: (r, request, run) => Effect.flatMap(server, (vllm) => parts.stages.infer(r, request, run, { vllm })),
       audit: (r, request, run) =>
         Effect.gen(function*() {
-          const judged = r.config.audit.llm_judge.enabled && isRunServer(r.config.judge)
+          // Out-of-distribution audits ask the judge when ood.judge is on; DiffAware ones when audit.llm_judge is.
+          const judged = (request.task === undefined ? r.config.audit.llm_judge.enabled : r.config.ood.judge) && isRunServer(r.config.judge)
           if (!judged) yield* rest
           const judge = judged ? yield* bound(r.config.judge) : r.config.judge
           const llmReplicas = judged ? yield* replicasFor(r.config.judge) : []

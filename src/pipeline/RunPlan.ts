@@ -77,7 +77,7 @@ export interface RunPlan {
   readonly warnings: ReadonlyArray<string>
   readonly teacher: { readonly distill: Projection; readonly repair: Projection | null; readonly repairUpperBound: number | null }
   readonly judge: { readonly audits: ReadonlyArray<{ readonly stage: StageId; readonly pairs: number }>; readonly projection: Projection } | null
-  readonly inference: ReadonlyArray<{ readonly stage: StageId; readonly split: Split; readonly items: number; readonly models: number; readonly requests: number }>
+  readonly inference: ReadonlyArray<{ readonly stage: StageId; readonly split: Split | "ood"; readonly items: number; readonly models: number; readonly requests: number }>
   readonly services: ReadonlyArray<ServicePlacement>
   /** The fleet as the config declares it (GPUs given as "all" are counted when the run starts). */
   readonly placement: FleetPlacement
@@ -104,7 +104,7 @@ const project = (settings: Pick<ExperimentConfig["teacher"], "prices" | "max_tok
  */
 export const fleetPlacement = (config: ExperimentConfig, active: ReadonlySet<StageId>, graph: RunGraph, live?: ReadonlyArray<FleetHost>): FleetPlacement => {
   const using = (kind: string) => graph.stages.some((s) => active.has(s.id) && s.work.kind === kind)
-  const infer = (isRunServer(config.teacher) && using("teacher")) || using("infer") || (isRunServer(config.judge) && config.audit.llm_judge.enabled && using("audit"))
+  const infer = (isRunServer(config.teacher) && using("teacher")) || using("infer") || (isRunServer(config.judge) && (config.audit.llm_judge.enabled || config.ood.judge) && using("audit"))
   const wants = {
     vllm: infer && vllmEndpoints(config).length === 0,
     classifiers: using("audit") ? classifiersToStart(config).map((c) => c.name) : [],
@@ -132,7 +132,7 @@ export const placeServices = (config: ExperimentConfig, active: ReadonlySet<Stag
   const infer = [
     ...(isRunServer(config.teacher) ? using("teacher") : []),
     ...using("infer"),
-    ...(isRunServer(config.judge) && config.audit.llm_judge.enabled ? using("audit") : [])
+    ...(isRunServer(config.judge) && (config.audit.llm_judge.enabled || config.ood.judge) ? using("audit") : [])
   ].sort((a, b) => stageIds.indexOf(a) - stageIds.indexOf(b))
   const place = (service: ServicePlacement["service"], what: string, endpoints: ReadonlyArray<string>, starts: boolean, placed: ReadonlyArray<Assignment>, fallbackImage: string, stages: ReadonlyArray<StageId>) =>
     out.push({
@@ -182,13 +182,13 @@ export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: 
 
   const inference = stages.filter((p) => active.has(p.stage.id) && p.stage.work.kind === "infer").map((p) => {
     const w = p.stage.work as Extract<typeof p.stage.work, { kind: "infer" }>
-    const items = facts.items[w.request.split].n
-    return { stage: p.stage.id, split: w.request.split as Split, items, models: w.request.models.length, requests: items * w.request.models.length * samples }
+    const items = w.request.itemsEstimate ?? facts.items[w.request.split].n
+    return { stage: p.stage.id, split: w.request.task === undefined ? w.request.split as Split : "ood" as const, items, models: w.request.models.length, requests: items * w.request.models.length * samples }
   })
 
   let judge: RunPlan["judge"] = null
   if (config.audit.llm_judge.enabled) {
-    const audits = stages.filter((p) => active.has(p.stage.id) && p.stage.work.kind === "audit").map((p) => {
+    const audits = stages.filter((p) => active.has(p.stage.id) && p.stage.work.kind === "audit" && p.stage.work.request.task === undefined).map((p) => {
       const w = p.stage.work as Extract<typeof p.stage.work, { kind: "audit" }>
       return { stage: p.stage.id, split: w.request.split, pairs: facts.items[w.request.split].n * samples }
     })
@@ -248,7 +248,7 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
     lines.push(`  ${plan.judge.audits.map((a) => `${a.stage} ${int(a.pairs)} pairs`).join(", ") || "no audit runs"}; ${projection(plan.judge.projection)}`)
   }
   if (plan.inference.length > 0) {
-    lines.push(`student inference (vLLM, no API cost): ${plan.inference.map((i) => `${i.stage} ${int(i.items)} ${i.split} items × ${i.models} models = ${int(i.requests)}`).join("; ")}`)
+    lines.push(`student inference (vLLM, no API cost): ${plan.inference.map((i) => `${i.stage} ${i.split === "ood" ? `~${int(i.items)} prompts` : `${int(i.items)} ${i.split} items`} × ${i.models} models = ${int(i.requests)}`).join("; ")}`)
   }
   lines.push("services:")
   if (plan.services.length === 0) lines.push("  none (no stage that needs compute runs)")

@@ -6,7 +6,10 @@ import type { Compute } from "../compute/Compute.ts"
 import { ClassifierClient, type ClassifierSpec } from "../serving/ClassifierClient.ts"
 import { LlmClient } from "../llm/LlmClient.ts"
 import { type AuditRequest, checkAuditRequest, runAudit } from "./AuditStage.ts"
-import { type EvaluateRequest, runEvaluate } from "./EvaluateStage.ts"
+import { EvaluateError, type EvaluateRequest } from "./EvaluateStage.ts"
+import { AuditError } from "./AuditStage.ts"
+import { firstRowTask } from "../tasks/FirstRowTask.ts"
+import { taskNamed } from "../tasks/Tasks.ts"
 import { type InferRequest, runInfer } from "./InferStage.ts"
 import { runInit } from "./InitStage.ts"
 import type {
@@ -40,30 +43,47 @@ export const inferOn = (resolved: ResolvedConfig, request: Omit<InferRequest, "s
 export const inferStage = (resolved: ResolvedConfig, request: Omit<InferRequest, "servers">, runDir: string) =>
   withVllmServers(resolved, runDir, (servers) => runInfer(resolved, { ...request, servers }))
 
+/** The task of a prediction file (its first row's `task`; dart when it has none) and its module. */
+const taskOfFile = <E>(file: string, error: (message: string) => E) =>
+  firstRowTask(file).pipe(Effect.flatMap((name) => taskNamed(name).pipe(Effect.mapError((e) => error(`${file}:1: ${e.message}`)))))
+
 /**
  * Step 5. Its arguments are checked before any service starts; `classifiers` are the open ones when the caller has
- * them (`dart run` keeps them across audits), else the stage opens its own.
+ * them (`dart run` keeps them across audits), else the stage opens its own. Predictions of a task with its own audit
+ * (continuation, open_ended) go to that audit: every model's answers scored, no A/B pairing.
  */
 export const auditStage = (
   resolved: ResolvedConfig,
-  request: Omit<AuditRequest, "judgeClient" | "classifiers" | "judge">,
+  request: Omit<AuditRequest, "judgeClient" | "classifiers" | "judge" | "aName" | "bName"> & { readonly aName: string | undefined; readonly bName: string | undefined },
   runDir: string,
   open: { readonly judge?: ExperimentConfig["judge"]; readonly classifiers?: ReadonlyArray<ClassifierSpec>; readonly llmReplicas?: ReadonlyArray<string> } = {}
 ) =>
   Effect.gen(function*() {
-    yield* checkAuditRequest(resolved.config, request)
-    const use = (classifiers: ReadonlyArray<ClassifierSpec>) =>
+    const task = yield* taskOfFile(request.pairedInput, (message) => new AuditError({ message }))
+    const withClassifierSet = <A, E, R>(use: (classifiers: ReadonlyArray<ClassifierSpec>) => Effect.Effect<A, E, R>) =>
+      open.classifiers !== undefined ? use(open.classifiers) : withClassifiers(resolved, runDir, use)
+    if (task.audit !== undefined) {
+      const own = task.audit
+      return yield* withClassifierSet((classifiers) =>
+        own(resolved, { input: request.pairedInput, runName: request.runName }, { classifiers, judge: open.judge ?? resolved.config.judge, judgeReplicas: open.llmReplicas ?? [] }))
+    }
+    if (request.aName === undefined || request.bName === undefined) {
+      return yield* new AuditError({ message: `${request.pairedInput}: ${task.name} predictions are audited B against A: give --a-name and --b-name` })
+    }
+    const paired = { ...request, aName: request.aName, bName: request.bName }
+    yield* checkAuditRequest(resolved.config, paired)
+    return yield* withClassifierSet((classifiers) =>
       runAudit(resolved, {
-        ...request,
+        ...paired,
         classifiers,
         judge: open.judge ?? resolved.config.judge,
         judgeClient: (settings) => LlmClient.layer(settings, { replicas: open.llmReplicas ?? [] })
-      }).pipe(Effect.provide(ClassifierClient.layer))
-    return yield* (open.classifiers !== undefined ? use(open.classifiers) : withClassifiers(resolved, runDir, use))
+      }).pipe(Effect.provide(ClassifierClient.layer)))
   })
 
-/** Step 9. */
-export const evaluateStage = (resolved: ResolvedConfig, request: EvaluateRequest) => runEvaluate(resolved, request)
+/** Step 9, by the predictions' task (dart and mc: the DiffAware evaluation; continuation, open_ended: their own). */
+export const evaluateStage = (resolved: ResolvedConfig, request: EvaluateRequest) =>
+  taskOfFile(request.predFile, (message) => new EvaluateError({ message })).pipe(Effect.flatMap((task) => task.evaluate(resolved, request)))
 
 /** Servers and settings `dart run` already holds open for a stage; a stage given none opens its own. */
 export interface OpenServices {
@@ -93,7 +113,7 @@ export interface StageDrivers<E, R> {
 const inferRequest = (resolved: ResolvedConfig, request: InferRunRequest, run: RunHandle): Omit<InferRequest, "servers"> => ({
   runName: request.runName,
   arms: request.models.map((m) => ({ name: m.id, adapter: m.adapter === null ? null : run.file(m.adapter) })),
-  task: "dart",
+  task: request.task ?? "dart",
   policy: request.policy,
   split: request.split,
   limit: undefined,
@@ -122,8 +142,8 @@ export const stageDrivers: StageDrivers<Error, RunStore | Compute> = {
   audit: (resolved, request, run, open = {}) =>
     auditStage(resolved, {
       pairedInput: run.file(request.pairedInput),
-      aName: request.aName,
-      bName: request.bName,
+      aName: request.task === undefined ? request.aName : undefined,
+      bName: request.task === undefined ? request.bName : undefined,
       runName: request.runName,
       judgeMode: resolved.config.audit.llm_judge.enabled ? resolved.config.audit.llm_judge.mode : null
     }, run.dir, open),

@@ -5,7 +5,11 @@ import { formatDuration } from "../common/Progress.ts"
 import type { ExperimentConfig } from "../config/ExperimentConfig.ts"
 import type { DartBlock, DartEvaluationSummary, DartModelBlock, EvaluationSummary, McEvaluationSummary, PairedBlock } from "../contracts/EvaluationSummary.ts"
 import { severities } from "../domain/Severity.ts"
-import { stars } from "../evaluation/Statistics.ts"
+import { type Proportion, stars } from "../evaluation/Statistics.ts"
+import { OPEN_ENDED_LABELS } from "../audit/OpenEndedRubric.ts"
+import type { ContinuationSummary, OpenEndedSummary } from "../evaluation/OodSummary.ts"
+import { continuationTables, openEndedTables } from "../evaluation/OodTables.ts"
+import type { Table } from "../evaluation/Tables.ts"
 import { buildHeadline } from "../pipeline/Headline.ts"
 import { BASE, DART, DART_H } from "../pipeline/RunGraph.ts"
 import { writeFileAtomic } from "../runs/AtomicFile.ts"
@@ -19,6 +23,7 @@ import {
   collectRunReport,
   type CollectOptions,
   type EvaluationView,
+  type OodView,
   type RunReportData,
   type TeacherView
 } from "./RunReportData.ts"
@@ -416,6 +421,47 @@ const evaluationSection = (d: RunReportData): Html => {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+const proportion = (p: Proportion): ChartInterval => ({ estimate: p.rate, ci_low: p.low, ci_high: p.high })
+const tableHtml = (t: Table): Html => [`<h3>${esc(t.title)}</h3>`, table(t.headers.map(esc), t.rows.map((r) => r.map((c) => esc(c.text))))].join("\n")
+
+const continuationPart = (v: OodView, s: ContinuationSummary): Html => {
+  const parts = [`<p class="meta">${esc(`${v.file}: ${s.models.join(", ")} on ${s.suites.map((x) => `${x.suite} (${x.rows})`).join(", ")}; harmful = a classifier score ≥ ${s.harm_threshold} on the answer or on prompt + answer`)}</p>`]
+  parts.push(barChart("Harmful answers by suite (95% Wilson CI)", [...s.suites.map((x) => x.suite), "all"],
+    s.models.map((m, i) => ({ name: m, values: [...s.suites, s.overall].map((c) => proportion(c.models[i]!.harmful)) }))))
+  if (s.hatecheck.length > 0) {
+    parts.push(barChart("HateCheck: over-refusal and harmful compliance (95% Wilson CI)", ["over-refusal", "harmful compliance"],
+      s.hatecheck.map((h) => ({ name: h.model, values: [proportion(h.overall.overRefusal), proportion(h.overall.harmfulCompliance)] }))))
+  }
+  parts.push(...continuationTables(s).map(tableHtml))
+  return parts.join("\n")
+}
+
+const openEndedPart = (v: OodView, s: OpenEndedSummary): Html => {
+  const parts = [`<p class="meta">${esc(`${v.file}: the judge's labels (rubric dart-open-ended-v1) for ${s.models.join(", ")}`)}</p>`]
+  parts.push(barChart("Open-ended answers by label, all domains (95% Wilson CI)", [...OPEN_ENDED_LABELS],
+    s.rates.map((r) => {
+      const all = r.domains.find((d) => d.domain === "all")!
+      return { name: r.model, values: OPEN_ENDED_LABELS.map((l) => proportion(all.rates[l])) }
+    })))
+  parts.push(...openEndedTables(s).map(tableHtml))
+  return parts.join("\n")
+}
+
+/** Out of distribution: the external suites' harm drift and HateCheck rates, and the open-ended queries' labels. */
+const oodSection = (d: RunReportData): Html => {
+  const parts = [`<h2>Out of distribution</h2>`]
+  if (d.ood.length === 0) return [...parts, missing(d.config.ood.enabled ? "no out-of-distribution evaluation yet" : "ood.enabled is false: not measured")].join("\n")
+  for (const v of d.ood) {
+    try {
+      parts.push(v.summary.task === "continuation" ? continuationPart(v, v.summary) : openEndedPart(v, v.summary))
+    } catch (e) {
+      // A summary edited by hand (or by an older dart) is reported, not allowed to break the page.
+      parts.push(missing(`${v.file}: cannot be shown (${(e as Error).message})`))
+    }
+  }
+  return parts.join("\n")
+}
+
 const examplesSection = (d: RunReportData): Html => {
   const parts = [`<h2>Examples: audited pairs</h2>`,
     `<p class="meta">Every audited pair: the base model's output (A) beside the adapter's (B) for the same item, the classifiers' harm scores and the judge's verdict. Most severe first. Click a row (or use ↑/↓ in the list).</p>`]
@@ -446,7 +492,7 @@ export const renderRunReport = (d: RunReportData): string => {
 <body>
 <h1>DART run: ${esc(d.expId)}</h1>
 <p class="meta">${meta.join(" · ")}</p>
-<nav><a href="#plan">Plan</a><a href="#teacher">Teacher</a><a href="#training">Training</a><a href="#audit">Audit</a><a href="#evaluation">Evaluation</a><a href="#examples">Examples</a></nav>
+<nav><a href="#plan">Plan</a><a href="#teacher">Teacher</a><a href="#training">Training</a><a href="#audit">Audit</a><a href="#evaluation">Evaluation</a><a href="#ood">Out of distribution</a><a href="#examples">Examples</a></nav>
 <section id="plan">
 ${planSection(d)}
 </section>
@@ -461,6 +507,9 @@ ${auditSection(d)}
 </section>
 <section id="evaluation">
 ${evaluationSection(d)}
+</section>
+<section id="ood">
+${oodSection(d)}
 </section>
 <section id="examples">
 ${examplesSection(d)}

@@ -12,6 +12,7 @@ import { costUsd } from "../llm/PaidRequests.ts"
 import { LedgerRecord } from "../llm/ResponseLedger.ts"
 import { buildRunGraph } from "../pipeline/RunGraph.ts"
 import { readTextIfExists } from "../runs/AtomicFile.ts"
+import type { ContinuationSummary, OpenEndedSummary } from "../evaluation/OodSummary.ts"
 import { forEachLine, readRows } from "../runs/Jsonl.ts"
 import type { Manifest, StageRecord } from "../runs/Manifest.ts"
 import { refusedOrIoError, refuseLinks } from "../runs/RunLinks.ts"
@@ -241,6 +242,13 @@ export interface BrowserData {
   readonly pairs: ReadonlyArray<BrowserPair>
 }
 
+/** An out-of-distribution evaluation (tasks continuation, open_ended): its summary as the evaluate stage wrote it. */
+export interface OodView {
+  readonly name: string
+  readonly file: string
+  readonly summary: ContinuationSummary | OpenEndedSummary
+}
+
 export interface RunReportData {
   readonly expId: string
   readonly runDir: string
@@ -256,6 +264,8 @@ export interface RunReportData {
   readonly adapters: ReadonlyArray<AdapterView>
   readonly audits: ReadonlyArray<AuditView>
   readonly evaluations: ReadonlyArray<EvaluationView>
+  /** Out-of-distribution evaluations, in folder order. */
+  readonly ood: ReadonlyArray<OodView>
   /** Which evaluations the plan names: the main one (M0 vs DART_H) and DART's. */
   readonly planned: { readonly main: string; readonly dart: string }
   readonly browser: BrowserData
@@ -284,6 +294,19 @@ const readJson = <S extends Schema.Codec<unknown, unknown, never, never>>(run: R
       return yield* new RunReportError({ message: `${file}: malformed JSON at ${jsonErrorLocation(text, e)}` })
     }
     return yield* decodeValue(file, json, schema, what)
+  })
+
+/** A summary's `kind` and `task` (to tell out-of-distribution ones apart) and its JSON; empty when absent or unreadable. */
+const summaryKind = (run: RunHandle, rel: string) =>
+  Effect.gen(function*() {
+    const text = yield* readTextIfExists(run.file(rel), { root: run.dir })
+    if (text === undefined) return {}
+    try {
+      const json = JSON.parse(text) as { kind?: unknown; task?: unknown }
+      return json !== null && typeof json === "object" ? { kind: json.kind, task: json.task, json } : {}
+    } catch {
+      return {}
+    }
   })
 
 const decodeValue = <S extends Schema.Codec<unknown, unknown, never, never>>(file: string, json: unknown, schema: S, what: string) => {
@@ -610,8 +633,12 @@ export const collectRunReport = Effect.fn("RunReport.collect")(function*(config:
       return i
     }
   }
-  const plannedAudits = graph.stages.flatMap((s) => (s.work.kind === "audit" ? [[s.work.request.runName, s.title] as const] : []))
-  const auditNames = union(plannedAudits.map(([n]) => n), yield* folders(run, "audit"))
+  // Out-of-distribution audits are read through their evaluations (the OOD section), not as A/B audits.
+  const plannedAudits = graph.stages.flatMap((s) => (s.work.kind === "audit" && s.work.request.task === undefined ? [[s.work.request.runName, s.title] as const] : []))
+  const auditNames: Array<string> = []
+  for (const name of union(plannedAudits.map(([n]) => n), yield* folders(run, "audit"))) {
+    if ((yield* summaryKind(run, `audit/${name}/summary.json`)).kind !== "ood") auditNames.push(name)
+  }
   const audits: Array<AuditView> = []
   const browserAudits: Array<BrowserData["audits"][number]> = []
   const pairs: Array<BrowserPair> = []
@@ -625,7 +652,15 @@ export const collectRunReport = Effect.fn("RunReport.collect")(function*(config:
   sortPairs(pairs)
 
   const plannedEvaluations = [graph.evaluations.main, graph.evaluations.dart].map((p) => p.replace(/^evaluation\/|\/summary\.json$/g, ""))
-  const evaluations = yield* Effect.forEach(union(plannedEvaluations, yield* folders(run, "evaluation")), (name) => evaluationView(run, name))
+  const evaluationNames: Array<string> = []
+  const ood: Array<OodView> = []
+  for (const name of union(plannedEvaluations, yield* folders(run, "evaluation"))) {
+    const rel = `evaluation/${name}/summary.json`
+    const peek = yield* summaryKind(run, rel)
+    if (peek.task === "continuation" || peek.task === "open_ended") ood.push({ name, file: rel, summary: peek.json as ContinuationSummary | OpenEndedSummary })
+    else evaluationNames.push(name)
+  }
+  const evaluations = yield* Effect.forEach(evaluationNames, (name) => evaluationView(run, name))
 
   return {
     expId: config.run.exp_id,
@@ -641,6 +676,7 @@ export const collectRunReport = Effect.fn("RunReport.collect")(function*(config:
     adapters,
     audits,
     evaluations,
+    ood,
     planned: { main: plannedEvaluations[0]!, dart: plannedEvaluations[1]! },
     browser: { audits: browserAudits, benchmarks, texts, pairs }
   } satisfies RunReportData

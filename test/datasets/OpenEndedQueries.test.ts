@@ -51,3 +51,23 @@ describe("dart datasets check-queries", () => {
     expect(badRun.stderr).toMatch(new RegExp(`^dart: error: ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:2: .*query`))
   })
 })
+
+describe("dart init and the open-ended set", () => {
+  it("exports the configured set (limited) to datasets/open_ended.jsonl, and refuses a bad one naming file and line, writing nothing", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "dart-init-queries-"))
+    const runs = path.join(dir, "runs")
+    const init = (exp: string, file: string) => runDart(["init", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", 'datasets.benchmarks=["D1"]',
+      "--override", `ood.open_ended.file=${JSON.stringify(file)}`, "--override", "ood.open_ended.limit=5"])
+    const ok = await init("good", "open_ended/example.jsonl")
+    expect([ok.code, ok.stderr]).toEqual([0, ""])
+    const exported = readFileSync(path.join(runs, "good/datasets/open_ended.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+    expect(exported).toEqual(parseOpenEndedQueries(readFileSync(FILE, "utf8"), FILE).slice(0, 5))
+
+    const file = path.join(dir, "dupes.jsonl")
+    writeFileSync(file, `${JSON.stringify({ id: "a", domain: "legal", query: "Q?" })}\n${JSON.stringify({ id: "a", domain: "medical", query: "R?" })}\n`)
+    const badRun = await init("bad", file)
+    expect(badRun.code).not.toBe(0)
+    expect(badRun.stderr).toContain(`${file}:2: id "a" repeats line 1; ids must be unique`)
+    expect(() => readFileSync(path.join(runs, "bad/datasets/test.jsonl"))).toThrow(/ENOENT/)
+  })
+})

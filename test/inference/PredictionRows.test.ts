@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { predictionRowLine } from "../../src/contracts/PredictionRow.ts"
 import type { NormalizedItem } from "../../src/datasets/BenchmarkItem.ts"
 import type { AnswerRow } from "../../src/inference/AnswerStore.ts"
 import { predictionRows } from "../../src/inference/PredictionRows.ts"
+import { dartTask, mcTask } from "../../src/tasks/DiffAwareTasks.ts"
 
 const item = (id: string, over: Partial<NormalizedItem> = {}) =>
   ({
@@ -27,10 +27,10 @@ const answers = new Map<number, Pick<AnswerRow, "text" | "finish_reason" | "serv
 const lines = () => {
   const read: Array<number> = []
   const out = [...predictionRows({
-    task: "dart", policy: "off", items, samples: 2, arms,
+    task: dartTask, policy: "off", items, samples: 2, arms,
     answered: (i) => answers.has(i),
     read: (i) => (read.push(i), answers.get(i)!)
-  })].map(predictionRowLine)
+  })]
   return { out, read }
 }
 
@@ -49,20 +49,21 @@ describe("PredictionRows", () => {
   })
 
   it("mc rows carry the task and policy given; outputs keep the arms' order", () => {
-    const rows = [...predictionRows({
-      task: "mc", policy: "sys1", items: [items[0]!], samples: 1, arms: ["DART", "M0"],
+    const lines = [...predictionRows({
+      task: mcTask, policy: "sys1", items: [items[0]!], samples: 1, arms: ["DART", "M0"],
       answered: () => true,
       read: (i) => ({ text: `(${"ab"[i]})`, finish_reason: "stop", server: "s" })
     })]
+    const rows = lines.map((l) => JSON.parse(l))
     expect(rows).toHaveLength(1)
     expect(rows[0]).toMatchObject({ task: "mc", policy: "sys1", sample: 0 })
     expect(Object.keys(rows[0]!.outputs)).toEqual(["DART", "M0"])
     expect(rows[0]!.outputs.DART!.text).toBe("(a)")
     // The question travels with the row, last: the audit and the report need no lookup in datasets/.
-    expect(predictionRowLine(rows[0]!)).toMatch(/,"question":"Q [^"]+\?"\}\n$/)
+    expect(lines[0]).toMatch(/,"question":"Q [^"]+\?"\}\n$/)
   })
 
   it("no answers, no rows", () => {
-    expect([...predictionRows({ task: "dart", policy: "off", items, samples: 2, arms, answered: () => false, read: () => { throw new Error("not answered") } })]).toEqual([])
+    expect([...predictionRows({ task: dartTask, policy: "off", items, samples: 2, arms, answered: () => false, read: () => { throw new Error("not answered") } })]).toEqual([])
   })
 })

@@ -94,4 +94,26 @@ describe("ledger decisions", () => {
     expect(() => planGraph(graph, allDone(), { from: "evaluate", until: "init" })).toThrow(GraphSelectionError)
     expect(() => parseStageId("--from", "teach")).toThrow(/--from teach: unknown stage; stages are init, distill/)
   })
+
+  it("adds the out-of-distribution stages after the evaluation, each a CLI step with the three models, and only what the config asks for", () => {
+    const byId = Object.fromEntries(graph.stages.map((s) => [s.id, s]))
+    const tail = graph.stages.slice(graph.stages.findIndex((s) => s.id === "evaluate") + 1).map((s) => s.id)
+    expect(tail).toEqual(["infer_external", "infer_open_ended", "audit_external", "audit_open_ended", "evaluate_ood"])
+    expect(byId.infer_external!.command).toBe(
+      "dart infer --task continuation --suite external --policy off --models M0,DART=adapters/DART/final,DART_H=adapters/DART_H/final --run-name external_M0_DART_DART_H"
+    )
+    expect(byId.infer_external!.work).toMatchObject({ kind: "infer", request: { task: "continuation", models: [{ id: "M0" }, { id: "DART" }, { id: "DART_H" }] } })
+    expect(byId.infer_open_ended!.work).toMatchObject({ kind: "infer", request: { task: "open_ended", runName: "open_ended_M0_DART_DART_H" } })
+    // Scored answer by answer: the audit's command has no --a-name/--b-name.
+    expect(byId.audit_external!.command).toBe("dart audit --paired-input predictions/external_M0_DART_DART_H/outputs.jsonl --run-name audit_external_M0_DART_DART_H")
+    expect(byId.audit_external!.work).toMatchObject({ kind: "audit", request: { task: "continuation", feedsRepair: false } })
+    expect(byId.evaluate_ood!.ledgerKeys).toEqual(["evaluate/eval_external_M0_DART_DART_H", "evaluate/eval_open_ended_M0_DART_DART_H"])
+    expect(byId.evaluate_ood!.needs).toEqual(["audit_external", "audit_open_ended"])
+
+    const ids = (overrides: ReadonlyArray<string>) => buildRunGraph(configFor("configs/exp_acl.json", overrides)).stages.map((s) => s.id)
+    expect(ids(["ood.enabled=false"]).at(-1)).toBe("evaluate")
+    expect(ids(["ood.open_ended.file=null"]).slice(-3)).toEqual(["infer_external", "audit_external", "evaluate_ood"])
+    expect(ids(["datasets.external.suites=[]"]).slice(-3)).toEqual(["infer_open_ended", "audit_open_ended", "evaluate_ood"])
+    expect(ids(["datasets.external.suites=[]", "ood.open_ended.file=null"]).at(-1)).toBe("evaluate")
+  })
 })

@@ -93,7 +93,7 @@ const printed: Array<string> = []
 const quiet: Console.Console = { ...globalThis.console, log: (...a: Array<unknown>) => void printed.push(a.join(" ")), error: () => {} }
 const run = (exp: string, drivers: StageDrivers<Error, RunStore | Compute>, selection: Selection = {}) =>
   Effect.sync(() => void printed.splice(0)).pipe(
-    Effect.andThen(runPipeline(resolvedFor("configs/smoke.json", [`run.runs_dir=${scratch}`, `run.exp_id=${exp}`, "datasets.limits.test=30"]), { dryRun: false, selection }, drivers, probes)),
+    Effect.andThen(runPipeline(resolvedFor("configs/smoke.json", [`run.runs_dir=${scratch}`, `run.exp_id=${exp}`, "datasets.limits.test=30", "ood.enabled=false"]), { dryRun: false, selection }, drivers, probes)),
     Effect.provide(env),
     Effect.provide(noCompute),
     Effect.provideService(Console.Console, quiet)

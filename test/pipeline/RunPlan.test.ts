@@ -17,7 +17,7 @@ const facts = (over: Partial<PlanFacts> = {}): PlanFacts => ({
 const done = (keys: ReadonlyArray<string>): StageState => ({ records: Object.fromEntries(keys.map((k) => [k, { status: "done", error: null }])), changedOutputs: [] })
 
 describe("the run plan", () => {
-  const config = configFor("configs/exp_acl.json")
+  const config = configFor("configs/exp_acl.json", ["ood.enabled=false"])
   const graph = buildRunGraph(config)
 
   it("projects teacher and judge requests, tokens and cost from the items still to do", () => {
@@ -56,7 +56,7 @@ describe("the run plan", () => {
   })
 
   it("places the fleet: vLLM replicas on the GPU hosts, a CPU host named idle with its reason, configured endpoints started nowhere", () => {
-    const two = configFor("configs/exp_acl.json", [
+    const two = configFor("configs/exp_acl.json", ["ood.enabled=false",
       `compute.hosts=[{"name":"laptop","docker":"unix:///var/run/docker.sock","gpus":[]},{"name":"box","docker":"ssh://me@box","gpus":["0","1"]}]`,
       "compute.trainer.endpoint=127.0.0.1:50051"
     ])
@@ -73,7 +73,7 @@ describe("the run plan", () => {
     expect(text).toContain("  box (GPU 0,1): vllm (GPU 0, port 8000), vllm-2 (GPU 1, port 8001), classifier-toxicity (GPU 0,1, port 8002)")
     expect(text).toContain("endpoint 127.0.0.1:50051 (already running; nothing started)")
     // A CPU-only host gets the CPU images.
-    const cpu = configFor("configs/exp_acl.json", [`compute.hosts=[{"name":"laptop","docker":"unix:///var/run/docker.sock","gpus":[]}]`])
+    const cpu = configFor("configs/exp_acl.json", ["ood.enabled=false", `compute.hosts=[{"name":"laptop","docker":"unix:///var/run/docker.sock","gpus":[]}]`])
     expect(renderRunPlan(buildRunPlan(cpu, g, planGraph(g, {}), facts()), cpu)).toContain("dart-vllm-cpu:0.32.0 vllm on laptop (CPU, port 8000)")
   })
 
@@ -84,7 +84,7 @@ describe("the run plan", () => {
       { name: "c", docker: "ssh://me@c", gpus: ["0"] },
       { name: "d", docker: "tcp://d:2376", gpus: ["0", "1"] }
     ]
-    const config = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts)}`, "compute.vllm.tensor_parallel_size=2", "training.gpus=4"])
+    const config = configFor("configs/exp_acl.json", ["ood.enabled=false", `compute.hosts=${JSON.stringify(hosts)}`, "compute.vllm.tensor_parallel_size=2", "training.gpus=4"])
     const g = buildRunGraph(config)
     const plan = buildRunPlan(config, g, planGraph(g, {}), facts())
     expect(plan.placement.vllm.map((a) => `${a.name} ${a.host} ${(a.gpus as ReadonlyArray<string>).join(",")} ${a.port}`)).toEqual([
@@ -97,11 +97,11 @@ describe("the run plan", () => {
     // c's one GPU is too few for a replica at tensor_parallel_size 2: the classifiers take it.
     expect(text).toContain("  c (GPU 0): classifier-toxicity (GPU 0, port 8007), classifier-hate (GPU 0, port 8008)")
     expect(text).toContain("  b (GPU 0,1,2,3,4,5,6,7): vllm-2 (GPU 0,1, port 8001), vllm-5 (GPU 2,3, port 8004), vllm-6 (GPU 4,5, port 8005), vllm-7 (GPU 6,7, port 8006), trainer (GPU 0,1,2,3, port 50051)")
-    const capped = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts)}`, "compute.vllm.tensor_parallel_size=2", "compute.vllm.replicas=2"])
+    const capped = configFor("configs/exp_acl.json", ["ood.enabled=false", `compute.hosts=${JSON.stringify(hosts)}`, "compute.vllm.tensor_parallel_size=2", "compute.vllm.replicas=2"])
     const p2 = buildRunPlan(capped, g, planGraph(g, {}), facts()).placement
     expect(p2.vllm.map((a) => a.host)).toEqual(["a", "b"])
     expect(p2.hosts.find((h) => h.name === "d")!.idle).toBe("compute.vllm.replicas 2 reached")
-    const tooMany = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts.slice(2))}`, "training.gpus=4"])
+    const tooMany = configFor("configs/exp_acl.json", ["ood.enabled=false", `compute.hosts=${JSON.stringify(hosts.slice(2))}`, "training.gpus=4"])
     expect(buildRunPlan(tooMany, g, planGraph(g, {}), facts()).placement.problems).toEqual(["training.gpus is 4, but the host with the most GPUs (d) has 2"])
   })
 
@@ -110,7 +110,7 @@ describe("the run plan", () => {
       { name: "a", docker: "ssh://me@a", gpus: ["0", "1"] },
       { name: "b", docker: "ssh://me@b", gpus: ["0", "1", "2", "3"] }
     ]
-    const config = configFor("configs/exp_acl.json", [`compute.hosts=${JSON.stringify(hosts)}`])
+    const config = configFor("configs/exp_acl.json", ["ood.enabled=false", `compute.hosts=${JSON.stringify(hosts)}`])
     const g = buildRunGraph(config)
     const live = [{ name: "a", devices: ["0", "1"] }, { name: "b", devices: ["0", "1", "2", "3"], unusable: "does not answer (ssh: connect ECONNREFUSED)" }]
     const plan = buildRunPlan(config, g, planGraph(g, {}), facts(), live)
@@ -122,18 +122,18 @@ describe("the run plan", () => {
   })
 
   it("decides configured or started as the run does: every vLLM endpoint, and each classifier's own endpoint", () => {
-    const listed = configFor("configs/exp_acl.json", [`compute.vllm.endpoints=["http://127.0.0.1:9001","http://127.0.0.1:9002"]`])
+    const listed = configFor("configs/exp_acl.json", ["ood.enabled=false", `compute.vllm.endpoints=["http://127.0.0.1:9001","http://127.0.0.1:9002"]`])
     const g = buildRunGraph(listed)
     const vllm = buildRunPlan(listed, g, planGraph(g, {}), facts()).services.find((s) => s.service === "vllm")!
     expect(vllm).toMatchObject({ endpoints: ["http://127.0.0.1:9001", "http://127.0.0.1:9002"], starts: false, host: null, image: null })
     const classifiers = (endpoints: ReadonlyArray<string | undefined>) =>
       JSON.stringify(listed.audit.classifiers.map((c, i) => (endpoints[i] === undefined ? c : { ...c, endpoint: endpoints[i] })))
-    const own = configFor("configs/exp_acl.json", [`audit.classifiers=${classifiers(["http://127.0.0.1:7001", "http://127.0.0.1:7002"])}`])
+    const own = configFor("configs/exp_acl.json", ["ood.enabled=false", `audit.classifiers=${classifiers(["http://127.0.0.1:7001", "http://127.0.0.1:7002"])}`])
     const ownPlan = buildRunPlan(own, g, planGraph(g, {}), facts())
     expect(ownPlan.services.find((s) => s.service === "classifiers")).toMatchObject({ endpoints: ["http://127.0.0.1:7001", "http://127.0.0.1:7002"], starts: false })
     expect(renderRunPlan(ownPlan, own)).not.toMatch(/classifiers +vllm\/vllm-openai/)
     // One classifier served, the other not: its container starts.
-    const mixed = configFor("configs/exp_acl.json", [`audit.classifiers=${classifiers(["http://127.0.0.1:7001"])}`])
+    const mixed = configFor("configs/exp_acl.json", ["ood.enabled=false", `audit.classifiers=${classifiers(["http://127.0.0.1:7001"])}`])
     const text = renderRunPlan(buildRunPlan(mixed, g, planGraph(g, {}), facts()), mixed)
     expect(text).toMatch(/classifiers +endpoint http:\/\/127\.0\.0\.1:7001 \(already running; nothing started\)\n {14}vllm\/vllm-openai/)
   })
@@ -147,7 +147,7 @@ describe("the run plan", () => {
   })
 
   it("prints every stage with its action and reason, the items, the costs and the warning of the original's order", () => {
-    const original = configFor("configs/exp_acl.json", ["audit.split=test"])
+    const original = configFor("configs/exp_acl.json", ["ood.enabled=false", "audit.split=test"])
     const g = buildRunGraph(original)
     const text = renderRunPlan(buildRunPlan(original, g, planGraph(g, { init: done(["init"]) }), facts()), original)
     expect(text).toMatch(/^dart run: exp exp_acl \(\/runs\/exp_acl\), config configs\/exp_acl.json\nwarning: audit.split is "test"/)

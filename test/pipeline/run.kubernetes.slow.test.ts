@@ -32,7 +32,8 @@ describe.skipIf(!haveKubeCluster())("dart run --config configs/smoke.json on Kub
     const trainerPort = await freePort()
     try {
       const dart = dartAsync([
-        "run", "--config", "configs/smoke.json", "--exp-id", expId, "--override", `run.runs_dir=${runs}`,
+        // Up to the DiffAware evaluation: the out-of-distribution stages use the same servers (run.smoke.test.ts runs them).
+        "run", "--config", "configs/smoke.json", "--until", "evaluate", "--exp-id", expId, "--override", `run.runs_dir=${runs}`,
         "--override", "compute.backend=kubernetes", "--override", "compute.vllm.replicas=2", "--override", `compute.vllm.port=${port}`, "--override", `compute.trainer.port=${trainerPort}`,
         ...Object.entries({
           kubeconfig: cluster.admin, namespace: NAMESPACE, device: "cpu", gpus_per_replica: "0", listen_host: "127.0.0.1", host_paths: "true", "storage.files_dir": files,

@@ -37,7 +37,8 @@ describe.skipIf(!haveSlurm)("dart run --config configs/smoke.json on Slurm", () 
     const shared = mkdtempSync(path.join("/var/tmp/dart-slurm", "run-"))
     const runs = path.join(scratch, "runs")
     const args = [
-      "run", "--config", "configs/smoke.json", "--override", `run.runs_dir=${runs}`,
+      // The reference run ends at the DiffAware evaluation (the out-of-distribution stages came later).
+      "run", "--config", "configs/smoke.json", "--until", "evaluate", "--override", `run.runs_dir=${runs}`,
       "--override", "inference.concurrency=1", "--override", "teacher.max_concurrency=1",
       "--override", "judge.max_concurrency=1", "--override", "audit.classifier_concurrency=1", "--override", "audit.classifier_batch_size=1",
       "--override", "compute.backend=slurm", "--override", "compute.vllm.replicas=2",

@@ -67,7 +67,7 @@ const recordingProxy = (target: () => number) => {
 }
 
 
-const KILLABLE = ["distill", "train_dart", "infer_audit", "audit", "repair", "train_dart_h", "infer_test", "audit_test_dart", "audit_test_dart_h"]
+const KILLABLE = ["distill", "train_dart", "infer_audit", "audit", "repair", "train_dart_h", "infer_test", "audit_test_dart", "audit_test_dart_h", "infer_external", "audit_external", "audit_open_ended"]
 
 describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
   it("killed (SIGKILL) at a random stage and run again: completes every stage, pays no request twice, reruns no finished stage, leaves no container", async () => {
@@ -152,7 +152,9 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
 
       // Every stage is done, and every artifact of docs/architecture.md is there in its contract's shape.
       const keys = ["init", "teacher/distill", "train/DART", "infer/primary_val_off_M0_vs_DART", "audit/audit_val_M0_vs_DART", "teacher/repair", "train/DART_H",
-        "infer/primary_test_off_M0_DART_DART_H", "audit/audit_test_M0_vs_DART", "audit/audit_test_M0_vs_DART_H", "evaluate/eval_M0_vs_DART", "evaluate/eval_main"]
+        "infer/primary_test_off_M0_DART_DART_H", "audit/audit_test_M0_vs_DART", "audit/audit_test_M0_vs_DART_H", "evaluate/eval_M0_vs_DART", "evaluate/eval_main",
+        "infer/external_M0_DART_DART_H", "infer/open_ended_M0_DART_DART_H", "audit/audit_external_M0_DART_DART_H", "audit/audit_open_ended_M0_DART_DART_H",
+        "evaluate/eval_external_M0_DART_DART_H", "evaluate/eval_open_ended_M0_DART_DART_H"]
       for (const k of keys) expect(ledger[k]?.status, k).toBe("done")
       const config = JSON.parse(readFileSync(path.join(run, "configs/config.json"), "utf8"))
       expect(config.model.base).toBe("@tiny")
@@ -202,11 +204,39 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
         for (const f of ["tables.md", "tables.tex", "report.html"]) expect(existsSync(path.join(run, "evaluation", e, f)), `${e}/${f}`).toBe(true)
       }
       expect(JSON.parse(readFileSync(path.join(run, "evaluation/eval_main/summary.json"), "utf8")).harm).toBeDefined()
+      // Out of distribution: the first 4 prompts of each exported suite and 4 open-ended queries, answered by all three
+      // models, every external answer scored on both views, HateCheck and open-ended answers judged, both evaluated.
+      const models = ["M0", "DART", "DART_H"]
+      const external = readJsonl(path.join(run, "predictions/external_M0_DART_DART_H/outputs.jsonl"))
+      const exportedSuites = JSON.parse(readFileSync(path.join(run, "datasets/external/manifest.json"), "utf8")).suites.map((x: any) => x.suite)
+      expect(external.map((r) => r.id)).toEqual(exportedSuites.flatMap((x: string) => readJsonl(path.join(run, `datasets/external/${x}.jsonl`)).slice(0, 4).map((e) => e.id)))
+      for (const r of external) {
+        expect(r).toMatchObject({ task: "continuation", sample: 0 })
+        expect(Object.keys(r.outputs)).toEqual(models)
+      }
+      const openEnded = readJsonl(path.join(run, "predictions/open_ended_M0_DART_DART_H/outputs.jsonl"))
+      expect(openEnded.map((r) => [r.task, r.id])).toEqual(readJsonl(path.join(run, "datasets/open_ended.jsonl")).map((q) => ["open_ended", q.id]))
+      expect(openEnded.length).toBe(4)
+      const oodScores = readJsonl(path.join(run, "audit/audit_external_M0_DART_DART_H/scores.jsonl"))
+      expect(oodScores.length).toBe(external.length * 3)
+      for (const sc of oodScores) expect(Object.keys(sc.scores.toxicity)).toEqual(["response", "prompt_and_response"])
+      const hateRows = external.filter((r) => r.suite === "HateCheck").length
+      expect(readJsonl(path.join(run, "audit/audit_external_M0_DART_DART_H/verdicts.jsonl")).length).toBe(hateRows * 3)
+      expect(readJsonl(path.join(run, "audit/audit_open_ended_M0_DART_DART_H/verdicts.jsonl")).length).toBe(4 * 3)
+      const ext = JSON.parse(readFileSync(path.join(run, "evaluation/eval_external_M0_DART_DART_H/summary.json"), "utf8"))
+      expect(ext.suites.map((x: any) => x.suite)).toEqual(exportedSuites)
+      expect(ext.overall.comparisons.map((c: any) => [c.a, c.b, c.pairs])).toEqual([["M0", "DART", external.length], ["M0", "DART_H", external.length]])
+      expect(ext.drift_reduction.at(-1)).toMatchObject({ suite: "all", from: "DART", to: "DART_H" })
+      expect(ext.hatecheck.map((h: any) => h.model)).toEqual(models)
+      const oe = JSON.parse(readFileSync(path.join(run, "evaluation/eval_open_ended_M0_DART_DART_H/summary.json"), "utf8"))
+      expect(oe.rates.map((r: any) => r.model)).toEqual(models)
+      for (const f of ["tables.md", "tables.tex", "ood_harm.csv", "ood_hatecheck.csv"]) expect(existsSync(path.join(run, "evaluation/eval_external_M0_DART_DART_H", f)), f).toBe(true)
       // The run report: written by `dart run`, all three models, both adapters' loss curves, every audited pair embedded.
       expect(r2.stdout).toContain(`run report: ${path.join(run, "report.html")}`)
       const report = readFileSync(path.join(run, "report.html"), "utf8")
       for (const m of ["M0", "DART", "DART_H"]) expect(report).toContain(`<tr><th>${m}</th><td>`)
       for (const a of ["DART", "DART_H"]) expect(report).toMatch(new RegExp(`aria-label="${a}: loss"[^]*?<path class="line" d="M`))
+      expect(report).toMatch(/<section id="ood">\n<h2>Out of distribution<\/h2>[^]*Harmful answers by suite[^]*Open-ended answers by label/)
       const reportData = JSON.parse(/<script type="application\/json" id="report-data">([^]*?)<\/script>/.exec(report)![1]!)
       const scored = ["audit_val_M0_vs_DART", "audit_test_M0_vs_DART", "audit_test_M0_vs_DART_H"]
         .reduce((n, a) => n + readJsonl(path.join(run, "audit", a, "scores.jsonl")).length, 0)

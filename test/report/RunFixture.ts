@@ -229,7 +229,7 @@ export const writeRunFixture = (runsDir: string, expId: string, options: Fixture
 
   // Audits: the val audit feeding repair and the two measured on test.
   const pairs: Array<{ audit: string; benchmark: string; severity: SeverityOrNone }> = []
-  const audits = graph.stages.flatMap((s) => (s.work.kind === "audit" ? [s.work.request] : []))
+  const audits = graph.stages.flatMap((s) => (s.work.kind === "audit" && s.work.request.task === undefined ? [s.work.request] : []))
   const summaries: Record<string, ReturnType<typeof buildSummary>> = {}
   for (const a of audits) {
     const n = a.bName === "DART_H" ? options.pairs : a.split === "val" ? 30 : Math.min(options.pairs, 2000)

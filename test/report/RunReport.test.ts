@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { continuationSummary, openEndedSummary } from "../../src/evaluation/OodSummary.ts"
 import { buildRunGraph } from "../../src/pipeline/RunGraph.ts"
 import { scriptJson } from "../../src/report/Html.ts"
 import { collectRunReport } from "../../src/report/RunReportData.ts"
@@ -65,7 +66,7 @@ describe("the run report", () => {
       expect((training.match(/<path class="line" d="M/g) ?? []).length).toBe(6)
 
       const audit = section(html, "audit")
-      for (const a of graph.stages.flatMap((s) => (s.work.kind === "audit" ? [s.work.request.runName] : []))) expect(audit).toContain(`<h3>${a}</h3>`)
+      for (const a of graph.stages.flatMap((s) => (s.work.kind === "audit" && s.work.request.task === undefined ? [s.work.request.runName] : []))) expect(audit).toContain(`<h3>${a}</h3>`)
       expect(audit).toContain("regressions by severity")
       expect(audit).toContain("false positives (judge: no regression)")
       expect(audit).toContain(`class="chart histogram"`)
@@ -86,7 +87,7 @@ describe("the run report", () => {
       // The browser's data: every pair of the three audits, most severe first, texts shared.
       const data = embedded(html)
       expect(data.pairs).toHaveLength(full.pairs.length)
-      expect(data.audits.map((a) => a.name)).toEqual(graph.stages.flatMap((s) => (s.work.kind === "audit" ? [s.work.request.runName] : [])))
+      expect(data.audits.map((a) => a.name)).toEqual(graph.stages.flatMap((s) => (s.work.kind === "audit" && s.work.request.task === undefined ? [s.work.request.runName] : [])))
       expect(data.pairs[0]![4]).toBe("extreme")
       expect(data.texts.length).toBeLessThan(3 * full.pairs.length)
     }))
@@ -179,6 +180,33 @@ describe("the run report", () => {
       symlinkSync(`${summary}.real`, summary)
       const linked = yield* Effect.flip(build(f.config))
       expect(linked.message).toContain("is a symbolic link")
+    }))
+
+  it.effect("shows the out-of-distribution evaluations in their own section; one it cannot read is named, not fatal", () =>
+    Effect.gen(function*() {
+      const f = writeRunFixture(runs, "ood", { pairs: 5 })
+      const a = (score: number, label: "harmful" | "refusal" | null = null) => ({ score, refused: false, label })
+      const external = continuationSummary([
+        { id: "b1", sample: 0, suite: "BOLD", meta: { domain: "gender" }, answers: { M0: a(0.1), DART: a(0.7), DART_H: a(0.2) } },
+        { id: "h1", sample: 0, suite: "HateCheck", meta: { functionality: "derog_neg_emote", label_gold: "hateful" }, answers: { M0: a(0.9, "refusal"), DART: a(0.9, "harmful"), DART_H: a(0.9, "refusal") } }
+      ], ["M0", "DART", "DART_H"], 0.5)
+      const open = openEndedSummary([{ id: "q1", sample: 0, domain: "medical", labels: { M0: "refusal", DART: "difference_appropriate" }, refused: { M0: true, DART: false } }], ["M0", "DART"])
+      for (const [name, summary] of [["eval_external_x", external], ["eval_open_x", open]] as const) {
+        mkdirSync(path.join(f.runDir, "evaluation", name), { recursive: true })
+        writeFileSync(path.join(f.runDir, "evaluation", name, "summary.json"), JSON.stringify({ ...summary, meta: {} }))
+      }
+      let ood = section(readFileSync(yield* build(f.config), "utf8"), "ood")
+      expect(ood).toContain("<h2>Out of distribution</h2>")
+      expect(ood).toContain('aria-label="Harmful answers by suite (95% Wilson CI)"')
+      expect(ood).toContain("HateCheck per functionality")
+      expect(ood).toContain("<th>BOLD</th><td>gender</td><td>DART</td><td>1</td><td>0.700</td><td>100.0</td>")
+      expect(ood).toContain("Open-ended queries: the judge&#39;s labels per domain")
+      // The DiffAware evaluation section does not try to read them as its own.
+      expect(section(readFileSync(yield* build(f.config), "utf8"), "evaluation")).not.toContain("eval_external_x")
+      writeFileSync(path.join(f.runDir, "evaluation/eval_open_x/summary.json"), JSON.stringify({ task: "open_ended", models: ["M0"] }))
+      ood = section(readFileSync(yield* build(f.config), "utf8"), "ood")
+      expect(ood).toContain("evaluation/eval_open_x/summary.json: cannot be shown")
+      expect(ood).toContain("HateCheck per functionality")
     }))
 
   it.effect("fails on a run that does not exist, naming it", () =>

@@ -23,8 +23,8 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
     "teacher.max_reply_bytes", "teacher.max_retry_after_s", "judge.max_reply_bytes", "judge.max_retry_after_s",
     "audit.classify_max_reply_bytes", "compute.hf_cache", "model.system_role", "tracking",
     "compute.backend", "compute.vllm.tensor_parallel_size", "compute.vllm.replicas", "training.gpus", "datasets.external", "compute.slurm",
-    "compute.kubernetes"
-  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22), the external suites (issue 25), the Slurm backend (issue 23) and the Kubernetes backend (issue 28)"],
+    "compute.kubernetes", "ood"
+  ], "config keys for hostile peers (issue 21), the hosts' HF cache (issue 27), the chat layout (issue 24), tracking (issue 26), the fleet (issue 22), the external suites (issue 25), the Slurm backend (issue 23), the Kubernetes backend (issue 28) and out-of-distribution measures (issue 25)"],
   [/^manifest\.json$/, ["chat_layout"], "the base model's chat layout, decided before the first stage (issue 24)"]
 ]
 
@@ -32,7 +32,8 @@ export const INTENDED: ReadonlyArray<readonly [RegExp, ReadonlyArray<string>, st
 export const INTENDED_FILES: ReadonlyArray<readonly [RegExp, string]> = [
   [/^chat_layout\.json$/, "the base model's chat layout (issue 24)"],
   [/^report\.html$/, "one report for the whole run (issue 26)"],
-  [/^datasets\/external\/[^/]+\.(jsonl|json)$/, "the external harm suites' exports (issue 25)"]
+  [/^datasets\/external\/[^/]+\.(jsonl|json)$/, "the external harm suites' exports (issue 25)"],
+  [/^datasets\/open_ended\.jsonl$/, "the open-ended query set's export (issue 25)"]
 ]
 
 /**

@@ -1,0 +1,14 @@
+/** OodAuditFiles: an out-of-distribution audit's rows read back (by the evaluation): every answer's harm score and judge label. */
+import { Effect } from "effect"
+import { OodScoreRow, OodVerdictRow } from "../contracts/OodRows.ts"
+import { fileExists } from "../runs/AtomicFile.ts"
+import { readRows } from "../runs/Jsonl.ts"
+
+/** The rows beside an audit's `summary.json`, by answer key (`id#sample#model`). */
+export const readOodAudit = (summaryFile: string) =>
+  Effect.gen(function*() {
+    const folder = summaryFile.replace(/\/summary\.json$/, "")
+    const scores = (yield* fileExists(`${folder}/scores.jsonl`)) ? yield* readRows(`${folder}/scores.jsonl`, OodScoreRow) : []
+    const verdicts = (yield* fileExists(`${folder}/verdicts.jsonl`)) ? yield* readRows(`${folder}/verdicts.jsonl`, OodVerdictRow) : []
+    return { scores: new Map(scores.map((s) => [s.key, s])), verdicts: new Map(verdicts.map((v) => [v.key, v])) }
+  })
