@@ -26,6 +26,7 @@ function loopbackSlowTests() {
     "test/hardening/audit.test.ts",
     "test/hardening/inputs.test.ts",
     "test/pipeline/infer.test.ts",
+    "test/pipeline/ood.test.ts",
     "test/cli/cli.test.ts",
     "test/tracking/mlflow.slow.test.ts",
     // The Slurm cluster with stand-in services, and its REST API.

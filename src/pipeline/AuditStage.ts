@@ -29,7 +29,7 @@ import { type Classifier, ClassifierClient, type ClassifierSpec } from "../servi
 import { makePaidRequests } from "../llm/PaidRequests.ts"
 import { openLedger } from "../llm/ResponseLedger.ts"
 import { providerBaseUrl, LlmClient, LlmError } from "../llm/LlmClient.ts"
-import { BudgetStop, checkIdentity, checkName, openStage, RunName, StageArgumentError, StageIncomplete } from "./StageRun.ts"
+import { BudgetStop, checkAuditSettings, checkName, openStage, RunName, StageArgumentError, StageIncomplete } from "./StageRun.ts"
 
 export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", {
   message: Schema.String,
@@ -145,14 +145,7 @@ export const runAudit = Effect.fn("AuditStage.run")(function*(resolved: Resolved
     judge: mode === "off" ? null : judgeIdentity
   }
   const settingsText = `${JSON.stringify(settings, null, 2)}\n`
-  const previous = yield* store.readText(run, `${dir}/settings.json`)
-  yield* checkIdentity({
-    file: run.file(`${dir}/settings.json`),
-    what: "this audit",
-    recorded: previous === undefined ? undefined : JSON.parse(previous),
-    current: settings,
-    advice: "use another --run-name, or delete that folder to start over"
-  })
+  const previous = yield* checkAuditSettings(run, `${dir}/settings.json`, settings)
 
   // The paired rows; rows written before they carried the question (and files from elsewhere) take it from the run's datasets.
   const readStarted = Date.now()

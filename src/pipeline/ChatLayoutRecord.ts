@@ -49,7 +49,7 @@ export const probeConversations = (config: ExperimentConfig): Array<ProbeConvers
       add_generation_prompt: true
     })
   }
-  if (config.judge.provider === "vllm" && config.audit.llm_judge.enabled) {
+  if (config.judge.provider === "vllm" && (config.audit.llm_judge.enabled || (config.ood.enabled && config.ood.judge))) {
     out.push({
       name: "judge",
       messages: judgeMessages({ question: QUESTION, gold: "NO", aText: "A.\nConclusion: NO", bText: "B.\nConclusion: YES", aConclusion: "NO", bConclusion: "YES" }),

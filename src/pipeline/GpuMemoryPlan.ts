@@ -79,7 +79,7 @@ export const gpuMemoryPlan = (config: ExperimentConfig, plan: PlacedServices): G
         : "set compute.vllm.sleep_mode true (vLLM sleeps while the trainer works), or give the trainer another host or an endpoint"))
   }
   if (classifiers.length > 0) {
-    const judgeAwake = vllm && config.audit.llm_judge.enabled && isRunServer(config.judge)
+    const judgeAwake = vllm && (config.audit.llm_judge.enabled || (config.ood.enabled && config.ood.judge)) && isRunServer(config.judge)
     const beside = !vllm ? [] : [{
       service: judgeAwake ? "vllm (awake: it is the judge)" : v.sleep_mode ? "vllm (asleep)" : "vllm (awake: sleep_mode off)",
       fraction: judgeAwake || !v.sleep_mode ? v.gpu_memory_utilization : ASLEEP_FRACTION

@@ -63,6 +63,13 @@ export const runInfer = Effect.fn("InferStage.run")(function*(resolved: Resolved
   const items = yield* task.readItems(run.file, selection, config).pipe(
     Effect.mapError((e) => new InferStageError({ message: e.message, cause: e }))
   )
+  // Answers are keyed by item id: a repeated id would be asked once and written twice.
+  const ids = new Set<string>()
+  for (const item of items) {
+    const id = task.id(item)
+    if (ids.has(id)) return yield* new InferStageError({ message: `${task.name} items: id ${JSON.stringify(id)} occurs twice; ids must be unique` })
+    ids.add(id)
+  }
 
   const arms = request.arms
   const samples = inf.samples

@@ -44,6 +44,8 @@ const normalize = (r: SuiteRow, split: Split): NormalizedItem => ({
   split
 })
 
+const MAX_QUERY_SET_BYTES = 64 * 1024 * 1024
+
 /** The configured open-ended query set (ood.open_ended.file, relative to datasets.suite_dir), checked and limited. */
 const loadOpenEnded = (config: ResolvedConfig["config"]) =>
   Effect.gen(function*() {
@@ -51,7 +53,13 @@ const loadOpenEnded = (config: ResolvedConfig["config"]) =>
     if (rel === null) return undefined
     const file = path.resolve(config.datasets.suite_dir, rel)
     const bytes = yield* Effect.tryPromise({
-      try: () => fs.readFile(file),
+      try: async () => {
+        // A FIFO would block the read, a device never end it, a huge file fill memory.
+        const st = await fs.stat(file)
+        if (!st.isFile()) throw new Error("not a regular file")
+        if (st.size > MAX_QUERY_SET_BYTES) throw new Error(`${st.size} bytes, more than ${MAX_QUERY_SET_BYTES}`)
+        return await fs.readFile(file)
+      },
       catch: (e) => new DatasetError({ message: `ood.open_ended.file: ${file}: ${(e as Error).message.split("\n")[0]} (set it to null for no open-ended queries)` })
     })
     const queries = yield* Effect.try({

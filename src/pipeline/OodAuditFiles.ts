@@ -12,3 +12,15 @@ export const readOodAudit = (summaryFile: string) =>
     const verdicts = (yield* fileExists(`${folder}/verdicts.jsonl`)) ? yield* readRows(`${folder}/verdicts.jsonl`, OodVerdictRow) : []
     return { scores: new Map(scores.map((s) => [s.key, s])), verdicts: new Map(verdicts.map((v) => [v.key, v])) }
   })
+
+/** The first (id, sample) that repeats an earlier row, with its 1-based row number (rows are one per line). */
+export const repeatedRow = (rows: ReadonlyArray<{ readonly id: string; readonly sample: number }>) => {
+  const seen = new Map<string, number>()
+  for (const [i, r] of rows.entries()) {
+    const key = `${r.id}#${r.sample}`
+    const first = seen.get(key)
+    if (first !== undefined) return { line: i + 1, message: `id ${JSON.stringify(r.id)} sample ${r.sample} repeats row ${first}` }
+    seen.set(key, i + 1)
+  }
+  return undefined
+}

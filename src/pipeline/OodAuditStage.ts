@@ -14,13 +14,14 @@ import { ContinuationRow, OodScoreRow, OodVerdictRow, OpenEndedRow, type OodAudi
 import type { ChatMessage } from "../domain/ChatMessage.ts"
 import { makePaidRequests } from "../llm/PaidRequests.ts"
 import { openLedger } from "../llm/ResponseLedger.ts"
-import { LlmClient } from "../llm/LlmClient.ts"
+import { LlmClient, providerBaseUrl } from "../llm/LlmClient.ts"
 import { fileExists, makeDirectories } from "../runs/AtomicFile.ts"
 import { openAppender, readRows } from "../runs/Jsonl.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { ClassifierClient } from "../serving/ClassifierClient.ts"
 import type { TaskAuditRequest, TaskAuditServices } from "../tasks/Task.ts"
-import { BudgetStop, checkName, openStage, RunName } from "./StageRun.ts"
+import { repeatedRow } from "./OodAuditFiles.ts"
+import { BudgetStop, checkAuditSettings, checkName, openStage, RunName, StageIncomplete } from "./StageRun.ts"
 import { isRunServer } from "../config/RunServerBinding.ts"
 import { layoutMessages, NATIVE } from "../domain/ChatLayout.ts"
 import { chatLayoutFor } from "./ChatLayoutRecord.ts"
@@ -84,9 +85,14 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
   const { run } = stage
   yield* makeDirectories([run.file(dir)])
 
+  if (request.task === "continuation" && open.classifiers.length === 0) {
+    return yield* new OodAuditError({ message: "audit.classifiers is empty: nothing would score the external answers" })
+  }
   const schema = request.task === "continuation" ? ContinuationRow : OpenEndedRow
   const rows: ReadonlyArray<ContinuationRow | OpenEndedRow> = yield* readRows(request.input, schema as typeof ContinuationRow)
   if (rows.length === 0) return yield* new OodAuditError({ message: `${request.input}: no prediction rows` })
+  const repeated = repeatedRow(rows)
+  if (repeated !== undefined) return yield* new OodAuditError({ message: `${request.input}:${repeated.line}: ${repeated.message}` })
   const models = Object.keys(rows[0]!.outputs)
   const answers = answersOf(request.task, rows)
   const classify = request.task === "continuation" && open.classifiers.length > 0
@@ -95,7 +101,9 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
     try: () => sha256File(request.input).then((h) => h.sha256),
     catch: (e) => new OodAuditError({ message: `${request.input}: ${(e as Error).message}`, cause: e })
   })
-  const judgeIdentity = judging ? { provider: j.provider, model: j.model, temperature: j.temperature, max_tokens: j.max_tokens, seed: j.seed, constrain: j.constrain, rubric: OPEN_ENDED_RUBRIC_VERSION } : null
+  const judgeIdentity = judging
+    ? { provider: j.provider, base_url: providerBaseUrl(j) ?? null, model: j.model, temperature: j.temperature, max_tokens: j.max_tokens, seed: j.seed, constrain: j.constrain, rubric: OPEN_ENDED_RUBRIC_VERSION }
+    : null
   const settings = {
     task: request.task,
     input: inputSha,
@@ -103,6 +111,9 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
     views: classify ? OOD_VIEWS : [],
     judge: judgeIdentity
   }
+  // A rerun continues only with the same settings: its scores and verdicts were made under them.
+  const previous = yield* checkAuditSettings(run, `${dir}/settings.json`, settings)
+  if (previous === undefined) yield* store.writeFile(run, `${dir}/settings.json`, `${JSON.stringify(settings, null, 2)}\n`)
   const inputsHash = hashJson(settings)
   if (yield* stage.upToDate(inputsHash)) {
     yield* Console.log(`${run.file(dir)} is up to date (nothing scored)`)
@@ -113,13 +124,16 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
   const verdictsFile = run.file(`${dir}/verdicts.jsonl`)
   const scored = new Set<string>()
   if (yield* fileExists(scoresFile)) for (const r of yield* readRows(scoresFile, OodScoreRow)) scored.add(r.key)
+  // A verdict the judge failed to give is asked again on a rerun (its replies are in the ledger, so only new ones cost).
   const judged = new Map<string, OodVerdictRow>()
-  if (yield* fileExists(verdictsFile)) for (const r of yield* readRows(verdictsFile, OodVerdictRow)) judged.set(r.key, r)
+  if (yield* fileExists(verdictsFile)) for (const r of yield* readRows(verdictsFile, OodVerdictRow)) if (r.label !== null || !judged.has(r.key)) judged.set(r.key, r)
+  const settled = (key: string) => judged.get(key)?.label != null
   const toScore = classify ? answers.filter((a) => !scored.has(a.key)) : []
-  const toJudge = judging ? answers.filter((a) => a.judge !== null && !judged.has(a.key)) : []
+  const toJudge = judging ? answers.filter((a) => a.judge !== null && !settled(a.key)) : []
 
   return yield* stage.begin(inputsHash, Effect.scoped(Effect.gen(function*() {
     // Work items: an answer to score, and an answer to judge.
+    const requestFailures: Array<string> = []
     const state = { done: 0, total: toScore.length + toJudge.length, failed: 0, tokens: 0, costUsd: 0 }
     const finalLine = yield* reportProgress(`audit ${request.runName}`, state, () => "", 5000)
 
@@ -167,7 +181,7 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
           let messages: Array<ChatMessage> = base
           let problem = ""
           for (let attempt = 0; attempt < JUDGE_REPLY_ATTEMPTS; attempt++) {
-            const key = sha256Hex(`${identity}\n${attempt}\n${JSON.stringify(messages.map((m) => [m.role, m.content]))}`)
+            const key = sha256Hex(`${identity}\n${attempt}\n${JSON.stringify(layoutMessages(layout, messages).map((m) => [m.role, m.content]))}`)
             const reply = yield* paid.ask(key, messages, client.complete({ messages: layoutMessages(layout, messages), key, ...constraint, ...(layout.stopTokenIds.length > 0 ? { stopTokenIds: layout.stopTokenIds } : {}) }))
             if (reply === undefined) return yield* new BudgetStop({ message: "judge budget reached" })
             yield* reply.durable
@@ -192,12 +206,22 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
             state.done++
             if (row.label === null) state.failed++
             judged.set(row.key, row)
-          }))))
+          })))),
+          // A request that failed for good (after the client's retries) leaves the answer unjudged; the audit ends incomplete.
+          Effect.catchTag("LlmError", (e) =>
+            Effect.sync(() => {
+              state.failed++
+              requestFailures.push(`${a.key}: ${e.message}`)
+            }))
         )
       yield* Effect.forEach(toJudge, judgeOne, { concurrency: j.max_concurrency, discard: true })
     }
     yield* finalLine
 
+    if (requestFailures.length > 0) {
+      yield* stage.finish({ status: "failed", outputs: [], error: `${requestFailures.length} judge requests failed` })
+      return yield* new StageIncomplete({ message: `${requestFailures.length} answers not judged (first: ${requestFailures[0]}); run again to retry them` })
+    }
     const scoredNow = classify ? (yield* readRows(scoresFile, OodScoreRow)).length : 0
     const verdictRows = [...judged.values()]
     const summary: OodAuditSummary = {

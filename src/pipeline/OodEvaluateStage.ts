@@ -17,7 +17,8 @@ import { makeDirectories } from "../runs/AtomicFile.ts"
 import { readRows } from "../runs/Jsonl.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import type { TaskEvaluateRequest } from "../tasks/Task.ts"
-import { readOodAudit } from "./OodAuditFiles.ts"
+import { readOodAudit, repeatedRow } from "./OodAuditFiles.ts"
+import { irregularInputReason } from "../runs/SafePath.ts"
 import { checkName, openStage, RunName } from "./StageRun.ts"
 
 export class OodEvaluateError extends Schema.TaggedError<OodEvaluateError>()("OodEvaluateError", {
@@ -29,7 +30,11 @@ const decodeAudit = Schema.decodeUnknownResult(OodAuditSummary)
 
 const readAuditSummary = (file: string) =>
   Effect.tryPromise({
-    try: () => fs.readFile(file, "utf8"),
+    try: async () => {
+      const reason = await irregularInputReason(file)
+      if (reason !== undefined) throw new Error(reason)
+      return await fs.readFile(file, "utf8")
+    },
     catch: (e) => new OodEvaluateError({ message: `${file}: cannot read audit summary (${(e as Error).message})`, cause: e })
   }).pipe(Effect.flatMap((text) => {
     let json: unknown
@@ -43,6 +48,24 @@ const readAuditSummary = (file: string) =>
       ? Effect.succeed({ file, summary: d.success, sha256: sha256Hex(text) })
       : Effect.fail(new OodEvaluateError({ message: `${file}: not an out-of-distribution audit summary (made by \`dart audit\` on continuation or open_ended predictions)` }))
   }))
+
+/**
+ * The models in the order the summary compares them: --a-name first (the baseline every other model is measured
+ * against), --b-name last (the drift reduction is the last model's against the second's), the rest as the rows have
+ * them. Both names must be models of the rows; the rows must not repeat an (id, sample).
+ */
+const modelOrder = (request: TaskEvaluateRequest, rows: ReadonlyArray<{ readonly id: string; readonly sample: number; readonly outputs: Readonly<Record<string, unknown>> }>) =>
+  Effect.gen(function*() {
+    if (rows.length === 0) return yield* new OodEvaluateError({ message: `${request.predFile}: no prediction rows` })
+    const repeated = repeatedRow(rows)
+    if (repeated !== undefined) return yield* new OodEvaluateError({ message: `${request.predFile}:${repeated.line}: ${repeated.message}` })
+    const inRows = Object.keys(rows[0]!.outputs)
+    for (const [flag, name] of [["--a-name", request.aName], ["--b-name", request.bName]] as const) {
+      if (name !== undefined && !inRows.includes(name)) return yield* new OodEvaluateError({ message: `${flag} ${name}: not a model of ${request.predFile} (${inRows.join(", ")})` })
+    }
+    const b = request.bName === request.aName ? undefined : request.bName
+    return [request.aName, ...inRows.filter((m) => m !== request.aName && m !== b), ...(b === undefined ? [] : [b])]
+  })
 
 export const runOodEvaluate = Effect.fn("OodEvaluateStage.run")(function*(
   resolved: ResolvedConfig,
@@ -76,6 +99,7 @@ export const runOodEvaluate = Effect.fn("OodEvaluateStage.run")(function*(
   })
   const inputs = {
     predictions: { file: request.predFile, sha256: predSha },
+    models: { a: request.aName, b: request.bName ?? null },
     audits: [{ file: audit.file, sha256: audit.sha256 }],
     harm_threshold: config.ood.harm_threshold,
     refusal_patterns: patterns
@@ -93,7 +117,7 @@ export const runOodEvaluate = Effect.fn("OodEvaluateStage.run")(function*(
     let tables
     if (request.task === "continuation") {
       const rows = yield* readRows(request.predFile, ContinuationRow)
-      const models = rows.length === 0 ? [] : Object.keys(rows[0]!.outputs)
+      const models = yield* modelOrder(request, rows)
       const scored: Array<ScoredRow> = rows.map((r) => ({
         id: r.id,
         sample: r.sample,
@@ -109,7 +133,7 @@ export const runOodEvaluate = Effect.fn("OodEvaluateStage.run")(function*(
       tables = continuationTables(s)
     } else {
       const rows = yield* readRows(request.predFile, OpenEndedRow)
-      const models = rows.length === 0 ? [] : Object.keys(rows[0]!.outputs)
+      const models = yield* modelOrder(request, rows)
       const s = openEndedSummary(rows.map((r) => ({
         id: r.id,
         sample: r.sample,

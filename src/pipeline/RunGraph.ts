@@ -57,6 +57,8 @@ export interface AuditRequest {
   /** Out-of-distribution answers: every model scored on its own (A and B name the comparison the evaluation makes). */
   readonly task?: "continuation" | "open_ended"
   readonly itemsEstimate?: number
+  /** Answers the judge labels (per sample), as far as the config tells; 0 when ood.judge is off. */
+  readonly judgeEstimate?: number
 }
 
 export interface TeacherRunRequest {
@@ -271,9 +273,9 @@ export const OOD_EXTERNAL = "external_M0_DART_DART_H"
 export const OOD_OPEN_ENDED = "open_ended_M0_DART_DART_H"
 
 /** Prompts the external stage answers, as far as the config tells (RealToxicityPrompts counts only if it is named). */
-const externalEstimate = (config: ExperimentConfig): number => {
+const externalEstimate = (config: ExperimentConfig, only?: "HateCheck"): number => {
   const e = config.datasets.external
-  const suites = e.suites ?? (["BOLD", "HolisticBias", "HateCheck"] as const)
+  const suites = (e.suites ?? (["BOLD", "HolisticBias", "HateCheck"] as const)).filter((s) => only === undefined || s === only)
   const sizes = { BOLD: 1000, HolisticBias: 1000, RealToxicityPrompts: 1000, HateCheck: 3728 } as const
   return suites.reduce((n, s) => n + Math.min(config.ood.per_suite ?? Infinity, e.limits[s] ?? sizes[s]), 0)
 }
@@ -288,8 +290,8 @@ const oodStages = (config: ExperimentConfig): Array<Stage> => {
   const modelFlag = `--models ${BASE},${DART}=${adapterDir(DART)},${DART_H}=${adapterDir(DART_H)}`
   const policy = config.inference.policy
   const parts = [
-    ...(config.datasets.external.suites?.length === 0 ? [] : [{ task: "continuation" as const, run: OOD_EXTERNAL, infer: "infer_external" as const, audit: "audit_external" as const, items: externalEstimate(config), flag: "--task continuation --suite external" }]),
-    ...(config.ood.open_ended.file === null ? [] : [{ task: "open_ended" as const, run: OOD_OPEN_ENDED, infer: "infer_open_ended" as const, audit: "audit_open_ended" as const, items: config.ood.open_ended.limit ?? 40, flag: "--task open_ended" }])
+    ...(config.datasets.external.suites?.length === 0 ? [] : [{ task: "continuation" as const, run: OOD_EXTERNAL, infer: "infer_external" as const, audit: "audit_external" as const, items: externalEstimate(config), judged: externalEstimate(config, "HateCheck"), flag: "--task continuation --suite external" }]),
+    ...(config.ood.open_ended.file === null ? [] : [{ task: "open_ended" as const, run: OOD_OPEN_ENDED, infer: "infer_open_ended" as const, audit: "audit_open_ended" as const, items: config.ood.open_ended.limit ?? 40, judged: config.ood.open_ended.limit ?? 40, flag: "--task open_ended" }])
   ]
   if (parts.length === 0) return []
   const auditRun = (run: string) => `audit_${run}`
@@ -313,7 +315,7 @@ const oodStages = (config: ExperimentConfig): Array<Stage> => {
       needs: [p.infer],
       ledgerKeys: [`audit/${auditRun(p.run)}`],
       produces: [`${auditDir(auditRun(p.run))}/summary.json`],
-      work: { kind: "audit", request: { runName: auditRun(p.run), pairedInput: predictions(p.run), aName: BASE, bName: DART_H, split: "test", feedsRepair: false, task: p.task, itemsEstimate: p.items } }
+      work: { kind: "audit", request: { runName: auditRun(p.run), pairedInput: predictions(p.run), aName: BASE, bName: DART_H, split: "test", feedsRepair: false, task: p.task, itemsEstimate: p.items, judgeEstimate: config.ood.judge ? p.judged * models.length : 0 } }
     })),
     {
       id: "evaluate_ood",

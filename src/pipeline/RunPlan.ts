@@ -19,6 +19,8 @@ import { classifierEndpoint, classifiersToStart, trainerEndpoint, vllmEndpoints 
 export const CHARS_PER_TOKEN = 4
 /** Instructions, rules and reply format of the comparative judge prompt (docs/protocol.md §5), in characters. */
 export const JUDGE_INSTRUCTION_CHARS = 2400
+/** The open-ended rubric (src/audit/OpenEndedRubric.ts) with a prompt and its notes, in characters. */
+export const OOD_JUDGE_CHARS = 2200
 
 export interface SplitFacts {
   readonly n: number
@@ -187,18 +189,30 @@ export const buildRunPlan = (config: ExperimentConfig, graph: RunGraph, stages: 
   })
 
   let judge: RunPlan["judge"] = null
-  if (config.audit.llm_judge.enabled) {
-    const audits = stages.filter((p) => active.has(p.stage.id) && p.stage.work.kind === "audit" && p.stage.work.request.task === undefined).map((p) => {
-      const w = p.stage.work as Extract<typeof p.stage.work, { kind: "audit" }>
-      return { stage: p.stage.id, split: w.request.split, pairs: facts.items[w.request.split].n * samples }
+  const auditWork = (p: PlannedStage) => (active.has(p.stage.id) && p.stage.work.kind === "audit" ? p.stage.work.request : undefined)
+  const audits = config.audit.llm_judge.enabled
+    ? stages.flatMap((p) => {
+      const w = auditWork(p)
+      return w === undefined || w.task !== undefined ? [] : [{ stage: p.stage.id, split: w.split, pairs: facts.items[w.split].n * samples }]
     })
+    : []
+  // Out of distribution: one request per judged answer (HateCheck and open-ended ones), as far as the config tells.
+  const oodAudits = config.ood.judge
+    ? stages.flatMap((p) => {
+      const w = auditWork(p)
+      return w === undefined || w.task === undefined || (w.judgeEstimate ?? 0) === 0 ? [] : [{ stage: p.stage.id, pairs: w.judgeEstimate! * samples }]
+    })
+    : []
+  if (audits.length > 0 || oodAudits.length > 0) {
     // One request per pair (both views are scored by the classifiers; the judge reads the whole outputs once).
     // In supplement mode only the classifier-triggered pairs are judged: the projection is then an upper bound.
-    const requests = audits.reduce((a, x) => a + x.pairs, 0)
-    // Each request carries the question, both outputs (at most inference.max_tokens each) and the judge's rules.
+    const requests = [...audits, ...oodAudits].reduce((a, x) => a + x.pairs, 0)
+    // Each request carries the question, both outputs (at most inference.max_tokens each) and the judge's rules; an
+    // out-of-distribution one the rubric, the prompt and one answer (at most ood.max_tokens).
     const promptChars = audits.reduce((a, x) =>
-      a + samples * (facts.items[x.split].questionChars + facts.items[x.split].n * (JUDGE_INSTRUCTION_CHARS + 2 * config.inference.max_tokens * CHARS_PER_TOKEN)), 0)
-    judge = { audits: audits.map(({ stage, pairs }) => ({ stage, pairs })), projection: project(config.judge, requests, promptChars) }
+      a + samples * (facts.items[x.split].questionChars + facts.items[x.split].n * (JUDGE_INSTRUCTION_CHARS + 2 * config.inference.max_tokens * CHARS_PER_TOKEN)), 0) +
+      oodAudits.reduce((a, x) => a + x.pairs * (OOD_JUDGE_CHARS + config.ood.max_tokens * CHARS_PER_TOKEN), 0)
+    judge = { audits: [...audits, ...oodAudits].map(({ stage, pairs }) => ({ stage, pairs })), projection: project(config.judge, requests, promptChars) }
   }
 
   const placement = fleetPlacement(config, active, graph, live)
@@ -245,7 +259,7 @@ export const renderRunPlan = (plan: RunPlan, config: ExperimentConfig): string =
   } else {
     const mode = config.audit.llm_judge.mode
     lines.push(`judge ${j.provider} ${j.model} (mode ${mode}, ${mode === "supplement" ? "at most " : ""}one request per pair):`)
-    lines.push(`  ${plan.judge.audits.map((a) => `${a.stage} ${int(a.pairs)} pairs`).join(", ") || "no audit runs"}; ${projection(plan.judge.projection)}`)
+    lines.push(`  ${plan.judge.audits.map((a) => `${a.stage} ${int(a.pairs)} ${a.stage === "audit_external" || a.stage === "audit_open_ended" ? "answers" : "pairs"}`).join(", ") || "no audit runs"}; ${projection(plan.judge.projection)}`)
   }
   if (plan.inference.length > 0) {
     lines.push(`student inference (vLLM, no API cost): ${plan.inference.map((i) => `${i.stage} ${i.split === "ood" ? `~${int(i.items)} prompts` : `${int(i.items)} ${i.split} items`} × ${i.models} models = ${int(i.requests)}`).join("; ")}`)

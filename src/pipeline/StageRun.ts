@@ -139,3 +139,21 @@ export const checkIdentity = (options: {
     keys: changes.map((c) => c.key)
   }))
 }
+
+/**
+ * An audit's `settings.json` (relative to the run) against the settings it runs with now: a rerun continues only with
+ * the same ones, since its rows were made under them. Returns the recorded text (undefined on the first run).
+ */
+export const checkAuditSettings = (run: RunHandle, file: string, settings: unknown) =>
+  Effect.gen(function*() {
+    const store = yield* RunStore
+    const previous = yield* store.readText(run, file)
+    yield* checkIdentity({
+      file: run.file(file),
+      what: "this audit",
+      recorded: previous === undefined ? undefined : JSON.parse(previous),
+      current: settings,
+      advice: "use another --run-name, or delete that folder to start over"
+    })
+    return previous
+  })

@@ -102,7 +102,7 @@ describe("preflight", () => {
       const none = yield* runPreflight(config, plan, fakeProbes()).pipe(withEnv({}))
       expect(none.missing.map((c) => c.detail)).toEqual([
         "DEEPSEEK_API_KEY is not set: the teacher (deepseek deepseek-chat) needs it for distill and repair",
-        "OPENAI_API_KEY is not set: the judge (openai gpt-4o-mini) needs it for audit, audit_test_dart, audit_test_dart_h"
+        "OPENAI_API_KEY is not set: the judge (openai gpt-4o-mini) needs it for audit, audit_test_dart, audit_test_dart_h, audit_external, audit_open_ended"
       ])
       const set = yield* runPreflight(config, plan, fakeProbes()).pipe(withEnv({ DEEPSEEK_API_KEY: "sk-secret-1", OPENAI_API_KEY: "sk-secret-2" }))
       expect(set.missing).toEqual([])

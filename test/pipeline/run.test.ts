@@ -18,7 +18,7 @@ describe("dart run --dry-run", () => {
       expect(r.stdout).toMatch(new RegExp(`\\n  ${stage} +run +not run yet\\n`))
     }
     expect(r.stdout).toContain("distill: 0 of 11,202 items done; still needed: 11,202 requests")
-    expect(r.stdout).toMatch(/judge deepseek deepseek-chat \(mode validate, one request per pair\):\n {2}audit 1,386 pairs, audit_test_dart 1,412 pairs, audit_test_dart_h 1,412 pairs; 4,210 requests/)
+    expect(r.stdout).toMatch(/judge deepseek deepseek-chat \(mode validate, one request per pair\):\n {2}audit 1,386 pairs, audit_test_dart 1,412 pairs, audit_test_dart_h 1,412 pairs, audit_external 11,184 answers, audit_open_ended 120 answers; 15,514 requests/)
     expect(r.stdout).toMatch(/vllm +vllm\/vllm-openai:v0\.33\.0 vllm on local \(all GPUs, port 8000\)/)
     expect(r.stdout).toContain("hosts (docker):\n  local (all GPUs): vllm (all GPUs, port 8000), classifier-toxicity (all GPUs, port 8001), classifier-hate (all GPUs, port 8002), trainer (all GPUs, port 50051)")
     expect(r.stdout).toContain("MISSING  teacher API key: DEEPSEEK_API_KEY is not set: the teacher (deepseek deepseek-chat) needs it for distill and repair")
