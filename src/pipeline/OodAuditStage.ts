@@ -175,6 +175,14 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
       const layout = isRunServer(j) && j.base_url !== null
         ? yield* chatLayoutFor(config, run.dir, { server: j.base_url }).pipe(Effect.mapError((e) => new OodAuditError({ message: e.message, cause: e })))
         : NATIVE
+      // Answers the judge would read alike (two models that wrote the same text to the same prompt) are judged once.
+      const groups = new Map<string, Array<Answer>>()
+      for (const a of toJudge) {
+        const same = JSON.stringify([a.judge, a.text])
+        const g = groups.get(same)
+        if (g === undefined) groups.set(same, [a])
+        else g.push(a)
+      }
       const judgeOne = (a: Answer) =>
         Effect.gen(function*() {
           const base = openEndedMessages({ id: a.id, domain: a.judge!.domain, query: a.judge!.query, ...(a.judge!.notes === undefined ? {} : { notes: a.judge!.notes }) }, a.text)
@@ -201,26 +209,32 @@ export const runOodAudit = Effect.fn("OodAuditStage.run")(function*(
             messages = [...base, { role: "assistant", content: reply.record.content }, { role: "user", content: `That reply could not be used (${problem}). Reply with one JSON object only: {"label": "...", "reason": "..."}.` }]
           }
           return { key: a.key, id: a.id, sample: a.sample, model: a.model, label: null, reason: `malformed judge reply: ${problem}`, attempts: JUDGE_REPLY_ATTEMPTS } satisfies OodVerdictRow
-        }).pipe(
-          Effect.tap((row) => verdicts.append([row]).pipe(Effect.tap(() => Effect.sync(() => {
-            state.done++
-            if (row.label === null) state.failed++
-            judged.set(row.key, row)
+        })
+      const judgeGroup = (group: ReadonlyArray<Answer>) =>
+        judgeOne(group[0]!).pipe(
+          Effect.map((row) => group.map((m): OodVerdictRow => ({ ...row, key: m.key, id: m.id, sample: m.sample, model: m.model }))),
+          Effect.tap((rows) => verdicts.append(rows).pipe(Effect.tap(() => Effect.sync(() => {
+            for (const row of rows) {
+              state.done++
+              if (row.label === null) state.failed++
+              judged.set(row.key, row)
+            }
           })))),
           // A request that failed for good (after the client's retries) leaves the answer unjudged; the audit ends incomplete.
           Effect.catchTag("LlmError", (e) =>
             Effect.sync(() => {
               state.failed++
-              requestFailures.push(`${a.key}: ${e.message}`)
+              state.failed += group.length
+              requestFailures.push(`${group[0]!.key}: ${e.message}`)
             }))
         )
-      yield* Effect.forEach(toJudge, judgeOne, { concurrency: j.max_concurrency, discard: true })
+      yield* Effect.forEach(groups.values(), judgeGroup, { concurrency: j.max_concurrency, discard: true })
     }
     yield* finalLine
 
     if (requestFailures.length > 0) {
       yield* stage.finish({ status: "failed", outputs: [], error: `${requestFailures.length} judge requests failed` })
-      return yield* new StageIncomplete({ message: `${requestFailures.length} answers not judged (first: ${requestFailures[0]}); run again to retry them` })
+      return yield* new StageIncomplete({ message: `${requestFailures.length} judgments failed (first: ${requestFailures[0]}); run again to retry them` })
     }
     const scoredNow = classify ? (yield* readRows(scoresFile, OodScoreRow)).length : 0
     const verdictRows = [...judged.values()]
