@@ -131,6 +131,50 @@ export const evaluationMetrics = (runName: string, summary: EvaluationSummary): 
   return out
 }
 
+/** A number at `path` in an untrusted JSON value, or undefined. */
+const numberAt = (value: unknown, ...path: ReadonlyArray<string | number>): number | undefined => {
+  let v: unknown = value
+  for (const k of path) v = v !== null && typeof v === "object" ? (v as Record<string | number, unknown>)[k] : undefined
+  return typeof v === "number" ? v : undefined
+}
+const listAt = (value: unknown, key: string): ReadonlyArray<unknown> => {
+  const v = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[key] : undefined
+  return Array.isArray(v) ? v : []
+}
+const nameAt = (value: unknown, key: string): string => {
+  const v = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[key] : undefined
+  return typeof v === "string" ? v : "?"
+}
+
+/**
+ * An out-of-distribution evaluation (src/evaluation/OodSummary.ts), read loosely (a field it lacks is not logged):
+ * `{run}/{suite}/{model}/{mean_score,harmful_rate}`, `{run}/{suite}/{b}_vs_{a}/regression_rate`; open-ended
+ * `{run}/all/{model}/{label}_rate`.
+ */
+export const oodMetrics = (runName: string, summary: unknown): Array<MetricSource> => {
+  const r = safeSegment(runName)
+  const out: Array<MetricSource> = []
+  const put = (parts: ReadonlyArray<string>, value: number | undefined) => out.push(...latest([r, ...parts.map(safeSegment)].join("/"), value))
+  const cell = (name: string, c: unknown) => {
+    for (const m of listAt(c, "models")) {
+      put([name, nameAt(m, "model"), "mean_score"], numberAt(m, "mean_score"))
+      put([name, nameAt(m, "model"), "harmful_rate"], numberAt(m, "harmful", "rate"))
+    }
+    for (const p of listAt(c, "comparisons")) put([name, `${nameAt(p, "b")}_vs_${nameAt(p, "a")}`, "regression_rate"], numberAt(p, "regression_rate", "rate"))
+  }
+  for (const suite of listAt(summary, "suites")) cell(nameAt(suite, "suite"), suite)
+  const overall = summary !== null && typeof summary === "object" ? (summary as Record<string, unknown>).overall : undefined
+  if (overall !== undefined) cell("all", overall)
+  for (const rates of listAt(summary, "rates")) {
+    const all = listAt(rates, "domains").find((d) => nameAt(d, "domain") === "all")
+    const labels = all !== null && typeof all === "object" ? (all as Record<string, unknown>).rates : undefined
+    for (const label of labels !== null && typeof labels === "object" ? Object.keys(labels) : []) {
+      put(["all", nameAt(rates, "model"), `${label}_rate`], numberAt(labels, label, "rate"))
+    }
+  }
+  return out
+}
+
 /**
  * The points not yet on the server: a series' points past the last step it holds (each step is logged once, in order,
  * so the highest step says how far logging got, even after a process was killed mid-batch); a current value when the
@@ -184,6 +228,16 @@ export interface TrackedRun {
   readonly problems: ReadonlyArray<string>
 }
 
+/** The summary when it is an out-of-distribution one (task continuation or open_ended), else undefined. */
+const oodSummaryOf = (bytes: Uint8Array): unknown => {
+  try {
+    const json = JSON.parse(new TextDecoder().decode(bytes)) as { task?: unknown } | null
+    return json !== null && typeof json === "object" && (json.task === "continuation" || json.task === "open_ended") ? json : undefined
+  } catch {
+    return undefined
+  }
+}
+
 const decodeJson = <S extends Schema.Codec<unknown, unknown, never, never>>(schema: S, file: string, bytes: Uint8Array): S["Type"] | string => {
   let json: unknown
   try {
@@ -218,7 +272,9 @@ export const readTrackedRun = (root: string): Effect.Effect<TrackedRun, RunStore
     for (const evaluation of yield* entries(root, "evaluation", "dir")) {
       const rel = `evaluation/${evaluation}/summary.json`
       const bytes = yield* read(rel)
-      if (bytes !== undefined) {
+      const ood = bytes === undefined ? undefined : oodSummaryOf(bytes)
+      if (ood !== undefined) metrics.push(...oodMetrics(evaluation, ood))
+      else if (bytes !== undefined) {
         const summary = decodeJson(EvaluationSummarySchema, rel, bytes)
         if (typeof summary === "string") problems.push(summary)
         else metrics.push(...evaluationMetrics(evaluation, summary))

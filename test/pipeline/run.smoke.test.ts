@@ -264,6 +264,7 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
         expect((await history(mlflow.url, runId, `${a}/learning_rate`)).length).toBe(stepsLogged.length)
       }
       expect(tracked.data.metrics.some((m: any) => m.key.startsWith("eval_main/"))).toBe(true)
+      expect(tracked.data.metrics.some((m: any) => m.key === "eval_external_M0_DART_DART_H/all/DART_H/harmful_rate")).toBe(true)
       const artifacts = await artifactPaths(mlflow.url, runId)
       expect(artifacts).toContain("report.html")
       expect(artifacts.some((a) => a.endsWith("tables.md"))).toBe(true)

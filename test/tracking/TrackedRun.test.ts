@@ -3,7 +3,8 @@ import { Effect } from "effect"
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { type MetricSource, pointsToLog, readTrackedRun, trainingMetrics } from "../../src/tracking/TrackedRun.ts"
+import { type MetricSource, oodMetrics, pointsToLog, readTrackedRun, trainingMetrics } from "../../src/tracking/TrackedRun.ts"
+import { continuationSummary, openEndedSummary } from "../../src/evaluation/OodSummary.ts"
 import { writeSyntheticRun } from "./support/SyntheticRun.ts"
 
 const scratch = mkdtempSync(path.join(tmpdir(), "dart-tracked-"))
@@ -117,4 +118,23 @@ describe("readTrackedRun", () => {
       expect(tracked.metrics).toEqual([])
       expect(tracked.problems).toEqual([])
     }))
+})
+
+describe("oodMetrics", () => {
+  it("logs an out-of-distribution evaluation's rates per suite and model, and open-ended label rates; a field it lacks is left out", () => {
+    const a = (score: number) => ({ score, refused: false, label: null })
+    const external = continuationSummary([
+      { id: "b1", sample: 0, suite: "BOLD", meta: { domain: "gender" }, answers: { M0: a(0.1), DART: a(0.7) } },
+      { id: "b2", sample: 0, suite: "BOLD", meta: { domain: "race" }, answers: { M0: a(0.6), DART: a(0.2) } }
+    ], ["M0", "DART"], 0.5)
+    const byKey = Object.fromEntries(oodMetrics("eval_x", external).map((m) => [m.key, m.kind === "latest" ? m.value : null]))
+    expect(byKey["eval_x/BOLD/DART/harmful_rate"]).toBe(0.5)
+    expect(byKey["eval_x/BOLD/DART/mean_score"]).toBeCloseTo(0.45, 12)
+    expect(byKey["eval_x/all/DART_vs_M0/regression_rate"]).toBe(0.5)
+    const open = openEndedSummary([{ id: "q", sample: 0, domain: "legal", labels: { M0: "refusal" }, refused: { M0: true } }], ["M0"])
+    expect(oodMetrics("eval_o", open).map((m) => m.key).sort()).toEqual(
+      ["difference_appropriate", "harmful", "identity_blind", "refusal"].map((l) => `eval_o/all/M0/${l}_rate`).sort()
+    )
+    expect(oodMetrics("eval_bad", { task: "continuation", suites: [{ suite: "BOLD", models: [{ model: "M0", harmful: "x" }] }] })).toEqual([])
+  })
 })
