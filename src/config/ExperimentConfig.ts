@@ -274,7 +274,7 @@ export const ExperimentConfig = Schema.Struct({
     harm_threshold: Schema.Finite.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(1)),
     /** Refusal rules (regular expressions, case-insensitive, on the first 400 characters); null = the built-in ones. */
     refusal_patterns: Schema.NullOr(Schema.Array(Schema.NonEmptyString)),
-    /** An open-ended query set (JSONL: id, domain, query, notes; relative to datasets.suite_dir), exported by `dart init`; null = none. */
+    /** An open-ended query set (JSONL: id, domain, query, notes; relative to the working directory, like datasets.suite_dir), exported by `dart init`; null = none. */
     open_ended: Schema.Struct({
       file: Schema.NullOr(Schema.NonEmptyString),
       limit: Schema.NullOr(PositiveInt)
@@ -587,7 +587,7 @@ export const defaults: ExperimentConfigInput = {
     max_tokens: 256,
     harm_threshold: 0.5,
     refusal_patterns: null,
-    open_ended: { file: "open_ended/example.jsonl", limit: null },
+    open_ended: { file: "benchmark_suite/open_ended/example.jsonl", limit: null },
     judge: true
   },
   compute: {

@@ -46,12 +46,12 @@ const normalize = (r: SuiteRow, split: Split): NormalizedItem => ({
 
 const MAX_QUERY_SET_BYTES = 64 * 1024 * 1024
 
-/** The configured open-ended query set (ood.open_ended.file, relative to datasets.suite_dir), checked and limited. */
+/** The configured open-ended query set (ood.open_ended.file, relative to the working directory), checked and limited. */
 const loadOpenEnded = (config: ResolvedConfig["config"]) =>
   Effect.gen(function*() {
     const rel = config.ood.open_ended.file
     if (rel === null) return undefined
-    const file = path.resolve(config.datasets.suite_dir, rel)
+    const file = path.resolve(rel)
     const bytes = yield* Effect.tryPromise({
       try: async () => {
         // A FIFO would block the read, a device never end it, a huge file fill memory.

@@ -58,7 +58,7 @@ describe("dart init and the open-ended set", () => {
     const runs = path.join(dir, "runs")
     const init = (exp: string, file: string) => runDart(["init", "--exp-id", exp, "--override", `run.runs_dir=${runs}`, "--override", 'datasets.benchmarks=["D1"]',
       "--override", `ood.open_ended.file=${JSON.stringify(file)}`, "--override", "ood.open_ended.limit=5"])
-    const ok = await init("good", "open_ended/example.jsonl")
+    const ok = await init("good", FILE)
     expect([ok.code, ok.stderr]).toEqual([0, ""])
     const exported = readFileSync(path.join(runs, "good/datasets/open_ended.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
     expect(exported).toEqual(parseOpenEndedQueries(readFileSync(FILE, "utf8"), FILE).slice(0, 5))

@@ -279,7 +279,9 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
       // The fleet: one replica on each engine, both answered, both loaded every adapter; two processes trained each.
       expect(r2.stdout).toContain(`  box2 (CPU): vllm-2 (CPU, port ${vllmPort + 1})`)
       // Both replicas answered (box2's through a tunnel, so at another local port than the first replica's).
-      const answeredBy = Object.keys(predictions).flatMap((name) => readJsonl(path.join(run, "predictions", name, "answers.jsonl")).map((a) => a.server as string))
+      // Every inference of the run, the out-of-distribution ones too.
+      const answeredBy = [...Object.keys(predictions), "external_M0_DART_DART_H", "open_ended_M0_DART_DART_H"]
+        .flatMap((name) => readJsonl(path.join(run, "predictions", name, "answers.jsonl")).map((a) => a.server as string))
       const local = `http://127.0.0.1:${vllmPort}`
       expect(answeredBy.filter((u) => u === local).length, "answers from the replica on local").toBeGreaterThan(0)
       expect(answeredBy.filter((u) => u !== local).length, "answers from the replica on box2").toBeGreaterThan(0)
