@@ -11,8 +11,8 @@ import { defineConfig } from "vitest/config"
  * exactly one suite. `npx vitest run FILE` runs one file whichever suite it is in.
  */
 /**
- * Slow files that mostly wait (loopback servers, many `dart` processes, a real Python trainer, the Slurm cluster's
- * stand-in services): the `slow-loopback` project, run beside the `slow` one by `npm run test:slow`
+ * Slow files that mostly wait (loopback servers, many `dart` processes, a real Python trainer, the Kubernetes
+ * control plane's stand-ins): the `slow-loopback` project, run beside the `slow` one by `npm run test:slow`
  * (scripts/test-slow.ts). The `slow` project keeps its files one at a time: they load vLLM and train on the CPU.
  */
 function loopbackSlowTests() {
@@ -29,10 +29,8 @@ function loopbackSlowTests() {
     "test/pipeline/ood.test.ts",
     "test/cli/cli.test.ts",
     "test/tracking/mlflow.slow.test.ts",
-    // The Slurm cluster with stand-in services, and its REST API.
-    "test/compute/SlurmCluster.slow.test.ts",
-    "test/compute/SlurmRest.slow.test.ts",
-    "test/compute/SlurmLifecycle.slow.test.ts",
+    // The Slurm cluster's own tests are not here: they run one at a time in the slow project, never while the smoke
+    // run on Slurm holds the cluster's GPUs (two one-GPU jobs then wait past their test's deadline).
     // The Kubernetes control plane with kwok nodes and stand-in services.
     "test/compute/KubeLifecycle.slow.test.ts"
   ]

@@ -88,8 +88,10 @@ describe("the fast and the slow suite", () => {
     expect(scripts["test:slow"]).toBe("node scripts/test-slow.ts")
     // Both vitest projects at once, and the trainer's slow pytest (package.json's own script) after the loopback one.
     const runner = readFileSync(path.join(root, "scripts/test-slow.ts"), "utf8")
-    expect(runner).toContain(`run("slow", true),\n  run("slow-loopback", false).then(async (l) => [l, await trainerSlow()] as const)`)
-    expect(runner).toContain(`.scripts["test:trainer:slow"]`)
-    expect(scripts["test:all"]).toBe("npm test && npm run test:slow")
+    expect(runner).toContain(`run("slow", true),\n  run("slow-loopback", false).then(async (l) => {`)
+    expect(runner).toContain(`withTrainer ? await npmScript("test:trainer")`)
+    expect(runner).toContain(`await npmScript("test:trainer:slow")`)
+    // test:all is npm test then npm run test:slow, with the trainer's quick pytest moved beside the slow vitest project.
+    expect(scripts["test:all"]).toBe(`${scripts["test"]!.replace(" && npm run test:trainer", "")} && node scripts/test-slow.ts --with-trainer`)
   })
 })
