@@ -16,23 +16,15 @@ import { readRows } from "../runs/Jsonl.ts"
 import { RunStore } from "../runs/RunStore.ts"
 import { irregularInputReason, showName } from "../runs/SafePath.ts"
 import { checkName, openStage, RunName } from "./StageRun.ts"
+import type { TaskEvaluateRequest } from "../tasks/Task.ts"
 
 export class EvaluateError extends Schema.TaggedError<EvaluateError>()("EvaluateError", {
   message: Schema.String,
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-export interface EvaluateRequest {
-  readonly predFile: string
-  readonly runName: string
-  readonly aName: string
-  readonly bName: string | undefined
-  readonly audits: ReadonlyArray<string>
-  /** Replace an earlier evaluation of the same --run-name made from different inputs. */
-  readonly force?: boolean
-  /** Count rows whose id is not an item of this run (predictions made elsewhere); refused otherwise. */
-  readonly allowForeignRows?: boolean
-}
+/** `dart evaluate`'s request: the one every task's evaluation takes (src/tasks/Task.ts). */
+export type EvaluateRequest = TaskEvaluateRequest
 
 const decodeAudit = Schema.decodeUnknownResult(AuditSummary)
 

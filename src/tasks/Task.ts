@@ -47,7 +47,9 @@ export interface TaskEvaluateRequest {
   readonly aName: string
   readonly bName: string | undefined
   readonly audits: ReadonlyArray<string>
+  /** Replace an earlier evaluation of the same --run-name made from different inputs. */
   readonly force?: boolean
+  /** Count rows whose id is not an item of this run (predictions made elsewhere); refused otherwise. */
   readonly allowForeignRows?: boolean
 }
 
