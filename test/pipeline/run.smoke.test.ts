@@ -284,7 +284,13 @@ describe.skipIf(!haveImages)("dart run --config configs/smoke.json", () => {
         .flatMap((name) => readJsonl(path.join(run, "predictions", name, "answers.jsonl")).map((a) => a.server as string))
       const local = `http://127.0.0.1:${vllmPort}`
       expect(answeredBy.filter((u) => u === local).length, "answers from the replica on local").toBeGreaterThan(0)
-      expect(answeredBy.filter((u) => u !== local).length, "answers from the replica on box2").toBeGreaterThan(0)
+      // When it fails, what each inference's manifest says of its servers, and the end of box2's replica log, say why.
+      const why = () => [...Object.keys(predictions), "external_M0_DART_DART_H", "open_ended_M0_DART_DART_H"]
+        .map((name) => `${name}: ${JSON.stringify(JSON.parse(readFileSync(path.join(run, "predictions", name, "manifest.json"), "utf8")).servers)}`)
+        .concat(readFileSync(path.join(run, "logs", "box2-vllm-2.log"), "utf8").split("\n").slice(-15))
+        .join("\n")
+      const fromBox2 = answeredBy.filter((u) => u !== local).length
+      expect(fromBox2, fromBox2 > 0 ? "answers from the replica on box2" : `answers from the replica on box2:\n${why()}`).toBeGreaterThan(0)
       for (const log of ["local-vllm.log", "box2-vllm-2.log"]) {
         const text = readFileSync(path.join(run, "logs", log), "utf8")
         for (const a of ["DART", "DART_H"]) expect(text, `${log}: ${a}`).toContain(`Loaded new LoRA adapter: name '${a}'`)
