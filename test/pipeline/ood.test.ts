@@ -173,9 +173,8 @@ describe("dart audit and dart evaluate on external answers", () => {
     // A FIFO as --audit is refused at once, not read forever.
     const fifo = path.join(scratch, "fifo")
     execFileSync("mkfifo", [fifo])
-    const started = Date.now()
+    // A read that blocked would end at the test's own timeout instead of this message.
     const piped = await evaluate(predFile, fifo)
     expect(piped.stderr).toContain(`${fifo} is a FIFO`)
-    expect(Date.now() - started).toBeLessThan(30_000)
   }, 120_000)
 })
